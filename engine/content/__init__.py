@@ -1,0 +1,1 @@
+"""CRDT views computed from verified session logs: CoMap (LWW) and Group (roles)."""

@@ -1,0 +1,472 @@
+"""CoValueCore: one CoValue's verified sessions, content, tombstone and session replacement.
+
+Rules kept here:
+
+- Content is applied only after it verifies. Each session of a content message is checked on
+  its own: a bad session is rejected whole, the others still apply.
+- A chunk that disagrees with a session we hold is a fork; it is never merged.
+  :meth:`CoValueCore.forks_in_known` finds forks from a peer's known state alone.
+- :meth:`CoValueCore.replace_session` installs an authoritative history. When the local
+  account owns the session, its divergent tail is re-signed into a new conflict session
+  (``!``, ``!2``, …; none overwritten), original ``madeAt`` kept.
+- A valid delete marker makes the CoValue deleted for good: only the header and the delete
+  sessions remain, and nothing resurrects the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.content.comap import CoMapState, change_problem
+from engine.content.common import InvalidTx, ordered_transactions, sessions_for_content
+from engine.content.group import WRITE_ROLES, GroupState, compute_group
+from engine.crypto import AccountKey
+from engine.errors import (
+    CoValueDeleted,
+    ForkError,
+    IntegrityError,
+    InvalidContent,
+    InvalidHeader,
+    KintsugiError,
+    MissingPrefix,
+    PermissionDenied,
+    UsageError,
+)
+from engine.ids import (
+    AccountID,
+    CoValueID,
+    SessionID,
+    SessionKind,
+    conflict_session_id,
+    parse_session_id,
+    session_account,
+)
+from engine.model.header import GroupRuleset, Header, OwnedByGroup
+from engine.model.known_state import KnownState
+from engine.model.session_log import Chunk, SessionLog
+from engine.model.transaction import decode_transaction, encode_transaction
+
+#: Finds another CoValue of this replica (the owner group), or None when it is not here.
+Resolver = Callable[[CoValueID], "CoValueCore | None"]
+
+DELETE_CHANGE = ["delete"]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionOutcome:
+    """What happened to one session of a content message.
+
+    ``status``: ``applied`` (``added`` new transactions), ``duplicate`` (nothing new),
+    ``fork`` (diverges at ``fork_index``; nothing merged), ``rejected`` (``error`` says why),
+    ``deleted`` (the CoValue is deleted; content for this session is refused).
+    """
+
+    session: SessionID
+    status: str
+    added: int = 0
+    fork_index: int | None = None
+    error: KintsugiError | None = None
+
+
+@dataclass(slots=True)
+class ApplyReport:
+    outcomes: list[SessionOutcome] = field(default_factory=list)
+    #: True when this message made the CoValue deleted
+    became_deleted: bool = False
+    #: sessions dropped from the replica because the CoValue is deleted
+    purged: list[SessionID] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return self.became_deleted or any(o.status == "applied" for o in self.outcomes)
+
+    def by_status(self, status: str) -> list[SessionOutcome]:
+        return [o for o in self.outcomes if o.status == status]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaceOutcome:
+    """Result of :meth:`CoValueCore.replace_session`.
+
+    ``changed`` is False when the authoritative history was already in place (a no-op).
+    ``diverged_at`` is the first index where the old local copy differed, ``dropped`` how many
+    local transactions were not in the authoritative history, and ``conflict_session`` where
+    they were kept (None when there were none, or the local account does not own them).
+    ``previous`` is the session log as it was, for storage and audit.
+    """
+
+    session: SessionID
+    changed: bool
+    diverged_at: int
+    dropped: int
+    conflict_session: SessionID | None
+    owned: bool
+    previous: SessionLog | None
+
+
+class CoValueCore:
+    """A CoValue as this replica holds it. Not thread-safe; one owner (the node) drives it."""
+
+    def __init__(self, header: Header, covalue_id: CoValueID | None = None) -> None:
+        derived = header.covalue_id()
+        if covalue_id is not None and covalue_id != derived:
+            raise InvalidHeader(f"header hashes to {derived}, not {covalue_id}")
+        self.header = header
+        self.id: CoValueID = derived
+        self.sessions: dict[SessionID, SessionLog] = {}
+        self.deleted = False
+        #: sessions whose stored chain failed verification: never served as valid
+        self.corrupt: dict[SessionID, IntegrityError] = {}
+        #: bumped on every change; content caches and dependents key on it
+        self.version = 0
+        self.resolve: Resolver = lambda _cid: None
+        self._content: CoMapState | GroupState | None = None
+        self._content_key: tuple[int, int] = (-1, -1)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    @property
+    def type(self) -> str:
+        return self.header.type
+
+    def known_state(self) -> KnownState:
+        """Heads at the last checkpoint of every session (delete sessions only once deleted)."""
+        return KnownState(
+            self.id,
+            True,
+            {sid: log.head() for sid, log in self.sessions.items() if log.signed_count and sid not in self.corrupt},
+        )
+
+    def transaction_count(self) -> int:
+        return sum(log.count for log in self.sessions.values())
+
+    def delete_sessions(self) -> list[SessionID]:
+        return [sid for sid in self.sessions if sid.endswith("$")]
+
+    def forks_in_known(self, known: KnownState) -> list[ForkError]:
+        """Sessions where a peer's known state shows a different history from ours.
+
+        Detectable when the peer's count ``n`` is within our log: our ``h(n)`` must equal the
+        peer's head. ``index`` of each error is the peer's count (the fork is at or before it).
+        """
+        forks = []
+        for sid, (n, head) in known.sessions.items():
+            log = self.sessions.get(sid)
+            if log is not None and n <= log.signed_count and log.hash_at(n) != head:
+                forks.append(ForkError(sid, n))
+        return forks
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    def apply_content(self, new: Mapping[SessionID, Chunk]) -> ApplyReport:
+        """Verify and apply each session's chunk on its own; see :class:`SessionOutcome`."""
+        report = ApplyReport()
+        deletes = sorted(sid for sid in new if sid.endswith("$"))
+        for sid in deletes + sorted(sid for sid in new if not sid.endswith("$")):
+            report.outcomes.append(self._apply_one(sid, new[sid]))
+        delete_applied = any(o.status == "applied" for o in report.outcomes if o.session.endswith("$"))
+        if not self.deleted and delete_applied and self._valid_delete_marker() is not None:
+            report.became_deleted = True
+            report.purged = self._purge()
+        if report.changed:
+            self._touch()
+        return report
+
+    def _apply_one(self, sid: SessionID, chunk: Chunk) -> SessionOutcome:
+        try:
+            kind = parse_session_id(sid).kind
+        except KintsugiError as exc:
+            return SessionOutcome(sid, "rejected", error=exc)
+        if self.deleted and kind is not SessionKind.DELETE:
+            return SessionOutcome(sid, "deleted", error=CoValueDeleted(self.id))
+        if sid in self.corrupt:
+            return SessionOutcome(sid, "rejected", error=self.corrupt[sid])
+        log = self.sessions.get(sid) or SessionLog(self.id, sid)
+        try:
+            if log.pending and chunk.end > log.signed_count:
+                raise UsageError(f"{sid} has local pending writes; sign before receiving")
+            new_hashes = log.verify_chunk(chunk)
+            if kind is SessionKind.DELETE:
+                _check_delete_session(log, chunk)
+        except ForkError as exc:
+            return SessionOutcome(sid, "fork", fork_index=exc.index, error=exc)
+        except KintsugiError as exc:
+            return SessionOutcome(sid, "rejected", error=exc)
+        added = log.apply_verified(chunk, new_hashes)
+        if not added:
+            return SessionOutcome(sid, "duplicate")
+        self.sessions[sid] = log
+        self._merge_received(log, log.count - added)
+        return SessionOutcome(sid, "applied", added=added)
+
+    # -- local writing -----------------------------------------------------------------------
+
+    def add_local(self, session: SessionID, changes: list[list[Any]], made_at: int) -> int:
+        """Append a transaction made by this replica's account; it stays pending until signed.
+
+        Raises :class:`PermissionDenied` when the rules would make it invalid and
+        :class:`CoValueDeleted` once deleted. Returns its index.
+        """
+        if self.deleted:
+            raise CoValueDeleted(f"{self.id} is deleted")
+        group = self.owner_group()
+        group_version = group.version if group is not None else -1
+        problem = self._write_problem(session_account(session), made_at, changes, group)
+        if problem is not None:
+            raise PermissionDenied(problem)
+        log = self.sessions.get(session)
+        if log is None:
+            log = self.sessions[session] = SessionLog(self.id, session)
+        index = log.count
+        log.append_pending(encode_transaction(made_at, changes))
+        cache_current = self._content_key == (self.version, group_version)
+        self.version += 1
+        if cache_current and isinstance(self._content, CoMapState):
+            self._content.merge(made_at, session, index, changes)
+            self._content_key = (self.version, group_version)
+        else:
+            self._content = None
+        return index
+
+    def sign_pending(self, key: AccountKey) -> list[tuple[SessionID, int]]:
+        """Sign every session of ``key``'s account that has pending transactions."""
+        signed = []
+        for sid, log in self.sessions.items():
+            if log.pending and log.account == key.account_id:
+                n = log.sign(key)
+                if n is not None:
+                    signed.append((sid, n))
+        return signed
+
+    def delete(self, key: AccountKey, session: SessionID, made_at: int) -> None:
+        """Write a signed delete marker in ``session`` (a delete session) and purge.
+
+        Raises :class:`PermissionDenied` when ``key``'s account may not delete.
+        """
+        if parse_session_id(session).kind is not SessionKind.DELETE:
+            raise UsageError("delete markers go in a delete session")
+        if self.deleted:
+            return
+        problem = self._delete_problem(key.account_id, made_at)
+        if problem is not None:
+            raise PermissionDenied(problem)
+        log = SessionLog(self.id, session)
+        log.append_pending(encode_transaction(made_at, [DELETE_CHANGE]))
+        log.sign(key)
+        self.sessions[session] = log
+        self._purge()
+        self._touch()
+
+    # -- replacing ---------------------------------------------------------------------------
+
+    def replace_session(self, session: SessionID, chunk: Chunk, *, owner: AccountKey | None = None) -> ReplaceOutcome:
+        """Install an authoritative history of ``session``: our ``[0, chunk.after)`` + chunk.
+
+        Verifies first: our ``h(after)`` must be the chunk's chain base and its checkpoints
+        must verify under the key in ``session`` (raises :class:`IntegrityError` subclasses
+        or :class:`MissingPrefix`; nothing changes). When ``owner`` is this session's account
+        key, local transactions not in the authoritative history move, re-signed, into a new
+        conflict session. A deleted CoValue stays deleted (raises :class:`CoValueDeleted`).
+        """
+        if self.deleted and not session.endswith("$"):
+            raise CoValueDeleted(f"{self.id} is deleted; its sessions are not replaced")
+        old = self.sessions.get(session)
+        if old is not None and old.pending and owner is not None:
+            old.sign(owner)
+        held = old.count if old is not None else 0
+        if chunk.after > held:
+            raise MissingPrefix(session, held, chunk.after)
+        fresh = SessionLog(self.id, session)
+        if old is not None and chunk.after:
+            fresh.txs.extend(old.txs[: chunk.after])
+            fresh.hashes.extend(old.hashes[: chunk.after])
+            fresh.sigs.update({n: s for n, s in old.sigs.items() if n <= chunk.after})
+        if chunk.txs:
+            fresh.apply_verified(chunk, fresh.verify_chunk(chunk))
+        elif chunk.after not in fresh.sigs and chunk.after:
+            raise InvalidContent(f"{session}: authoritative history must end at a checkpoint")
+        old_txs = old.txs if old is not None else []
+        diverged = next(
+            (i for i, (a, b) in enumerate(zip(old_txs, fresh.txs, strict=False)) if a != b),
+            min(len(old_txs), len(fresh.txs)),
+        )
+        tail = old_txs[diverged:]
+        owned = owner is not None and owner.account_id == session_account(session)
+        if old is not None and not tail and old.count == fresh.count and old.sigs == fresh.sigs:
+            return ReplaceOutcome(session, False, diverged, 0, None, owned, old)
+        conflict_sid = None
+        if tail and owned and owner is not None and parse_session_id(session).kind is SessionKind.ACTIVE:
+            conflict_sid = self.next_conflict_session(session)
+            conflict = SessionLog(self.id, conflict_sid)
+            conflict.rebuild_signed(tail, owner)
+            self.sessions[conflict_sid] = conflict
+        self.sessions[session] = fresh
+        self.corrupt.pop(session, None)
+        self._touch()
+        return ReplaceOutcome(session, True, diverged, len(tail), conflict_sid, owned, old)
+
+    def next_conflict_session(self, session: SessionID) -> SessionID:
+        """The first conflict session id of ``session`` that this CoValue does not hold."""
+        n = 1
+        while conflict_session_id(session, n) in self.sessions:
+            n += 1
+        return conflict_session_id(session, n)
+
+    # -- content -----------------------------------------------------------------------------
+
+    def owner_group(self) -> CoValueCore | None:
+        if isinstance(self.header.ruleset, OwnedByGroup):
+            return self.resolve(self.header.ruleset.group)
+        return None
+
+    def _current_key(self) -> tuple[int, int]:
+        group = self.owner_group()
+        return self.version, (group.version if group is not None else -1)
+
+    def content(self) -> CoMapState | GroupState:
+        """The content view (recomputed only when this CoValue or its owner group changed)."""
+        key = self._current_key()
+        if self._content is None or self._content_key != key:
+            self._content = self._compute_content()
+            self._content_key = key
+        return self._content
+
+    def comap(self) -> CoMapState:
+        state = self.content()
+        if not isinstance(state, CoMapState):
+            raise UsageError(f"{self.id} is a {self.type}, not a comap")
+        return state
+
+    def group(self) -> GroupState:
+        state = self.content()
+        if not isinstance(state, GroupState):
+            raise UsageError(f"{self.id} is a {self.type}, not a group")
+        return state
+
+    def invalid_transactions(self) -> list[InvalidTx]:
+        return list(self.content().invalid)
+
+    def _compute_content(self) -> CoMapState | GroupState:
+        if isinstance(self.header.ruleset, GroupRuleset):
+            return compute_group(self.header.ruleset.initial_admin, self.sessions)
+        state = CoMapState()
+        for item in ordered_transactions(sessions_for_content(self.sessions), state.invalid):
+            problem = self._write_problem(session_account(item.session), item.tx.made_at, item.tx.changes)
+            if problem is not None:
+                state.invalid.append(InvalidTx(item.session, item.index, problem))
+            else:
+                state.merge(item.tx.made_at, item.session, item.index, item.tx.changes)
+        return state
+
+    def _merge_received(self, log: SessionLog, start: int) -> None:
+        """Fold newly received transactions into a current CoMap view, else drop the cache."""
+        current = self._content_key == self._current_key() and isinstance(self._content, CoMapState)
+        self.version += 1
+        if not current or log.session.endswith("$"):
+            self._content = None
+            return
+        assert isinstance(self._content, CoMapState)
+        state = self._content
+        for i in range(start, log.count):
+            try:
+                tx = decode_transaction(log.txs[i])
+            except KintsugiError as exc:
+                state.invalid.append(InvalidTx(log.session, i, f"undecodable: {exc.detail}"))
+                continue
+            problem = self._write_problem(log.account, tx.made_at, tx.changes)
+            if problem is not None:
+                state.invalid.append(InvalidTx(log.session, i, problem))
+            else:
+                state.merge(tx.made_at, log.session, i, tx.changes)
+        self._content_key = self._current_key()
+
+    def _write_problem(
+        self, author: AccountID, made_at: int, changes: list[list[Any]], group: CoValueCore | None = None
+    ) -> str | None:
+        """Why ``author`` may not make ``changes`` at ``made_at`` here, or None if allowed.
+
+        ``group`` is the owner group when the caller already resolved it.
+        """
+        if self.type == "group":
+            return None  # checked in order by compute_group; a local write is checked below
+        for change in changes:
+            problem = change_problem(change)
+            if problem is not None:
+                return problem
+        ruleset = self.header.ruleset
+        if isinstance(ruleset, OwnedByGroup):
+            group = group or self.owner_group()
+            if group is None:
+                return f"owner group {ruleset.group} is not available"
+            role = group.group().role_at(author, made_at)
+            if role not in WRITE_ROLES:
+                return f"author is {role or 'not a member'} in the owner group at {made_at}"
+        return None
+
+    def check_group_write(self, author: AccountID) -> None:
+        """Raise :class:`PermissionDenied` unless ``author`` is an admin of this group now."""
+        if self.group().roles.get(author) != "admin":
+            raise PermissionDenied(f"{author} is not an admin of {self.id}")
+
+    def _delete_problem(self, author: AccountID, made_at: int) -> str | None:
+        ruleset = self.header.ruleset
+        if isinstance(ruleset, GroupRuleset):
+            role = self.group().role_at(author, made_at)
+        elif isinstance(ruleset, OwnedByGroup):
+            group = self.owner_group()
+            if group is None:
+                return f"owner group {ruleset.group} is not available"
+            role = group.group().role_at(author, made_at)
+        else:
+            return None
+        return None if role == "admin" else f"deleting needs admin; author is {role or 'not a member'}"
+
+    def _valid_delete_marker(self) -> tuple[SessionID, int] | None:
+        """The first valid delete marker among the delete sessions, or None."""
+        for sid in sorted(self.delete_sessions()):
+            log = self.sessions[sid]
+            for i in range(log.signed_count):
+                tx = decode_transaction(log.txs[i])
+                if self._delete_problem(log.account, tx.made_at) is None:
+                    return sid, i
+        return None
+
+    def delete_problem_for(self, sid: SessionID) -> str | None:
+        """Why the delete session ``sid`` does not delete this CoValue (None: it does)."""
+        log = self.sessions[sid]
+        tx = decode_transaction(log.txs[0])
+        return self._delete_problem(log.account, tx.made_at)
+
+    def _purge(self) -> list[SessionID]:
+        self.deleted = True
+        purged = [sid for sid in self.sessions if not sid.endswith("$")]
+        for sid in purged:
+            del self.sessions[sid]
+            self.corrupt.pop(sid, None)
+        return purged
+
+    def _touch(self) -> None:
+        self.version += 1
+        self._content = None
+
+    def recheck_deleted(self) -> list[SessionID]:
+        """After the owner group changed or arrived: apply a delete marker that is now valid."""
+        if not self.deleted and self.delete_sessions() and self._valid_delete_marker():
+            purged = self._purge()
+            self._touch()
+            return purged
+        return []
+
+    def iter_logs(self) -> Iterator[SessionLog]:
+        return iter(self.sessions.values())
+
+
+def _check_delete_session(log: SessionLog, chunk: Chunk) -> None:
+    """A delete session holds exactly one transaction: a delete marker."""
+    if chunk.end != 1:
+        raise InvalidContent(f"{log.session}: a delete session holds exactly one transaction")
+    tx = decode_transaction(chunk.txs[-1]) if chunk.txs else None
+    if tx is None or tx.changes != [DELETE_CHANGE]:
+        raise InvalidContent(f"{log.session}: a delete session holds only a delete marker")

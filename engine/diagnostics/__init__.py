@@ -1,0 +1,1 @@
+"""Diagnostics: store reports (inspect, verify); bundles, audit log and anomalies come later."""

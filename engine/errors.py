@@ -1,0 +1,236 @@
+"""Every exception the engine raises, in one place.
+
+Each class carries a stable ``code`` (a short snake_case string). Codes travel on the wire in
+``error{code}`` messages and appear in ``--json`` output, so they never change meaning; new
+failures get new codes.
+
+Hierarchy::
+
+    KintsugiError                        base; ``code``, ``detail``
+    ├── InvalidInput                     bad bytes or values from outside (peer, file, user)
+    │   ├── InvalidId                    invalid_id: malformed AccountID/SessionID/CoValueID
+    │   ├── InvalidCBOR                  invalid_cbor: undecodable or non-canonical CBOR
+    │   ├── InvalidHeader                invalid_header: header fields wrong or missing
+    │   ├── InvalidTransaction           invalid_transaction: a transaction that is not one
+    │   ├── InvalidContent               invalid_content: content chunk that cannot apply
+    │   │   └── MissingPrefix            missing_prefix: chunk starts after what we have
+    │   ├── IntegrityError               signed-history failures (security relevant)
+    │   │   ├── ChainError               broken_chain: hash chain does not link
+    │   │   ├── SignatureError           bad_signature: checkpoint signature does not verify
+    │   │   └── ForkError                fork: content diverges from our chain at ``index``
+    │   ├── InvalidEnvelope              invalid_envelope: CAS slot bytes not of envelope v1
+    │   └── KeyFileError                 key_file: unreadable or malformed account key file
+    ├── PermissionDenied                 permission_denied: local write the rules forbid
+    ├── CoValueDeleted                   deleted: the CoValue has a tombstone
+    ├── UnknownCoValue                   unknown_covalue: id not in this replica
+    ├── StorageError                     base of storage failures
+    │   ├── StorageEnvironmentError      storage_environment: disk full, locked, I/O
+    │   ├── StorageBugError              storage_bug: constraint violations, misuse
+    │   └── SchemaVersionError           schema_too_new: store written by a newer major
+    ├── KVError                          base of CAS-slot failures
+    │   ├── KVAccessDenied               kv_access_denied: another account's namespace
+    │   └── CASRetriesExhausted          cas_retries_exhausted: read-modify-write gave up
+    └── LeaseError                       lease_unavailable: could not lease a session
+
+Misuse of the API (calling a closed node, say) raises ``UsageError``, which also inherits
+``RuntimeError`` because it is a bug in the caller, not a condition to handle.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CASRetriesExhausted",
+    "ChainError",
+    "CoValueDeleted",
+    "ForkError",
+    "IntegrityError",
+    "InvalidCBOR",
+    "InvalidEnvelope",
+    "InvalidContent",
+    "InvalidHeader",
+    "InvalidId",
+    "InvalidInput",
+    "InvalidTransaction",
+    "KVAccessDenied",
+    "KVError",
+    "KeyFileError",
+    "KintsugiError",
+    "LeaseError",
+    "MissingPrefix",
+    "PermissionDenied",
+    "SchemaVersionError",
+    "SignatureError",
+    "StorageBugError",
+    "StorageEnvironmentError",
+    "StorageError",
+    "UnknownCoValue",
+    "UsageError",
+]
+
+
+class KintsugiError(Exception):
+    """Base of all engine errors. ``code`` is stable; ``detail`` is for humans."""
+
+    code = "error"
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail or self.code)
+        self.detail = detail
+
+    def to_dict(self) -> dict[str, str]:
+        """The error as it appears in ``--json`` output and ``error`` messages."""
+        return {"code": self.code, "detail": self.detail}
+
+
+class UsageError(KintsugiError, RuntimeError):
+    """The API was used wrongly (a bug in the caller)."""
+
+    code = "usage"
+
+
+class InvalidInput(KintsugiError):
+    """Bytes or values from outside that do not satisfy the format or the rules."""
+
+    code = "invalid_input"
+
+
+class InvalidId(InvalidInput):
+    code = "invalid_id"
+
+
+class InvalidCBOR(InvalidInput):
+    code = "invalid_cbor"
+
+
+class InvalidHeader(InvalidInput):
+    code = "invalid_header"
+
+
+class InvalidTransaction(InvalidInput):
+    code = "invalid_transaction"
+
+
+class InvalidContent(InvalidInput):
+    """A content chunk for a session that cannot be applied as given."""
+
+    code = "invalid_content"
+
+
+class MissingPrefix(InvalidContent):
+    """A chunk starts after the end of what this replica holds (``have`` < ``after``)."""
+
+    code = "missing_prefix"
+
+    def __init__(self, session: str, have: int, after: int) -> None:
+        super().__init__(f"{session}: chunk starts at {after} but only {have} held")
+        self.session = session
+        self.have = have
+        self.after = after
+
+
+class IntegrityError(InvalidInput):
+    """Signed history that does not verify. Always logged as a security event."""
+
+    code = "integrity"
+
+
+class ChainError(IntegrityError):
+    """The hash chain of ``session`` does not link at ``index``."""
+
+    code = "broken_chain"
+
+    def __init__(self, session: str, index: int, reason: str) -> None:
+        super().__init__(f"{session}@{index}: {reason}")
+        self.session = session
+        self.index = index
+        self.reason = reason
+
+
+class SignatureError(IntegrityError):
+    """The checkpoint signature of ``session`` at ``index`` does not verify."""
+
+    code = "bad_signature"
+
+    def __init__(self, session: str, index: int, reason: str = "signature does not verify") -> None:
+        super().__init__(f"{session}@{index}: {reason}")
+        self.session = session
+        self.index = index
+        self.reason = reason
+
+
+class ForkError(IntegrityError):
+    """Content for ``session`` that diverges from the local chain at ``index``."""
+
+    code = "fork"
+
+    def __init__(self, session: str, index: int) -> None:
+        super().__init__(f"{session} diverges at index {index}")
+        self.session = session
+        self.index = index
+
+
+class InvalidEnvelope(InvalidInput):
+    code = "invalid_envelope"
+
+
+class KeyFileError(InvalidInput):
+    code = "key_file"
+
+
+class PermissionDenied(KintsugiError):
+    """A local write that the owner group's rules would make invalid."""
+
+    code = "permission_denied"
+
+
+class CoValueDeleted(KintsugiError):
+    code = "deleted"
+
+
+class UnknownCoValue(KintsugiError):
+    code = "unknown_covalue"
+
+
+class StorageError(KintsugiError):
+    code = "storage"
+
+
+class StorageEnvironmentError(StorageError):
+    """The environment failed (disk full, database locked, I/O error): may pass on retry."""
+
+    code = "storage_environment"
+
+
+class StorageBugError(StorageError):
+    """The store was used wrongly or holds what our own code should never have written."""
+
+    code = "storage_bug"
+
+
+class SchemaVersionError(StorageError):
+    """The store's schema major version is newer than this program understands."""
+
+    code = "schema_too_new"
+
+
+class KVError(KintsugiError):
+    code = "kv"
+
+
+class KVAccessDenied(KVError):
+    code = "kv_access_denied"
+
+
+class CASRetriesExhausted(KVError):
+    """A read-modify-write lost the race ``attempts`` times in a row on ``key``."""
+
+    code = "cas_retries_exhausted"
+
+    def __init__(self, key: str, attempts: int) -> None:
+        super().__init__(f"{key}: gave up after {attempts} conflicting attempts")
+        self.key = key
+        self.attempts = attempts
+
+
+class LeaseError(KintsugiError):
+    code = "lease_unavailable"

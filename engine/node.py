@@ -1,0 +1,426 @@
+"""LocalNode: the facade that app code embeds (DESIGN §2).
+
+A LocalNode holds one account's key, an optional SQLite store and the CoValues it has loaded.
+It writes in one leased session (DESIGN §5): two processes of one account on one store never
+share a session, and a session whose process died is never written again.
+
+Write batches: transactions are signed once per batch, not once per transaction. A batch is
+the body of ``with node.batch():``; outside one, it is the current turn of the running asyncio
+loop (the node flushes with ``call_soon``), or, with no loop running, the single write. A
+batch is also cut every :data:`MAX_BATCH_TRANSACTIONS` transactions or
+:data:`MAX_BATCH_BYTES` bytes per session. :meth:`LocalNode.flush` signs, commits to the store
+(one transaction for the whole batch) and then notifies subscribers.
+
+Example::
+
+    node = LocalNode.open("~/.local/share/myapp/store", AccountKey.load("me.key"))
+    group = node.create_group()
+    todo = node.create_map(group.id)
+    node.set(todo.id, "title", "buy milk")
+    node.get_map(todo.id)   # {'title': 'buy milk'}
+    node.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from engine.covalue import ApplyReport, CoValueCore, ReplaceOutcome
+from engine.crypto import AccountKey
+from engine.errors import PermissionDenied, UnknownCoValue, UsageError
+from engine.ids import AccountID, CoValueID, SessionID, new_delete_session_id, new_session_id
+from engine.kv.lease import LeaseState, SessionLeases, lease_key, lease_slot
+from engine.kv.store import MemoryKV, Stored, cas_in_transaction
+from engine.model.header import GroupRuleset, Header, OwnedByGroup, Ruleset, UnsafeAllowAll, new_header
+from engine.model.known_state import KnownState
+from engine.model.session_log import MAX_BATCH_BYTES, MAX_BATCH_TRANSACTIONS, Chunk
+from engine.storage.sqlite import SessionWrite, SQLiteStore
+
+logger = logging.getLogger(__name__)
+
+#: Renew the session lease when less than this fraction of its lifetime is left.
+LEASE_RENEW_FRACTION = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEvent:
+    """Delivered to subscribers after a change is applied (and, with a store, committed).
+
+    ``kind``: ``local`` (this node wrote), ``remote`` (content received), ``replaced`` (a
+    session was replaced by an authoritative history), ``deleted`` (tombstoned).
+    """
+
+    covalue: CoValueID
+    kind: str
+
+
+Subscriber = Callable[[ChangeEvent], None]
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class LocalNode:
+    """One account's replica. Not thread-safe: use it from one thread (or one asyncio loop)."""
+
+    def __init__(
+        self,
+        account: AccountKey,
+        store: SQLiteStore | None = None,
+        *,
+        clock_ms: Callable[[], int] = now_ms,
+        instance_id: str | None = None,
+        session: SessionID | None = None,
+    ) -> None:
+        self.account = account
+        self.store = store
+        self.clock_ms = clock_ms
+        self.instance_id = instance_id or f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self.kv = store.kv if store is not None else MemoryKV()
+        self.leases = SessionLeases(self.kv, account.account_id, self.instance_id, clock_ms=clock_ms)
+        #: ``session`` given explicitly bypasses the lease (tests that fork on purpose).
+        self._leased = session is None
+        self.session: SessionID = self.leases.acquire() if session is None else session
+        self._lease_expires = clock_ms() + self.leases.ttl_ms if self._leased else 0
+        self.covalues: dict[CoValueID, CoValueCore] = {}
+        self._stored: dict[tuple[CoValueID, SessionID], int] = {}
+        self._dirty: dict[CoValueID, str] = {}
+        self._pending_bytes = 0
+        self._pending_count = 0
+        self._batch_depth = 0
+        self._flush_scheduled = False
+        self._subscribers: list[tuple[CoValueID | None, Subscriber]] = []
+        self._last_made_at = 0
+        self.closed = False
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str] | None, account: AccountKey, **kwargs: Any) -> LocalNode:
+        """A node on the store at ``path`` (a directory or file; created if missing), or
+        in memory when ``path`` is None."""
+        store = SQLiteStore(path, writer=kwargs.get("instance_id")) if path is not None else None
+        return cls(account, store, **kwargs)
+
+    @property
+    def account_id(self) -> AccountID:
+        return self.account.account_id
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Flush, release the session lease (nothing is left unpersisted) and close the store."""
+        if self.closed:
+            return
+        self.flush()
+        if self._leased:
+            self.leases.release(self.session)
+        if self.store is not None:
+            self.store.close()
+        self.closed = True
+
+    def __enter__(self) -> LocalNode:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def get(self, covalue: CoValueID) -> CoValueCore:
+        """The CoValue, loaded (and verified) from the store on first use.
+
+        Raises :class:`UnknownCoValue` when neither memory nor the store has it.
+        """
+        core = self.get_or_none(covalue)
+        if core is None:
+            raise UnknownCoValue(covalue)
+        return core
+
+    def get_or_none(self, covalue: CoValueID) -> CoValueCore | None:
+        core = self.covalues.get(covalue)
+        if core is None and self.store is not None:
+            core = self.store.load_covalue(covalue)
+            if core is not None:
+                self._adopt(core)
+                for sid, log in core.sessions.items():
+                    self._stored[(covalue, sid)] = log.signed_count
+        return core
+
+    def _adopt(self, core: CoValueCore) -> None:
+        core.resolve = self.get_or_none
+        self.covalues[core.id] = core
+
+    def covalue_ids(self) -> list[CoValueID]:
+        """Ids held in memory or in the store."""
+        ids = set(self.covalues)
+        if self.store is not None:
+            ids.update(cid for cid, _type, _deleted in self.store.covalue_ids())
+        return sorted(ids)
+
+    def get_map(self, covalue: CoValueID) -> dict[str, Any]:
+        return self.get(covalue).comap().items()
+
+    def known_state(self, covalue: CoValueID) -> KnownState:
+        """What this node holds of ``covalue`` (signed prefixes only; flushes first)."""
+        self.flush()
+        return self.get(covalue).known_state()
+
+    # -- creating and writing ----------------------------------------------------------------
+
+    def _create(self, kind: str, ruleset: Ruleset, meta: Any) -> CoValueCore:
+        core = CoValueCore(new_header(kind, ruleset, meta=meta, created_at=self._made_at()))
+        self._adopt(core)
+        self._mark_dirty(core.id, "local")
+        self._after_write()
+        return core
+
+    def create_group(self, meta: Any = None) -> CoValueCore:
+        """A new group with this node's account as its initial admin."""
+        return self._create("group", GroupRuleset(self.account_id), meta)
+
+    def create_map(self, owner: CoValueID | None, meta: Any = None) -> CoValueCore:
+        """A new CoMap owned by group ``owner`` (None: ``unsafeAllowAll``, anyone may write)."""
+        if owner is not None:
+            self.get(owner).group()
+            return self._create("comap", OwnedByGroup(owner), meta)
+        return self._create("comap", UnsafeAllowAll(), meta)
+
+    def set_role(self, group: CoValueID, account: AccountID, role: str) -> None:
+        """Give ``account`` a role in ``group``. Raises :class:`PermissionDenied` unless admin."""
+        core = self.get(group)
+        core.check_group_write(self.account_id)
+        self._write(core, [["role", account, role]])
+
+    def set(self, covalue: CoValueID, key: str, value: Any) -> None:
+        self._write(self.get(covalue), [["set", key, value]])
+
+    def delete_key(self, covalue: CoValueID, key: str) -> None:
+        self._write(self.get(covalue), [["del", key]])
+
+    def write_changes(self, covalue: CoValueID, changes: list[list[Any]]) -> None:
+        """Several changes in one transaction (applied together or not at all)."""
+        self._write(self.get(covalue), changes)
+
+    def _write(self, core: CoValueCore, changes: list[list[Any]]) -> None:
+        self._check_open()
+        core.add_local(self.session, changes, self._made_at())
+        log = core.sessions[self.session]
+        self._pending_count += 1
+        self._pending_bytes += len(log.txs[-1])
+        self._mark_dirty(core.id, "local")
+        if self._pending_count >= MAX_BATCH_TRANSACTIONS or self._pending_bytes >= MAX_BATCH_BYTES:
+            self._sign_all()
+        self._after_write()
+
+    def delete_covalue(self, covalue: CoValueID) -> None:
+        """Tombstone ``covalue``: a signed delete marker; every other session is purged.
+
+        Raises :class:`PermissionDenied` unless this account is an admin of the owner group.
+        """
+        self._check_open()
+        core = self.get(covalue)
+        if core.deleted:
+            return
+        self._sign_all()
+        purged = [sid for sid in core.sessions if not sid.endswith("$")]
+        core.delete(self.account, new_delete_session_id(self.account_id), self._made_at())
+        if self.store is not None:
+            self.store.mark_deleted(core, purged)
+        for sid in purged:
+            self._stored.pop((core.id, sid), None)
+        for sid in core.delete_sessions():
+            self._stored[(core.id, sid)] = core.sessions[sid].signed_count
+        self._dirty.pop(core.id, None)
+        self._notify(ChangeEvent(core.id, "deleted"))
+
+    # -- batches -----------------------------------------------------------------------------
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group writes: signed at most every 1,000 transactions / 100 KiB, committed once."""
+        self._batch_depth += 1
+        try:
+            yield
+        finally:
+            self._batch_depth -= 1
+            if self._batch_depth == 0:
+                self.flush()
+
+    def _after_write(self) -> None:
+        if self._batch_depth:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self.flush)
+
+    def _sign_all(self) -> None:
+        for cid in self._dirty:
+            self.covalues[cid].sign_pending(self.account)
+        self._pending_bytes = self._pending_count = 0
+
+    def flush(self) -> None:
+        """Sign pending writes, commit them in one store transaction, notify subscribers."""
+        self._flush_scheduled = False
+        if not self._dirty or self.closed:
+            return
+        self._sign_all()
+        dirty, self._dirty = self._dirty, {}
+        if self.store is not None:
+            writes = []
+            headers = []
+            for cid in dirty:
+                core = self.covalues[cid]
+                headers.append(core)
+                for sid, log in core.sessions.items():
+                    stored = self._stored.get((cid, sid), 0)
+                    if log.signed_count > stored:
+                        writes.append(SessionWrite.pending_of(log, stored))
+            try:
+                counts = self.store.write(headers, writes)
+            except BaseException:
+                self._dirty.update(dirty)
+                raise
+            self._stored.update(counts)
+            self._renew_lease_if_due()
+        for cid, kind in dirty.items():
+            self._notify(ChangeEvent(cid, kind))
+
+    def _renew_lease_if_due(self) -> None:
+        now = self.clock_ms()
+        if self._leased and self._lease_expires - now < self.leases.ttl_ms * LEASE_RENEW_FRACTION:
+            self._lease_expires = self.leases.renew(self.session)
+
+    def _mark_dirty(self, covalue: CoValueID, kind: str) -> None:
+        self._dirty.setdefault(covalue, kind)
+
+    def _made_at(self) -> int:
+        self._last_made_at = max(self._last_made_at, self.clock_ms())
+        return self._last_made_at
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise UsageError("node is closed")
+
+    # -- receiving (the sync layer calls these) ----------------------------------------------
+
+    def add_header(self, header: Header) -> CoValueCore:
+        """Adopt a CoValue whose header arrived from a peer (verified against its id)."""
+        existing = self.get_or_none(header.covalue_id())
+        if existing is not None:
+            return existing
+        core = CoValueCore(header)
+        self._adopt(core)
+        if self.store is not None:
+            self.store.write([core])
+        return core
+
+    def apply_content(self, covalue: CoValueID, new: dict[SessionID, Chunk]) -> ApplyReport:
+        """Verify and apply received chunks; commit what applied before returning.
+
+        A deleted CoValue is purged in the same commit; see :class:`ApplyReport`.
+        """
+        core = self.get(covalue)
+        self.flush()
+        report = core.apply_content(new)
+        if self.store is not None:
+            if report.became_deleted:
+                self.store.mark_deleted(core, report.purged)
+            else:
+                writes = [
+                    SessionWrite.pending_of(core.sessions[o.session], self._stored.get((covalue, o.session), 0))
+                    for o in report.by_status("applied")
+                ]
+                self._stored.update(self.store.write([core], writes))
+        for sid in report.purged:
+            self._stored.pop((covalue, sid), None)
+        if report.changed:
+            self._notify(ChangeEvent(covalue, "deleted" if report.became_deleted else "remote"))
+        return report
+
+    def replace_session(self, covalue: CoValueID, session: SessionID, chunk: Chunk) -> ReplaceOutcome:
+        """Install an authoritative history of ``session`` (DESIGN §7.1).
+
+        When this node owns the session, its divergent tail goes to a conflict session and
+        the node moves to a brand-new leased session; the replacement, the conflict session
+        and the session switch commit as one store transaction. Idempotent: running it again
+        with the same history changes nothing. Raises what
+        :meth:`CoValueCore.replace_session` raises, with nothing changed.
+        """
+        core = self.get(covalue)
+        self.flush()
+        owned = session.startswith(self.account_id + "_")
+        outcome = core.replace_session(session, chunk, owner=self.account if owned else None)
+        if not outcome.changed:
+            return outcome
+        switch = outcome.owned and session == self.session
+        next_session = new_session_id(self.account_id) if switch else self.session
+        extra = None
+        if self.store is not None:
+            if switch and self._leased:
+                extra = self._session_switch_writer(session, next_session)
+            self.store.replace_session(core, outcome, extra=extra)
+            self._stored[(covalue, session)] = core.sessions[session].signed_count
+            if outcome.conflict_session is not None:
+                cs = outcome.conflict_session
+                self._stored[(covalue, cs)] = core.sessions[cs].signed_count
+        if switch:
+            logger.info("session %s was corrected; writing continues in %s", session, next_session)
+            self.session = next_session
+            if self._leased:
+                self._lease_expires = self.clock_ms() + self.leases.ttl_ms
+        self._notify(ChangeEvent(covalue, "replaced"))
+        return outcome
+
+    def _session_switch_writer(self, old: SessionID, new: SessionID) -> Callable[[Any], None]:
+        account, instance = self.account_id, self.instance_id
+        expires = self.clock_ms() + self.leases.ttl_ms
+        gen, _slot = self.kv.get(account, lease_key(old))
+
+        def write(conn: Any) -> None:
+            retired = cas_in_transaction(
+                conn, account, lease_key(old), gen, lease_slot(instance, expires, LeaseState.RETIRED)
+            )
+            created = cas_in_transaction(
+                conn, account, lease_key(new), 0, lease_slot(instance, expires, LeaseState.HELD)
+            )
+            if not (isinstance(retired, Stored) and isinstance(created, Stored)):
+                raise PermissionDenied(f"lease of {old} changed under this instance")
+
+        return write
+
+    # -- subscriptions -----------------------------------------------------------------------
+
+    def subscribe(self, callback: Subscriber, covalue: CoValueID | None = None) -> Callable[[], None]:
+        """Call ``callback`` after each change of ``covalue`` (None: of any CoValue).
+
+        Returns a function that unsubscribes. Exceptions from callbacks are logged, not raised.
+        """
+        entry = (covalue, callback)
+        self._subscribers.append(entry)
+
+        def unsubscribe() -> None:
+            if entry in self._subscribers:
+                self._subscribers.remove(entry)
+
+        return unsubscribe
+
+    def _notify(self, event: ChangeEvent) -> None:
+        for covalue, callback in list(self._subscribers):
+            if covalue is None or covalue == event.covalue:
+                try:
+                    callback(event)
+                except Exception:
+                    logger.exception("subscriber failed on %s", event)

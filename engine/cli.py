@@ -19,7 +19,7 @@ import platformdirs
 
 from engine import __version__
 from engine.crypto import AccountKey
-from engine.errors import KintsugiError, StorageBugError
+from engine.errors import KintsugiError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -110,12 +110,9 @@ def cmd_demo(args: argparse.Namespace, out: Output) -> int:
 
 
 def _open_readonly(path: str) -> Any:
-    from engine.storage.sqlite import SQLiteStore, store_file
+    from engine.storage.sqlite import SQLiteStore
 
-    db = store_file(Path(path).expanduser())
-    if not db.exists():
-        raise StorageBugError(f"no store at {path} (looked for {db})")
-    return SQLiteStore(db, readonly=True)
+    return SQLiteStore(Path(path).expanduser(), readonly=True)
 
 
 def cmd_verify(args: argparse.Namespace, out: Output) -> int:

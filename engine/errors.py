@@ -26,6 +26,7 @@ Hierarchy::
     ├── StorageError                     base of storage failures
     │   ├── StorageEnvironmentError      storage_environment: disk full, locked, I/O
     │   ├── StorageBugError              storage_bug: constraint violations, misuse
+    │   ├── StoreNotFound                store_not_found: no store at the given path
     │   └── SchemaVersionError           schema_too_new: store written by a newer major
     ├── KVError                          base of CAS-slot failures
     │   ├── KVAccessDenied               kv_access_denied: another account's namespace
@@ -63,6 +64,7 @@ __all__ = [
     "StorageBugError",
     "StorageEnvironmentError",
     "StorageError",
+    "StoreNotFound",
     "UnknownCoValue",
     "UsageError",
 ]
@@ -205,6 +207,12 @@ class StorageBugError(StorageError):
     """The store was used wrongly or holds what our own code should never have written."""
 
     code = "storage_bug"
+
+
+class StoreNotFound(StorageError):
+    """There is no store at the path given (opened read-only, so none was created)."""
+
+    code = "store_not_found"
 
 
 class SchemaVersionError(StorageError):

@@ -25,7 +25,7 @@ import cbor2
 
 from engine.covalue import CoValueCore, ReplaceOutcome
 from engine.crypto import HASH_SIZE
-from engine.errors import ChainError, IntegrityError, KintsugiError, StorageBugError
+from engine.errors import ChainError, IntegrityError, KintsugiError, StorageBugError, StoreNotFound
 from engine.ids import CoValueID, SessionID
 from engine.kv.store import SQLiteKV, sqlite_errors
 from engine.model.header import Header
@@ -107,7 +107,7 @@ class SQLiteStore:
         if not readonly:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         elif not self.path.exists():
-            raise StorageBugError(f"{self.path}: no store here")
+            raise StoreNotFound(f"no store at {self.path}")
         with sqlite_errors(f"open {self.path}"):
             uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
             self.conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)

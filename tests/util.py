@@ -35,7 +35,7 @@ def wait_until(cond: Callable[[], bool], timeout_units: float, what: str = "cond
 def python_child(args: list[str], **kwargs: object) -> subprocess.Popen[str]:
     """Start ``python args...`` with the repository importable; stdout/stderr piped as text."""
     env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
-    return subprocess.Popen(  # noqa: S603 - our own interpreter and scripts
+    return subprocess.Popen(
         [sys.executable, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -48,7 +48,7 @@ def python_child(args: list[str], **kwargs: object) -> subprocess.Popen[str]:
 def run_cli(*args: str, check: bool = True, timeout_units: float = 60) -> subprocess.CompletedProcess[str]:
     """Run the ``kintsugi`` CLI in a real subprocess."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    result = subprocess.run(  # noqa: S603
+    result = subprocess.run(
         [sys.executable, "-m", "engine.cli", *args],
         capture_output=True,
         text=True,

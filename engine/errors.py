@@ -19,6 +19,9 @@ Hierarchy::
     │   │   ├── SignatureError           bad_signature: checkpoint signature does not verify
     │   │   └── ForkError                fork: content diverges from our chain at ``index``
     │   ├── InvalidEnvelope              invalid_envelope: CAS slot bytes not of envelope v1
+    │   ├── ProtocolError                wire-level problems (code set per instance, see protocol)
+    │   │   ├── FrameTooLarge            frame_too_large: over the frame size limit
+    │   │   └── UnsupportedVersion       unsupported_version: envelope "v" not understood
     │   └── KeyFileError                 key_file: unreadable or malformed account key file
     ├── PermissionDenied                 permission_denied: local write the rules forbid
     ├── CoValueDeleted                   deleted: the CoValue has a tombstone
@@ -59,6 +62,9 @@ __all__ = [
     "LeaseError",
     "MissingPrefix",
     "PermissionDenied",
+    "ProtocolError",
+    "FrameTooLarge",
+    "UnsupportedVersion",
     "SchemaVersionError",
     "SignatureError",
     "StorageBugError",
@@ -173,6 +179,30 @@ class ForkError(IntegrityError):
 
 class InvalidEnvelope(InvalidInput):
     code = "invalid_envelope"
+
+
+class ProtocolError(InvalidInput):
+    """A frame or message that breaks the wire protocol. ``code`` may be set per instance."""
+
+    code = "invalid_message"
+
+    def __init__(self, detail: str = "", *, code: str | None = None) -> None:
+        super().__init__(detail)
+        if code is not None:
+            self.code = code
+
+
+class FrameTooLarge(ProtocolError):
+    code = "frame_too_large"
+
+    def __init__(self, size: int, max_size: int) -> None:
+        super().__init__(f"frame of {size} bytes exceeds the {max_size}-byte limit")
+        self.size = size
+        self.max_size = max_size
+
+
+class UnsupportedVersion(ProtocolError):
+    code = "unsupported_version"
 
 
 class KeyFileError(InvalidInput):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
@@ -137,12 +138,15 @@ def session_account(session: SessionID) -> AccountID:
     return parse_session_id(session).account
 
 
-def new_session_id(account: AccountID) -> SessionID:
-    return SessionID(f"{account}_session_z{base58.b58encode(os.urandom(8)).decode('ascii')}")
+RandomBytes = Callable[[int], bytes]
 
 
-def new_delete_session_id(account: AccountID) -> SessionID:
-    return SessionID(f"{account}_session_d{base58.b58encode(os.urandom(7)).decode('ascii')}$")
+def new_session_id(account: AccountID, random_bytes: RandomBytes = os.urandom) -> SessionID:
+    return SessionID(f"{account}_session_z{base58.b58encode(random_bytes(8)).decode('ascii')}")
+
+
+def new_delete_session_id(account: AccountID, random_bytes: RandomBytes = os.urandom) -> SessionID:
+    return SessionID(f"{account}_session_d{base58.b58encode(random_bytes(7)).decode('ascii')}$")
 
 
 def conflict_session_id(session: SessionID, n: int) -> SessionID:

@@ -33,10 +33,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from engine.content.group import READ_ROLES
 from engine.covalue import ApplyReport, CoValueCore, ReplaceOutcome
 from engine.crypto import AccountKey
 from engine.errors import PermissionDenied, UnknownCoValue, UsageError
-from engine.ids import AccountID, CoValueID, SessionID, new_delete_session_id, new_session_id
+from engine.ids import AccountID, CoValueID, RandomBytes, SessionID, new_delete_session_id, new_session_id
+from engine.kv.envelope import Present
 from engine.kv.lease import LeaseState, SessionLeases, lease_key, lease_slot
 from engine.kv.store import MemoryKV, Stored, cas_in_transaction
 from engine.model.header import GroupRuleset, Header, OwnedByGroup, Ruleset, UnsafeAllowAll, new_header
@@ -80,8 +82,11 @@ class LocalNode:
         clock_ms: Callable[[], int] = now_ms,
         instance_id: str | None = None,
         session: SessionID | None = None,
+        random_bytes: RandomBytes = os.urandom,
     ) -> None:
         self.account = account
+        #: source of header uniqueness and new session ids (a seeded one makes runs repeatable)
+        self.random_bytes = random_bytes
         self.store = store
         self.clock_ms = clock_ms
         self.instance_id = instance_id or f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
@@ -100,6 +105,11 @@ class LocalNode:
         self._flush_scheduled = False
         self._subscribers: list[tuple[CoValueID | None, Subscriber]] = []
         self._last_made_at = 0
+        #: Simulates a store slower than the network: changes are announced (and sent by the
+        #: sync layer) but not written until this is cleared and flush() runs again. Used to
+        #: reproduce a crash between a node's acknowledgement and the local commit.
+        self.persist_paused = False
+        self._unpersisted: set[CoValueID] = set()
         self.closed = False
 
     @classmethod
@@ -176,7 +186,8 @@ class LocalNode:
     # -- creating and writing ----------------------------------------------------------------
 
     def _create(self, kind: str, ruleset: Ruleset, meta: Any) -> CoValueCore:
-        core = CoValueCore(new_header(kind, ruleset, meta=meta, created_at=self._made_at()))
+        header = new_header(kind, ruleset, meta=meta, created_at=self._made_at(), uniqueness=self.random_bytes(12))
+        core = CoValueCore(header)
         self._adopt(core)
         self._mark_dirty(core.id, "local")
         self._after_write()
@@ -231,7 +242,7 @@ class LocalNode:
             return
         self._sign_all()
         purged = [sid for sid in core.sessions if not sid.endswith("$")]
-        core.delete(self.account, new_delete_session_id(self.account_id), self._made_at())
+        core.delete(self.account, new_delete_session_id(self.account_id, self.random_bytes), self._made_at())
         if self.store is not None:
             self.store.mark_deleted(core, purged)
         for sid in purged:
@@ -274,14 +285,17 @@ class LocalNode:
     def flush(self) -> None:
         """Sign pending writes, commit them in one store transaction, notify subscribers."""
         self._flush_scheduled = False
-        if not self._dirty or self.closed:
+        if self.closed or not (self._dirty or (self._unpersisted and not self.persist_paused)):
             return
         self._sign_all()
         dirty, self._dirty = self._dirty, {}
-        if self.store is not None:
+        if self.store is not None and self.persist_paused:
+            self._unpersisted.update(dirty)
+        elif self.store is not None:
             writes = []
             headers = []
-            for cid in dirty:
+            to_write = set(dirty) | self._unpersisted
+            for cid in to_write:
                 core = self.covalues[cid]
                 headers.append(core)
                 for sid, log in core.sessions.items():
@@ -293,6 +307,7 @@ class LocalNode:
             except BaseException:
                 self._dirty.update(dirty)
                 raise
+            self._unpersisted.clear()
             self._stored.update(counts)
             self._renew_lease_if_due()
         for cid, kind in dirty.items():
@@ -323,32 +338,55 @@ class LocalNode:
             return existing
         core = CoValueCore(header)
         self._adopt(core)
-        if self.store is not None:
-            self.store.write([core])
+        self._mark_dirty(core.id, "remote")
+        if not self._batch_depth:
+            self.flush()
         return core
 
     def apply_content(self, covalue: CoValueID, new: dict[SessionID, Chunk]) -> ApplyReport:
         """Verify and apply received chunks; commit what applied before returning.
 
-        A deleted CoValue is purged in the same commit; see :class:`ApplyReport`.
+        Inside :meth:`batch` the commit happens when the batch ends (one commit for a whole
+        frame of messages); the sync layer acknowledges only after that. A deleted CoValue is
+        purged at once. See :class:`ApplyReport`.
         """
         core = self.get(covalue)
-        self.flush()
+        self._sign_all()
         report = core.apply_content(new)
-        if self.store is not None:
-            if report.became_deleted:
+        if report.became_deleted:
+            if self.store is not None:
                 self.store.mark_deleted(core, report.purged)
-            else:
-                writes = [
-                    SessionWrite.pending_of(core.sessions[o.session], self._stored.get((covalue, o.session), 0))
-                    for o in report.by_status("applied")
-                ]
-                self._stored.update(self.store.write([core], writes))
-        for sid in report.purged:
-            self._stored.pop((covalue, sid), None)
-        if report.changed:
-            self._notify(ChangeEvent(covalue, "deleted" if report.became_deleted else "remote"))
+            for sid in report.purged:
+                self._stored.pop((covalue, sid), None)
+            for sid in core.delete_sessions():
+                self._stored[(covalue, sid)] = core.sessions[sid].signed_count
+            self._dirty[covalue] = "deleted"
+        elif report.changed:
+            self._mark_dirty(covalue, "remote")
+            if core.type == "group":
+                self._recheck_tombstones(covalue)
+        if not self._batch_depth:
+            self.flush()
         return report
+
+    def _recheck_tombstones(self, group: CoValueID) -> None:
+        """A group changed or arrived: delete markers of CoValues it owns that could not be
+        checked before (their owner group was missing) may now be valid."""
+        for core in list(self.covalues.values()):
+            ruleset = core.header.ruleset
+            if core.deleted or not core.delete_sessions():
+                continue
+            if not (isinstance(ruleset, OwnedByGroup) and ruleset.group == group):
+                continue
+            purged = core.recheck_deleted()
+            if core.deleted:
+                if self.store is not None:
+                    self.store.mark_deleted(core, purged)
+                for sid in purged:
+                    self._stored.pop((core.id, sid), None)
+                for sid in core.delete_sessions():
+                    self._stored[(core.id, sid)] = core.sessions[sid].signed_count
+                self._dirty[core.id] = "deleted"
 
     def replace_session(self, covalue: CoValueID, session: SessionID, chunk: Chunk) -> ReplaceOutcome:
         """Install an authoritative history of ``session`` (DESIGN §7.1).
@@ -366,7 +404,7 @@ class LocalNode:
         if not outcome.changed:
             return outcome
         switch = outcome.owned and session == self.session
-        next_session = new_session_id(self.account_id) if switch else self.session
+        next_session = new_session_id(self.account_id, self.random_bytes) if switch else self.session
         extra = None
         if self.store is not None:
             if switch and self._leased:
@@ -400,6 +438,32 @@ class LocalNode:
                 raise PermissionDenied(f"lease of {old} changed under this instance")
 
         return write
+
+    # -- access (the sync layer asks) --------------------------------------------------------
+
+    def can_read(self, account: AccountID, covalue: CoValueID) -> bool:
+        """May ``account`` read ``covalue``? Members of the owner group (any role but
+        ``revoked``) may; anyone may read ``unsafeAllowAll`` CoValues; this node's own account
+        reads everything it holds."""
+        if account == self.account_id:
+            return True
+        core = self.get_or_none(covalue)
+        if core is None:
+            return False
+        ruleset = core.header.ruleset
+        if isinstance(ruleset, UnsafeAllowAll):
+            return True
+        group = core if isinstance(ruleset, GroupRuleset) else core.owner_group()
+        if group is None or group.deleted:
+            return False
+        return group.group().roles.get(account) in READ_ROLES
+
+    def kv_items(self, namespace: str, prefix: str = "") -> list[dict[str, Any]]:
+        """CAS slots of ``namespace`` as ``{"key", "generation", "state"}`` (values left out)."""
+        return [
+            {"key": key, "generation": gen, "state": "present" if isinstance(slot, Present) else "tombstone"}
+            for key, gen, slot in self.kv.list(namespace, prefix)
+        ]
 
     # -- subscriptions -----------------------------------------------------------------------
 

@@ -122,6 +122,9 @@ def _parse_ruleset(obj: object) -> Ruleset:
     raise InvalidHeader(f"malformed ruleset of type {kind!r}")
 
 
-def new_header(kind: str, ruleset: Ruleset, *, meta: Any = None, created_at: int) -> Header:
-    """A header with fresh uniqueness, so two CoValues made alike get different ids."""
-    return Header(kind, ruleset, meta, os.urandom(12), created_at)
+def new_header(
+    kind: str, ruleset: Ruleset, *, meta: Any = None, created_at: int, uniqueness: bytes | None = None
+) -> Header:
+    """A header with fresh uniqueness (12 random bytes unless given), so two CoValues made
+    alike get different ids."""
+    return Header(kind, ruleset, meta, os.urandom(12) if uniqueness is None else uniqueness, created_at)

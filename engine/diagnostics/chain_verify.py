@@ -1,0 +1,197 @@
+"""Incremental chain verification: a session's hash chain and checkpoints, a chunk at a time.
+
+:meth:`SessionLog.verify_all` checks a whole log at once; a viewer of a million-transaction
+session cannot wait for that, nor hold the log in memory. :class:`ChainVerifier` walks a
+:class:`~engine.diagnostics.session_rows.SessionSource` in windows: each :meth:`step`
+re-derives ``h(i+1) = H(h(i) ‖ u32le(len(tx_i)) ‖ tx_i)`` for the next rows, compares it with
+the stored hash, and checks every checkpoint signature it reaches. Its state is two integers
+and the first failure, so asking for one row's state is O(1):
+
+- ``verified``: rows ``[0, verified)`` link and are covered by a checkpoint whose signature
+  verifies (:attr:`RowState.VERIFIED`);
+- rows from ``verified`` on are :attr:`RowState.PENDING` until a step reaches them;
+- after the first failure, the failing row is :attr:`RowState.BROKEN` and every row from
+  ``verified`` on that is not the break is :attr:`RowState.UNVERIFIABLE`;
+- a live writer's rows after its last checkpoint are :attr:`RowState.UNSIGNED` once linked.
+
+Verification is deterministic and does no I/O of its own beyond the source's windows; the
+caller decides how many rows a step may take (the inspector sizes steps to a time budget).
+A source that grows is followed (call :meth:`step` again); one that is replaced wholesale
+(its :meth:`~SessionSource.identity` changes) restarts from the base.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from enum import StrEnum
+
+from engine.crypto import HASH_SIZE, signed_message, verify_signature
+from engine.diagnostics.session_rows import SessionSource
+from engine.errors import KintsugiError
+from engine.ids import session_account
+
+__all__ = ["DEFAULT_STEP_ROWS", "ChainBreak", "ChainVerifier", "RowState"]
+
+#: Rows one :meth:`ChainVerifier.step` takes unless told otherwise (about 2 ms of hashing).
+DEFAULT_STEP_ROWS = 1000
+
+_blake2b = hashlib.blake2b
+
+
+class RowState(StrEnum):
+    VERIFIED = "verified"
+    PENDING = "pending"
+    UNSIGNED = "unsigned"
+    BROKEN = "broken"
+    UNVERIFIABLE = "unverifiable"
+
+
+@dataclass(frozen=True, slots=True)
+class ChainBreak:
+    """The first broken link of a session: row ``index``, a stable ``code`` and why.
+
+    Codes: ``broken_chain`` (stored hash does not re-derive), ``bad_signature`` (the
+    checkpoint ending at ``index + 1`` does not verify), ``missing_rows``, ``unreadable``,
+    ``unsigned_tail`` (stored rows after the last checkpoint), ``head_mismatch``, and
+    whatever code the engine gave a corruption it recorded.
+    """
+
+    index: int
+    code: str
+    reason: str
+
+
+class ChainVerifier:
+    """Verifies one session incrementally. Not thread-safe; drive it from one thread."""
+
+    def __init__(self, source: SessionSource) -> None:
+        self.source = source
+        self.account = session_account(source.session)
+        self.steps = 0
+        self._identity: object = source.identity()
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        #: rows whose stored hash re-derives from the base
+        self.linked = 0
+        #: rows covered by a verified checkpoint (``<= linked``)
+        self.verified = 0
+        #: the first failure, or None
+        self.failure: ChainBreak | None = None
+        self._head = self.source.base()
+        self._finalized_at = -1
+
+    def restart(self) -> None:
+        """Start again from the base (the session was replaced)."""
+        self._identity = self.source.identity()
+        self._reset_state()
+
+    # -- state -------------------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        """True when there is nothing to do until the session grows or is replaced."""
+        if self.source.identity() != self._identity:
+            return False
+        return self.failure is not None or (self.linked >= self.source.count and self._finalized_at == self.linked)
+
+    @property
+    def progress(self) -> float:
+        """Fraction of the session's rows already examined (1.0 when done)."""
+        count = self.source.count
+        if self.failure is not None or count == 0:
+            return 1.0
+        return min(1.0, self.linked / count)
+
+    def state(self, index: int) -> RowState:
+        """What is known about row ``index`` right now."""
+        if index < self.verified:
+            return RowState.VERIFIED
+        if self.failure is not None:
+            return RowState.BROKEN if index == self.failure.index else RowState.UNVERIFIABLE
+        if index < self.linked and self._finalized_at == self.linked and self.source.may_hold_pending:
+            return RowState.UNSIGNED
+        return RowState.PENDING
+
+    # -- work --------------------------------------------------------------------------------
+
+    def step(self, max_rows: int = DEFAULT_STEP_ROWS) -> int:
+        """Examine up to ``max_rows`` more rows; returns how many were examined.
+
+        Never raises for damage in the session (that becomes :attr:`failure`).
+        """
+        if self.source.identity() != self._identity:
+            self.restart()
+        if self.failure is not None:
+            return 0
+        self.steps += 1
+        count = self.source.count
+        if self.linked >= count:
+            self._finalize(count)
+            return 0
+        try:
+            rows = self.source.window(self.linked, max(1, max_rows))
+        except KintsugiError as exc:
+            self._fail(self.linked, "unreadable", f"stored rows from {self.linked} are unreadable: {exc.detail}")
+            return 0
+        if not rows:
+            self._fail(self.linked, "missing_rows", f"rows from {self.linked} are missing from storage")
+            return 0
+        checkpoints = self.source.checkpoints()
+        wanted = set(checkpoints)
+        head = self._head
+        examined = 0
+        for index, tx, stored in rows:
+            if index != self.linked:
+                self._fail(self.linked, "missing_rows", f"row {self.linked} is missing from storage")
+                return examined
+            head = _blake2b(head + len(tx).to_bytes(4, "little") + tx, digest_size=HASH_SIZE).digest()
+            examined += 1
+            if head != stored:
+                self._fail(index, "broken_chain", "stored hash does not match the transaction")
+                return examined
+            self.linked = index + 1
+            self._head = head
+            if self.linked in wanted and not self._check_signature(self.linked, head):
+                return examined
+        if self.linked >= count:
+            self._finalize(count)
+        return examined
+
+    def _check_signature(self, n: int, head: bytes) -> bool:
+        sig = self.source.signature(n)
+        message = signed_message(self.source.covalue, self.source.session, n, head)
+        if sig is None or not verify_signature(self.account, message, sig):
+            self._fail(n - 1, "bad_signature", f"signature of checkpoint {n} does not verify")
+            return False
+        self.verified = n
+        return True
+
+    def _finalize(self, count: int) -> None:
+        """Checks that need the whole chain: the tail, stray checkpoints, the stored head."""
+        if self._finalized_at == self.linked:
+            return
+        checkpoints = self.source.checkpoints()
+        last = checkpoints[-1] if checkpoints else 0
+        if last > count:
+            self._fail(count, "missing_rows", f"checkpoint {last} is beyond the last row ({count})")
+            return
+        if self.verified < self.linked and not self.source.may_hold_pending:
+            self._fail(self.verified, "unsigned_tail", f"stored rows after the last checkpoint ({self.verified})")
+            return
+        head = self.source.stored_head()
+        if head is not None and (head[0] != self.linked or head[1] != self._head):
+            self._fail(max(0, self.linked - 1), "head_mismatch", "stored head does not match the rows")
+            return
+        self._finalized_at = self.linked
+
+    def _fail(self, index: int, code: str, reason: str) -> None:
+        self.failure = ChainBreak(index, code, reason)
+        self.verified = min(self.verified, index)
+
+    def run(self, step_rows: int = DEFAULT_STEP_ROWS) -> ChainBreak | None:
+        """Verify to the end in steps (tests and headless use); returns the first failure."""
+        while not self.done:
+            self.step(step_rows)
+        return self.failure

@@ -1,0 +1,63 @@
+"""Every limit of the wire protocol and the network shell, named, defaulted and documented.
+
+The layer that owns each limit checks it: frame size in :mod:`engine.protocol.frames` before
+a frame is decoded; rate, connections, handshake and queues in :mod:`engine.net`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Protocol version spoken by this build (the envelope's ``v``).
+PROTOCOL_VERSION = 1
+#: Features this build announces in the handshake.
+FEATURES = ("sync", "correction", "tombstone", "kv_list", "admin_list")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Limits of one node or client. All sizes in bytes, times in seconds."""
+
+    #: Largest frame accepted or sent. Larger incoming frames get ``error{frame_too_large}``
+    #: (up to twice this size; beyond that the WebSocket layer closes with 1009).
+    max_frame_size: int = 4 * 1024 * 1024
+    #: Most messages in one bulk frame.
+    max_messages_per_frame: int = 10_000
+    #: Token bucket per connection: sustained frames per second ...
+    rate_per_second: float = 500.0
+    #: ... and the burst it allows.
+    rate_burst: int = 1000
+    #: Connections one account may hold open at once on a node.
+    max_connections_per_account: int = 32
+    #: Seconds a new connection has to complete the challenge/hello handshake.
+    handshake_timeout: float = 10.0
+    #: Seconds between WebSocket pings, and to wait for the pong.
+    ping_interval: float = 20.0
+    ping_timeout: float = 20.0
+    #: Frames waiting to be sent to one peer; a peer that lets more pile up is "lagged".
+    max_queue_frames: int = 256
+    #: Bytes waiting to be sent to one peer (same rule).
+    max_queue_bytes: int = 32 * 1024 * 1024
+    #: Malformed frames tolerated on one connection before it is closed (4400).
+    max_malformed_frames: int = 8
+    #: Target size of one content message: content is split at checkpoints to stay under it.
+    content_budget: int = 1024 * 1024
+
+
+DEFAULT_LIMITS = Limits()
+
+
+class CloseCode:
+    """WebSocket close codes the node uses (documented in docs/protocol.md)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    #: the WebSocket layer's own code for a frame over its hard size limit
+    TOO_BIG = 1009
+    PROTOCOL_ERROR = 4400
+    AUTH_FAILED = 4401
+    HANDSHAKE_TIMEOUT = 4408
+    TOO_MANY_CONNECTIONS = 4409
+    LAGGED = 4412
+    RATE_LIMITED = 4429
+    UNSUPPORTED_VERSION = 4426

@@ -1,0 +1,503 @@
+"""The sync state machine (DESIGN §5–7.1), sans-I/O: messages in, messages out.
+
+One :class:`SyncManager` serves one replica (a :class:`SyncHost`, normally a LocalNode) and all
+of its peers. It never touches sockets, clocks or files: the network shell feeds it decoded
+messages with :meth:`SyncManager.receive`, tells it about connections with
+:meth:`SyncManager.add_peer` / :meth:`SyncManager.remove_peer`, and sends what
+:meth:`SyncManager.drain` returns. The simulator in the tests drives it the same way.
+
+Rules, in the order they matter:
+
+1. Each peer is ``upstream`` (a node we connected to: its copy is authoritative for us) or
+   ``downstream`` (it connected to us: ours is authoritative for it). Corrections only flow
+   downstream.
+2. On connect, a downstream peer (or we, towards an upstream) sends ``load{id, known}`` for
+   everything it holds. The answer is the content the other side lacks, then ``known``.
+3. Content is applied only after it verifies (the host does that), and acknowledged with
+   ``known`` only after the host has committed it: the shell runs ``receive`` inside the
+   host's batch and sends the drained messages after the batch's commit.
+4. A fork — seen from a known state (different head at a common length) or from content (a
+   correctly signed chunk that disagrees with ours) — is never merged. Towards a downstream
+   peer we send ``correction`` with our history; towards an upstream we send our whole copy
+   of that session so the upstream sees exactly where it forked and corrects us.
+5. A deleted CoValue answers with ``deleted{tombstone}``; content for its other sessions is
+   refused, so stale peers stop re-uploading.
+6. A downstream peer may read a CoValue only if its account may read it under the owner
+   group's roles (or is an admin); otherwise the node behaves as if the id did not exist.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar, Protocol
+
+from engine.covalue import ApplyReport, CoValueCore, ReplaceOutcome
+from engine.errors import ForkError, IntegrityError, KintsugiError, MissingPrefix
+from engine.ids import AccountID, CoValueID, SessionID
+from engine.model.header import Header, OwnedByGroup
+from engine.model.known_state import KnownState
+from engine.model.session_log import Chunk, SessionLog
+from engine.protocol.limits import DEFAULT_LIMITS, Limits
+from engine.protocol.messages import (
+    Admin,
+    AdminResult,
+    Content,
+    Correction,
+    Deleted,
+    Done,
+    Error,
+    Known,
+    KvKeys,
+    KvList,
+    Load,
+    Message,
+)
+
+logger = logging.getLogger(__name__)
+security_log = logging.getLogger("kintsugi.security")
+
+Heads = dict[SessionID, tuple[int, bytes]]
+
+
+class PeerKind(StrEnum):
+    UPSTREAM = "upstream"
+    DOWNSTREAM = "downstream"
+
+
+class SyncHost(Protocol):
+    """What the state machine needs from the replica it serves (LocalNode provides it)."""
+
+    @property
+    def account_id(self) -> AccountID: ...
+
+    def covalue_ids(self) -> list[CoValueID]: ...
+
+    def get_or_none(self, covalue: CoValueID) -> CoValueCore | None: ...
+
+    def add_header(self, header: Header) -> CoValueCore: ...
+
+    def apply_content(self, covalue: CoValueID, new: dict[SessionID, Chunk]) -> ApplyReport: ...
+
+    def replace_session(self, covalue: CoValueID, session: SessionID, chunk: Chunk) -> ReplaceOutcome: ...
+
+    def can_read(self, account: AccountID, covalue: CoValueID) -> bool: ...
+
+    def kv_items(self, namespace: str, prefix: str) -> list[dict[str, Any]]: ...
+
+    def batch(self) -> AbstractContextManager[None]: ...
+
+    def subscribe(self, callback: Callable[[Any], None], covalue: CoValueID | None = None) -> Callable[[], None]: ...
+
+
+@dataclass(slots=True)
+class PeerState:
+    """What we believe one peer holds, and what it asked for."""
+
+    id: str
+    kind: PeerKind
+    account: AccountID
+    admin: bool = False
+    known: dict[CoValueID, Heads] = field(default_factory=dict)
+    has_header: set[CoValueID] = field(default_factory=set)
+    interested: set[CoValueID] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class SyncEvent:
+    """Something an operator wants to see (the inspector's event stream, the demo report)."""
+
+    kind: str  # fork_detected | correction_sent | correction_applied | correction_rejected | rejected
+    peer: str
+    covalue: CoValueID
+    session: SessionID | None = None
+    detail: str = ""
+
+
+Outbox = list[tuple[str, Message]]
+
+
+class SyncManager:
+    """Sync logic for one replica and all its peers. Not thread-safe (one loop drives it)."""
+
+    def __init__(self, host: SyncHost, *, limits: Limits = DEFAULT_LIMITS) -> None:
+        self.host = host
+        self.limits = limits
+        self.peers: dict[str, PeerState] = {}
+        self.events: list[SyncEvent] = []
+        self.on_event: Callable[[SyncEvent], None] | None = None
+        self._out: Outbox = []
+        self._forwarded_loads: set[CoValueID] = set()
+        self._unsubscribe = host.subscribe(lambda event: self.local_changed(event.covalue))
+
+    def close(self) -> None:
+        """Stop following the host's changes."""
+        self._unsubscribe()
+
+    # -- shell interface ---------------------------------------------------------------------
+
+    def drain(self) -> Outbox:
+        """Messages to send, per peer id, in order. Send them after the host's commit."""
+        out, self._out = self._out, []
+        return out
+
+    def add_peer(self, peer_id: str, kind: PeerKind, account: AccountID, *, admin: bool = False) -> None:
+        """A connection finished its handshake. Towards upstream, load everything we hold."""
+        peer = PeerState(peer_id, kind, account, admin)
+        self.peers[peer_id] = peer
+        if kind is PeerKind.UPSTREAM:
+            for cid in self.host.covalue_ids():
+                core = self.host.get_or_none(cid)
+                if core is not None:
+                    peer.interested.add(cid)
+                    self._send(peer, Load(cid, core.known_state()))
+
+    def remove_peer(self, peer_id: str) -> None:
+        """The connection is gone; what we believed about it is forgotten (a reconnect starts
+        with a fresh bulk exchange)."""
+        self.peers.pop(peer_id, None)
+
+    def load(self, covalue: CoValueID) -> None:
+        """Ask upstream peers for ``covalue`` (app code or a downstream load for an unknown id)."""
+        core = self.host.get_or_none(covalue)
+        known = core.known_state() if core is not None else KnownState(covalue, False, {})
+        for peer in self.peers.values():
+            if peer.kind is PeerKind.UPSTREAM:
+                peer.interested.add(covalue)
+                self._send(peer, Load(covalue, known))
+
+    def local_changed(self, covalue: CoValueID) -> None:
+        """The host changed ``covalue`` (a local write, applied content, a replace, a delete):
+        send each interested peer what it lacks."""
+        core = self.host.get_or_none(covalue)
+        if core is None:
+            return
+        for peer in list(self.peers.values()):
+            if peer.kind is PeerKind.UPSTREAM:
+                peer.interested.add(covalue)
+            if covalue in peer.interested and self._may_read(peer, core):
+                self._reconcile(peer, core)
+            if core.type == "group" and peer.kind is PeerKind.DOWNSTREAM:
+                # Roles changed or the group just arrived: CoValues it owns that this peer
+                # asked for may have become readable.
+                for other in sorted(peer.interested):
+                    dependent = self.host.get_or_none(other)
+                    if (
+                        dependent is not None
+                        and isinstance(dependent.header.ruleset, OwnedByGroup)
+                        and dependent.header.ruleset.group == covalue
+                        and self._may_read(peer, dependent)
+                    ):
+                        self._reconcile(peer, dependent)
+
+    def receive(self, peer_id: str, message: Message) -> None:
+        """Handle one validated message from a peer.
+
+        Runs inside the host's batch: whatever it applies is committed before this returns,
+        and the host's change notifications (which reconcile other peers) come after this
+        peer's state is updated, so nothing is echoed back to its sender.
+        """
+        peer = self.peers.get(peer_id)
+        if peer is None:
+            return
+        handler = self._handlers.get(type(message))
+        if handler is None:
+            self._send(peer, Error("unexpected_message", f"{message.T} is not expected after the handshake"))
+            return
+        with self.host.batch():
+            handler(self, peer, message)
+
+    # -- handlers ----------------------------------------------------------------------------
+
+    def _on_load(self, peer: PeerState, msg: Load) -> None:
+        cid = msg.id
+        peer.interested.add(cid)
+        self._record_known(peer, msg.known)
+        core = self.host.get_or_none(cid)
+        if core is None or not self._may_read(peer, core):
+            self._send(peer, Known(cid, KnownState(cid, False, {})))
+            if core is None and cid not in self._forwarded_loads:
+                self._forwarded_loads.add(cid)
+                self.load(cid)
+            return
+        self._check_forks(peer, core, msg.known)
+        self._reconcile(peer, core)
+        self._send(peer, Known(cid, core.known_state()))
+
+    def _on_known(self, peer: PeerState, msg: Known) -> None:
+        cid = msg.id
+        self._record_known(peer, msg.known)
+        core = self.host.get_or_none(cid)
+        if core is None or not self._may_read(peer, core):
+            return
+        self._check_forks(peer, core, msg.known)
+        self._reconcile(peer, core)
+
+    def _on_content(self, peer: PeerState, msg: Content) -> None:
+        cid = msg.id
+        core = self.host.get_or_none(cid)
+        if core is None:
+            if msg.header is None:
+                self._send(peer, Known(cid, KnownState(cid, False, {})))
+                return
+            core = self.host.add_header(msg.header)
+            self._ask_for_owner(peer, msg.header)
+        peer.has_header.add(cid)
+        if core.deleted:
+            deletes = {s: c for s, c in msg.new.items() if s.endswith("$")}
+            if deletes:
+                self.host.apply_content(cid, deletes)
+            if len(deletes) < len(msg.new):
+                self._send_deleted(peer, core)
+            return
+        report = self.host.apply_content(cid, msg.new)
+        heads = peer.known.setdefault(cid, {})
+        for outcome in report.outcomes:
+            sid = outcome.session
+            if outcome.status in ("applied", "duplicate") and sid in core.sessions:
+                heads[sid] = core.sessions[sid].head()
+            elif outcome.status == "fork" and outcome.fork_index is not None:
+                self._event("fork_detected", peer, cid, sid, f"content diverges at {outcome.fork_index}")
+                self._answer_fork(peer, core, sid, outcome.fork_index)
+            elif outcome.status == "rejected" and outcome.error is not None:
+                if isinstance(outcome.error, IntegrityError):
+                    security_log.warning("rejected content from %s for %s/%s: %s", peer.id, cid, sid, outcome.error)
+                    self._event("rejected", peer, cid, sid, str(outcome.error))
+                if not isinstance(outcome.error, MissingPrefix):
+                    self._send(peer, Error.of(outcome.error, cid))
+        if core.deleted:
+            self._send_deleted(peer, core)
+        if self._may_read(peer, core):
+            peer.interested.add(cid)
+            self._send(peer, Known(cid, core.known_state()))
+        else:
+            # Content is self-verifying, so it is kept whoever sends it; but a peer that may
+            # not read this CoValue (or whose membership cannot be checked yet) learns only
+            # that its own sessions arrived.
+            known = core.known_state()
+            mine = {sid: head for sid, head in known.sessions.items() if sid in msg.new}
+            self._send(peer, Known(cid, KnownState(cid, True, mine)))
+
+    def _on_deleted(self, peer: PeerState, msg: Deleted) -> None:
+        core = self.host.get_or_none(msg.id)
+        if core is None:
+            # We never had it: say so, and the sender replies with the header and tombstone.
+            self._send(peer, Known(msg.id, KnownState(msg.id, False, {})))
+            return
+        report = self.host.apply_content(msg.id, msg.tombstone)
+        for outcome in report.by_status("rejected"):
+            security_log.warning("rejected tombstone from %s for %s: %s", peer.id, msg.id, outcome.error)
+        if core.deleted:
+            peer.known[msg.id] = {sid: core.sessions[sid].head() for sid in core.delete_sessions()}
+
+    def _on_correction(self, peer: PeerState, msg: Correction) -> None:
+        cid, sid = msg.id, msg.sid
+        if peer.kind is not PeerKind.UPSTREAM:
+            security_log.warning("correction from downstream peer %s ignored (%s/%s)", peer.id, cid, sid)
+            self._send(peer, Error("unexpected_correction", "corrections flow from nodes to their peers", cid))
+            return
+        if self.host.get_or_none(cid) is None:
+            return
+        try:
+            outcome = self.host.replace_session(cid, sid, msg.chunk())
+        except KintsugiError as exc:
+            security_log.warning("rejected correction from %s for %s/%s: %s", peer.id, cid, sid, exc)
+            self._event("correction_rejected", peer, cid, sid, str(exc))
+            self._send(peer, Error.of(exc, cid))
+            return
+        core = self.host.get_or_none(cid)
+        if core is not None and sid in core.sessions and core.sessions[sid].head() != msg.head:
+            logger.warning("correction of %s/%s from %s ended at another head than announced", cid, sid, peer.id)
+        peer.known.setdefault(cid, {})[sid] = msg.head
+        if outcome.changed:
+            detail = f"diverged at {outcome.diverged_at}, {outcome.dropped} local transactions"
+            if outcome.conflict_session is not None:
+                detail += f" kept in {outcome.conflict_session}"
+            self._event("correction_applied", peer, cid, sid, detail)
+        self.local_changed(cid)
+
+    def _on_done(self, peer: PeerState, msg: Done) -> None:
+        return None
+
+    def _on_error(self, peer: PeerState, msg: Error) -> None:
+        logger.info("peer %s reported %s for %s: %s", peer.id, msg.code, msg.id, msg.detail)
+
+    def _on_admin(self, peer: PeerState, msg: Admin) -> None:
+        if msg.op == "list":
+            ids = [cid for cid in self.host.covalue_ids() if peer.admin or self.host.can_read(peer.account, cid)]
+            self._send(peer, AdminResult(msg.rid, True, {"covalues": ids}))
+
+    def _on_kv_list(self, peer: PeerState, msg: KvList) -> None:
+        if msg.namespace != peer.account and not peer.admin:
+            self._send(peer, Error("kv_access_denied", "a client reaches only its own account's slots"))
+            return
+        self._send(peer, KvKeys(msg.rid, msg.namespace, self.host.kv_items(msg.namespace, msg.prefix)))
+
+    _handlers: ClassVar[dict[type[Message], Callable[[SyncManager, PeerState, Any], None]]] = {
+        Load: _on_load,
+        Known: _on_known,
+        Content: _on_content,
+        Deleted: _on_deleted,
+        Correction: _on_correction,
+        Done: _on_done,
+        Error: _on_error,
+        Admin: _on_admin,
+        KvList: _on_kv_list,
+    }
+
+    # -- reconciliation ----------------------------------------------------------------------
+
+    def _record_known(self, peer: PeerState, known: KnownState) -> None:
+        """Merge a peer's known state into what we believe it has.
+
+        A count lower than what we already sent is kept at ours (our content is in flight);
+        a fork is caught separately from the message itself.
+        """
+        if known.header:
+            peer.has_header.add(known.id)
+        else:
+            peer.has_header.discard(known.id)
+        heads = peer.known.setdefault(known.id, {})
+        for sid, (n, h) in known.sessions.items():
+            if sid not in heads or n >= heads[sid][0]:
+                heads[sid] = (n, h)
+
+    def _check_forks(self, peer: PeerState, core: CoValueCore, known: KnownState) -> None:
+        """Forks visible from the peer's known state alone (their head differs from ours)."""
+        for fork in core.forks_in_known(known):
+            self._event("fork_detected", peer, core.id, SessionID(fork.session), f"heads differ at {fork.index}")
+            peer.known.setdefault(core.id, {}).pop(SessionID(fork.session), None)
+            self._answer_fork(peer, core, SessionID(fork.session), 0)
+
+    def _answer_fork(self, peer: PeerState, core: CoValueCore, sid: SessionID, fork: int) -> None:
+        log = core.sessions.get(sid)
+        if log is None or not log.signed_count:
+            return
+        if peer.kind is PeerKind.DOWNSTREAM:
+            start = min(fork, log.signed_count)
+            chunk = log.chunk(start)
+            self._send(peer, Correction(core.id, sid, start, tuple(chunk.txs), dict(chunk.sigs), log.head()))
+            peer.known.setdefault(core.id, {})[sid] = log.head()
+            self._event("correction_sent", peer, core.id, sid, f"from {start} to {log.signed_count}")
+        else:
+            self._send_content(peer, core, {sid: log.chunk(0)})
+
+    def _reconcile(self, peer: PeerState, core: CoValueCore) -> None:
+        """Send ``peer`` every checkpointed transaction we believe it lacks."""
+        if core.deleted:
+            theirs = peer.known.get(core.id, {})
+            if set(theirs) != set(core.delete_sessions()):
+                self._send_deleted(peer, core)
+            return
+        theirs = peer.known.get(core.id, {})
+        new: dict[SessionID, Chunk] = {}
+        for sid, log in core.sessions.items():
+            n, head = theirs.get(sid, (0, log.base))
+            signed = log.signed_count
+            if signed > n and (n == 0 or (n <= log.count and log.hash_at(n) == head)):
+                new[sid] = log.chunk(n)
+        if new or core.id not in peer.has_header:
+            self._send_content(peer, core, new)
+
+    def _send_content(self, peer: PeerState, core: CoValueCore, new: dict[SessionID, Chunk]) -> None:
+        header = None if core.id in peer.has_header else core.header
+        for part in split_content(new, self.limits.content_budget):
+            self._send(peer, Content(core.id, header, part))
+            header = None
+        if not new and header is not None:
+            self._send(peer, Content(core.id, header, {}))
+        peer.has_header.add(core.id)
+        heads = peer.known.setdefault(core.id, {})
+        for sid in new:
+            heads[sid] = core.sessions[sid].head()
+
+    def _send_deleted(self, peer: PeerState, core: CoValueCore) -> None:
+        """Tell ``peer`` that ``core`` is deleted: ``deleted{tombstone}``, or, when the peer has
+        never had the CoValue, ``content`` with the header and the delete sessions (so the
+        tombstone reaches replicas that never saw the CoValue alive)."""
+        tombstone = {sid: core.sessions[sid].chunk() for sid in core.delete_sessions()}
+        if not tombstone:
+            return
+        if core.id in peer.has_header:
+            self._send(peer, Deleted(core.id, tombstone))
+        else:
+            self._send(peer, Content(core.id, core.header, tombstone))
+            peer.has_header.add(core.id)
+        peer.known[core.id] = {sid: core.sessions[sid].head() for sid in tombstone}
+
+    def _ask_for_owner(self, peer: PeerState, header: Header) -> None:
+        ruleset = header.ruleset
+        if isinstance(ruleset, OwnedByGroup) and self.host.get_or_none(ruleset.group) is None:
+            peer.interested.add(ruleset.group)
+            self._send(peer, Load(ruleset.group, KnownState(ruleset.group, False, {})))
+
+    def _may_read(self, peer: PeerState, core: CoValueCore) -> bool:
+        return peer.kind is PeerKind.UPSTREAM or peer.admin or self.host.can_read(peer.account, core.id)
+
+    def _send(self, peer: PeerState, message: Message) -> None:
+        self._out.append((peer.id, message))
+
+    def _event(self, kind: str, peer: PeerState, covalue: CoValueID, session: SessionID | None, detail: str) -> None:
+        event = SyncEvent(kind, peer.id, covalue, session, detail)
+        self.events.append(event)
+        del self.events[:-1000]
+        logger.info("%s: %s %s/%s %s", kind, peer.id, covalue, session, detail)
+        if self.on_event is not None:
+            self.on_event(event)
+
+
+def split_chunk(chunk: Chunk, budget: int) -> list[Chunk]:
+    """Cut a chunk at its checkpoints into pieces of about ``budget`` bytes or less.
+
+    A stretch between two checkpoints is never cut (every piece must end at a checkpoint), so
+    a piece may exceed the budget when one batch alone does.
+    """
+    if not chunk.txs:
+        return [chunk]
+    pieces: list[Chunk] = []
+    start = chunk.after
+    size = 0
+    last_cut = start
+    checkpoints = sorted(chunk.sigs)
+    sizes = [len(tx) + 4 for tx in chunk.txs]
+    position = chunk.after
+    for n in checkpoints:
+        stretch = sum(sizes[position - chunk.after : n - chunk.after])
+        if size and size + stretch > budget:
+            pieces.append(_sub_chunk(chunk, start, last_cut))
+            start, size = last_cut, 0
+        size += stretch
+        last_cut = position = n
+    pieces.append(_sub_chunk(chunk, start, chunk.end))
+    return pieces
+
+
+def _sub_chunk(chunk: Chunk, start: int, end: int) -> Chunk:
+    lo, hi = start - chunk.after, end - chunk.after
+    return Chunk(start, chunk.txs[lo:hi], {n: s for n, s in chunk.sigs.items() if start < n <= end})
+
+
+def split_content(new: dict[SessionID, Chunk], budget: int) -> Iterable[dict[SessionID, Chunk]]:
+    """Group session chunks (split at checkpoints) into content payloads of about ``budget``."""
+    part: dict[SessionID, Chunk] = {}
+    size = 0
+    for sid, chunk in new.items():
+        for piece in split_chunk(chunk, budget):
+            piece_size = sum(len(tx) + 4 for tx in piece.txs) + 80 * len(piece.sigs) + 100
+            if part and (size + piece_size > budget or sid in part):
+                yield part
+                part, size = {}, 0
+            part[sid] = piece
+            size += piece_size
+    if part:
+        yield part
+
+
+def session_heads(logs: Iterable[SessionLog]) -> Heads:
+    return {log.session: log.head() for log in logs}
+
+
+__all__ = ["ForkError", "Outbox", "PeerKind", "PeerState", "SyncEvent", "SyncHost", "SyncManager"]

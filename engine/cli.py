@@ -19,7 +19,7 @@ import platformdirs
 
 from engine import __version__
 from engine.crypto import AccountKey
-from engine.errors import KintsugiError
+from engine.errors import KintsugiError, UsageError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -136,12 +136,20 @@ def cmd_inspect(args: argparse.Namespace, out: Output) -> int:
     from engine.diagnostics.report import inspect_store
 
     if args.target.startswith(("ws://", "wss://")):
-        raise KintsugiError("inspecting a node over the network arrives with the sync layer")
-    store = _open_readonly(args.target)
-    try:
-        report = inspect_store(store, out.counter("loading"))
-    finally:
-        store.close()
+        import asyncio
+
+        from engine.net.remote import inspect_remote
+
+        if args.key is None:
+            raise UsageError("inspecting a node needs --key FILE (the account to connect as)")
+        out.progress(f"connecting to {args.target}")
+        report = asyncio.run(inspect_remote(args.target, AccountKey.load(args.key), timeout=args.timeout))
+    else:
+        store = _open_readonly(args.target)
+        try:
+            report = inspect_store(store, out.counter("loading"))
+        finally:
+            store.close()
     lines = []
     for cv in report["covalues"]:
         flags = f" [{', '.join(cv['flags'])}]" if cv["flags"] else ""
@@ -152,6 +160,25 @@ def cmd_inspect(args: argparse.Namespace, out: Output) -> int:
     lines.append(f"{len(report['kv'])} CAS slots")
     lines += [f"    {k['namespace']} {k['key']} gen {k['generation']} {k['state']}" for k in report["kv"]]
     out.result(report, "\n".join(lines))
+    return EXIT_OK
+
+
+def cmd_node_serve(args: argparse.Namespace, out: Output) -> int:
+    import asyncio
+
+    from engine.net.serve import serve
+
+    asyncio.run(
+        serve(
+            args.store,
+            host=args.host,
+            port=args.port,
+            admins=args.admin,
+            upstreams=args.upstream,
+            ready_file=args.ready_file,
+            key_file=args.key,
+        )
+    )
     return EXIT_OK
 
 
@@ -229,7 +256,26 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_inspect,
         "List the CoValues of a store (sessions, kinds, counts, heads, verification, flags) and its CAS slots.",
     )
-    p.add_argument("target", help="store directory or database file")
+    p.add_argument("target", help="store directory or database file, or a node's ws:// URL")
+    p.add_argument("--key", type=Path, help="account key file to connect with (for a ws:// target)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for a node (default 60)")
+
+    node = sub.add_parser("node", help="run a sync node", description="Run a Kintsugi sync node.")
+    node_sub = node.add_subparsers(dest="node_command", metavar="ACTION", required=True)
+    p = node_sub.add_parser(
+        "serve",
+        help="serve a store over WebSockets until SIGTERM/SIGINT",
+        description="Serve the CoValues of a store to authenticated peers over WebSockets. The node's "
+        "account key is --key, or node.key in the store directory (created on first start).",
+    )
+    p.set_defaults(func=cmd_node_serve)
+    p.add_argument("--store", required=True, type=Path, help="store directory (created if missing)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=0, help="port (default 0: any free port)")
+    p.add_argument("--admin", action="append", default=[], metavar="ACCOUNT", help="an admin AccountID (repeatable)")
+    p.add_argument("--upstream", action="append", default=[], metavar="URL", help="a node to sync with (repeatable)")
+    p.add_argument("--ready-file", type=Path, help="write the actual ws:// URL here once listening")
+    p.add_argument("--key", type=Path, help="the node's account key file")
 
     p = command("bench", cmd_bench, "Run the engine benchmarks (see bench/README.md).")
     p.add_argument(

@@ -465,6 +465,13 @@ class LocalNode:
             for key, gen, slot in self.kv.list(namespace, prefix)
         ]
 
+    def kv_namespaces(self) -> list[str]:
+        """Namespaces that hold CAS slots in this node's store (admins list them)."""
+        if self.store is None:
+            return [self.account_id]
+        rows = self.store.conn.execute("SELECT DISTINCT namespace FROM kv ORDER BY namespace").fetchall()
+        return [r[0] for r in rows]
+
     # -- subscriptions -----------------------------------------------------------------------
 
     def subscribe(self, callback: Subscriber, covalue: CoValueID | None = None) -> Callable[[], None]:

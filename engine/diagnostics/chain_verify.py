@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from engine.crypto import HASH_SIZE, signed_message, verify_signature
-from engine.diagnostics.session_rows import SessionSource
-from engine.errors import KintsugiError
+from engine.diagnostics.session_rows import RawRow, SessionSource
+from engine.errors import ChainError, KintsugiError
 from engine.ids import session_account
 
 __all__ = ["DEFAULT_STEP_ROWS", "ChainBreak", "ChainVerifier", "RowState"]
@@ -81,6 +81,7 @@ class ChainVerifier:
         self.failure: ChainBreak | None = None
         self._head = self.source.base()
         self._finalized_at = -1
+        self._checked_checkpoints = -1
 
     def restart(self) -> None:
         """Start again from the base (the session was replaced)."""
@@ -94,7 +95,13 @@ class ChainVerifier:
         """True when there is nothing to do until the session grows or is replaced."""
         if self.source.identity() != self._identity:
             return False
-        return self.failure is not None or (self.linked >= self.source.count and self._finalized_at == self.linked)
+        if self.failure is not None:
+            return True
+        return (
+            self.linked >= self.source.count
+            and self._finalized_at == self.linked
+            and self._checked_checkpoints == len(self.source.checkpoints())
+        )
 
     @property
     def progress(self) -> float:
@@ -128,12 +135,11 @@ class ChainVerifier:
         self.steps += 1
         count = self.source.count
         if self.linked >= count:
-            self._finalize(count)
+            if self._check_late_checkpoints():
+                self._finalize(count)
             return 0
-        try:
-            rows = self.source.window(self.linked, max(1, max_rows))
-        except KintsugiError as exc:
-            self._fail(self.linked, "unreadable", f"stored rows from {self.linked} are unreadable: {exc.detail}")
+        rows = self._read(max(1, max_rows))
+        if rows is None:
             return 0
         if not rows:
             self._fail(self.linked, "missing_rows", f"rows from {self.linked} are missing from storage")
@@ -155,9 +161,41 @@ class ChainVerifier:
             self._head = head
             if self.linked in wanted and not self._check_signature(self.linked, head):
                 return examined
-        if self.linked >= count:
+        if self.linked >= count and self._check_late_checkpoints():
             self._finalize(count)
         return examined
+
+    def _read(self, limit: int) -> list[RawRow] | None:
+        """The next window; None after recording a failure. A window that reaches a damaged
+        block is cut short before it, so the rows up to the damage still verify."""
+        try:
+            return self.source.window(self.linked, limit)
+        except ChainError as exc:
+            if exc.index > self.linked:
+                return self._read(exc.index - self.linked)
+            self._fail(self.linked, "unreadable", f"stored rows from {self.linked} are unreadable: {exc.reason}")
+        except KintsugiError as exc:
+            self._fail(self.linked, "unreadable", f"stored rows from {self.linked} are unreadable: {exc.detail}")
+        return None
+
+    def _check_late_checkpoints(self) -> bool:
+        """Verify checkpoints signed after their rows were linked (a live writer signs its
+        pending rows later). Returns False after recording a failure."""
+        for n in self.source.checkpoints():
+            if self.verified < n <= self.linked:
+                if n == self.linked:
+                    head = self._head
+                else:
+                    # Row n-1 is already linked, so its stored hash is the derived h(n).
+                    rows = self.source.window(n - 1, 1)
+                    if not rows:
+                        self._fail(n - 1, "missing_rows", f"row {n - 1} is missing from storage")
+                        return False
+                    head = rows[0][2]
+                if not self._check_signature(n, head):
+                    return False
+        self._checked_checkpoints = len(self.source.checkpoints())
+        return True
 
     def _check_signature(self, n: int, head: bytes) -> bool:
         sig = self.source.signature(n)
@@ -170,8 +208,6 @@ class ChainVerifier:
 
     def _finalize(self, count: int) -> None:
         """Checks that need the whole chain: the tail, stray checkpoints, the stored head."""
-        if self._finalized_at == self.linked:
-            return
         checkpoints = self.source.checkpoints()
         last = checkpoints[-1] if checkpoints else 0
         if last > count:

@@ -138,9 +138,7 @@ class StoreSessionSource:
             self._rowid, self._count, self._head = int(row[0]), int(row[1]), bytes(row[2])
             self._checkpoints = [
                 int(n)
-                for (n,) in self.store.conn.execute(
-                    "SELECT n FROM signatures WHERE sid = ? ORDER BY n", (self._rowid,)
-                )
+                for (n,) in self.store.conn.execute("SELECT n FROM signatures WHERE sid = ? ORDER BY n", (self._rowid,))
             ]
 
     @property

@@ -88,6 +88,8 @@ class SyncHost(Protocol):
 
     def kv_items(self, namespace: str, prefix: str) -> list[dict[str, Any]]: ...
 
+    def kv_namespaces(self) -> list[str]: ...
+
     def batch(self) -> AbstractContextManager[None]: ...
 
     def subscribe(self, callback: Callable[[Any], None], covalue: CoValueID | None = None) -> Callable[[], None]: ...
@@ -129,6 +131,8 @@ class SyncManager:
         self.peers: dict[str, PeerState] = {}
         self.events: list[SyncEvent] = []
         self.on_event: Callable[[SyncEvent], None] | None = None
+        #: receives replies to our own requests (``admin_result``, ``kv_keys``) with the peer id
+        self.on_reply: Callable[[str, Message], None] | None = None
         self._out: Outbox = []
         self._forwarded_loads: set[CoValueID] = set()
         self._unsubscribe = host.subscribe(lambda event: self.local_changed(event.covalue))
@@ -143,6 +147,12 @@ class SyncManager:
         """Messages to send, per peer id, in order. Send them after the host's commit."""
         out, self._out = self._out, []
         return out
+
+    def send_to(self, peer_id: str, message: Message) -> None:
+        """Queue a request of our own (``admin``, ``kv_list``) for ``peer_id``."""
+        peer = self.peers.get(peer_id)
+        if peer is not None:
+            self._send(peer, message)
 
     def add_peer(self, peer_id: str, kind: PeerKind, account: AccountID, *, admin: bool = False) -> None:
         """A connection finished its handshake. Towards upstream, load everything we hold."""
@@ -328,7 +338,12 @@ class SyncManager:
     def _on_admin(self, peer: PeerState, msg: Admin) -> None:
         if msg.op == "list":
             ids = [cid for cid in self.host.covalue_ids() if peer.admin or self.host.can_read(peer.account, cid)]
-            self._send(peer, AdminResult(msg.rid, True, {"covalues": ids}))
+            namespaces = self.host.kv_namespaces() if peer.admin else [peer.account]
+            self._send(peer, AdminResult(msg.rid, True, {"covalues": ids, "namespaces": namespaces}))
+
+    def _on_reply(self, peer: PeerState, msg: Message) -> None:
+        if self.on_reply is not None:
+            self.on_reply(peer.id, msg)
 
     def _on_kv_list(self, peer: PeerState, msg: KvList) -> None:
         if msg.namespace != peer.account and not peer.admin:
@@ -346,6 +361,8 @@ class SyncManager:
         Error: _on_error,
         Admin: _on_admin,
         KvList: _on_kv_list,
+        AdminResult: _on_reply,
+        KvKeys: _on_reply,
     }
 
     # -- reconciliation ----------------------------------------------------------------------

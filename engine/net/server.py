@@ -1,0 +1,143 @@
+"""The node's WebSocket server: challenge/hello authentication, limits, then sync.
+
+Handshake (DESIGN §6): the node sends ``challenge{node, nonce, proto, version, features}``;
+the peer answers ``hello{account, role, sig, version, features}`` where ``sig`` is the
+account's signature of :func:`engine.protocol.messages.hello_message`; the node replies
+``welcome{admin}`` or ``error{auth_failed}`` and closes with 4401. Tokens never travel in URLs.
+A connection that does not finish the handshake in time is closed with 4408; an account over
+its connection limit with 4409.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterable
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from engine import __version__
+from engine.crypto import verify_signature
+from engine.errors import KintsugiError
+from engine.ids import AccountID
+from engine.net.connection import PeerConnection
+from engine.net.shell import SyncShell
+from engine.protocol.frames import OP, decode_frame, encode_frame
+from engine.protocol.limits import FEATURES, PROTOCOL_VERSION, CloseCode
+from engine.protocol.messages import NONCE_SIZE, Challenge, Error, Hello, Welcome, hello_message
+from engine.sync.manager import PeerKind
+
+logger = logging.getLogger(__name__)
+
+
+class NodeServer:
+    """Serves one LocalNode's CoValues to authenticated peers over WebSockets."""
+
+    def __init__(self, shell: SyncShell, *, name: str | None = None, admins: Iterable[AccountID] = ()) -> None:
+        self.shell = shell
+        self.node = shell.node
+        self.limits = shell.limits
+        self.name = name or f"kintsugi-node-{self.node.account_id[5:13]}"
+        self.admins = set(admins)
+        self._server: Server | None = None
+        self._per_account: Counter[AccountID] = Counter()
+        self._ids = itertools.count(1)
+        self.url = ""
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Listen; returns the ``ws://`` URL (with the actual port when ``port`` is 0)."""
+        self._server = await serve(
+            self._handle,
+            host,
+            port,
+            compression=None,
+            max_size=2 * self.limits.max_frame_size,
+            max_queue=16,
+            ping_interval=self.limits.ping_interval,
+            ping_timeout=self.limits.ping_timeout,
+            close_timeout=2,
+            open_timeout=self.limits.handshake_timeout,
+        )
+        sock_host, sock_port = next(iter(self._server.sockets)).getsockname()[:2]
+        self.url = f"ws://{sock_host}:{sock_port}"
+        logger.info("node %s listening on %s", self.name, self.url)
+        return self.url
+
+    async def close(self) -> None:
+        if self._server is not None:
+            for conn in list(self.shell.connections.values()):
+                if conn.peer_id.startswith("in:"):
+                    conn.close(CloseCode.GOING_AWAY, "node shutting down")
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        hello = await self._handshake(ws)
+        if hello is None:
+            return
+        account = hello.account
+        if self._per_account[account] >= self.limits.max_connections_per_account:
+            await ws.send(
+                encode_frame(OP, [Error("too_many_connections", f"at most {self.limits.max_connections_per_account}")])
+            )
+            await ws.close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections")
+            return
+        admin = account in self.admins or account == self.node.account_id
+        peer_id = f"in:{next(self._ids)}:{account[:16]}"
+        self._per_account[account] += 1
+        conn = PeerConnection(ws, peer_id, self.limits)
+        try:
+            conn.send(encode_frame(OP, [Welcome(admin)]))
+            self.shell.attach(conn)
+            self.shell.manager.add_peer(peer_id, PeerKind.DOWNSTREAM, account, admin=admin)
+            self.shell.dispatch()
+            logger.info("peer %s connected (%s, admin=%s)", peer_id, hello.role, admin)
+            await self.shell.read_loop(ws, conn, rate_limited=True)
+        finally:
+            self.shell.detach(peer_id)
+            self._per_account[account] -= 1
+            conn.close()
+            with contextlib.suppress(Exception):
+                await conn.wait_closed()
+            logger.info("peer %s disconnected (code %s)", peer_id, ws.close_code)
+
+    async def _handshake(self, ws: ServerConnection) -> Hello | None:
+        nonce = os.urandom(NONCE_SIZE)
+        challenge = Challenge(self.name, nonce, PROTOCOL_VERSION, __version__, FEATURES)
+        try:
+            await ws.send(encode_frame(OP, [challenge]))
+            data = await asyncio.wait_for(ws.recv(), self.limits.handshake_timeout)
+        except TimeoutError:
+            await ws.close(CloseCode.HANDSHAKE_TIMEOUT, "handshake timeout")
+            return None
+        except ConnectionClosed:
+            return None
+        try:
+            frame = decode_frame(
+                data if isinstance(data, bytes) else data.encode(),
+                max_size=self.limits.max_frame_size,
+                max_messages=1,
+            )
+        except KintsugiError as exc:
+            await self._refuse(ws, Error.of(exc), CloseCode.PROTOCOL_ERROR)
+            return None
+        hello = frame.messages[0] if len(frame.messages) == 1 else None
+        if not isinstance(hello, Hello):
+            await self._refuse(ws, Error("auth_failed", "expected hello"), CloseCode.AUTH_FAILED)
+            return None
+        if not verify_signature(hello.account, hello_message(nonce, self.name), hello.sig):
+            logging.getLogger("kintsugi.security").warning("bad hello signature from %s", ws.remote_address)
+            await self._refuse(ws, Error("auth_failed", "hello signature does not verify"), CloseCode.AUTH_FAILED)
+            return None
+        return hello
+
+    async def _refuse(self, ws: ServerConnection, error: Error, code: int) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(encode_frame(OP, [error]))
+            await ws.close(code, error.code)

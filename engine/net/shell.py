@@ -1,0 +1,136 @@
+"""The glue between one LocalNode's SyncManager and its live connections.
+
+:class:`SyncShell` owns the reading side of every connection (rate limit, frame decoding,
+feeding messages to the sync manager inside one store batch per frame) and the routing of
+the manager's outbox to each peer's bounded queue. Acknowledgements leave only after the
+batch has committed, so a ``known`` always describes durable data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+
+from websockets.asyncio.connection import Connection
+from websockets.exceptions import ConnectionClosed
+
+from engine.errors import FrameTooLarge, KintsugiError, ProtocolError, UnsupportedVersion
+from engine.net.connection import PeerConnection
+from engine.net.ratelimit import TokenBucket
+from engine.node import LocalNode
+from engine.protocol.frames import OP, decode_frame, encode_frame, pack_frames
+from engine.protocol.limits import DEFAULT_LIMITS, CloseCode, Limits
+from engine.protocol.messages import Error, Message
+from engine.sync.manager import SyncEvent, SyncManager
+
+logger = logging.getLogger(__name__)
+
+
+class SyncShell:
+    """Routes messages between a node's :class:`SyncManager` and its connections."""
+
+    def __init__(self, node: LocalNode, *, limits: Limits = DEFAULT_LIMITS) -> None:
+        self.node = node
+        self.limits = limits
+        self.manager = SyncManager(node, limits=limits)
+        self.connections: dict[str, PeerConnection] = {}
+        self.event_listeners: list[Callable[[SyncEvent], None]] = []
+        self.manager.on_event = self._on_event
+        self._dispatch_scheduled = False
+        self._unsubscribe = node.subscribe(lambda _event: self.schedule_dispatch())
+        self.frames_received = 0
+
+    def close(self) -> None:
+        self._unsubscribe()
+        self.manager.close()
+
+    def _on_event(self, event: SyncEvent) -> None:
+        for listener in list(self.event_listeners):
+            listener(event)
+
+    # -- outgoing ----------------------------------------------------------------------------
+
+    def schedule_dispatch(self) -> None:
+        """Send what the manager produced, soon (coalesces many changes into one pass)."""
+        if not self._dispatch_scheduled:
+            self._dispatch_scheduled = True
+            asyncio.get_running_loop().call_soon(self.dispatch)
+
+    def dispatch(self) -> None:
+        """Drain the manager's outbox into the peers' queues, packed into frames."""
+        self._dispatch_scheduled = False
+        by_peer: dict[str, list[Message]] = defaultdict(list)
+        for peer_id, message in self.manager.drain():
+            by_peer[peer_id].append(message)
+        for peer_id, messages in by_peer.items():
+            conn = self.connections.get(peer_id)
+            if conn is None:
+                continue
+            if len(messages) == 1:
+                frames = [encode_frame(OP, messages)]
+            else:
+                frames = pack_frames(messages, max_size=self.limits.max_frame_size)
+            for frame in frames:
+                if not conn.send(frame):
+                    break
+
+    def send_error(self, conn: PeerConnection, exc: KintsugiError) -> None:
+        conn.send(encode_frame(OP, [Error.of(exc)]))
+
+    # -- incoming ----------------------------------------------------------------------------
+
+    def attach(self, conn: PeerConnection) -> None:
+        self.connections[conn.peer_id] = conn
+
+    def detach(self, peer_id: str) -> None:
+        self.connections.pop(peer_id, None)
+        self.manager.remove_peer(peer_id)
+
+    async def read_loop(self, ws: Connection, conn: PeerConnection, *, rate_limited: bool) -> None:
+        """Read frames until the connection ends; close it on abuse with a documented code."""
+        loop = asyncio.get_running_loop()
+        bucket = TokenBucket(self.limits.rate_per_second, self.limits.rate_burst, loop.time()) if rate_limited else None
+        malformed = 0
+        try:
+            async for raw in ws:
+                if bucket is not None and not bucket.take(loop.time()):
+                    self.send_error(conn, ProtocolError("too many frames; slow down", code="rate_limited"))
+                    logger.warning("peer %s exceeded the rate limit; closing", conn.peer_id)
+                    conn.close(CloseCode.RATE_LIMITED, "rate limited")
+                    return
+                data = raw.encode() if isinstance(raw, str) else raw
+                try:
+                    frame = decode_frame(
+                        data, max_size=self.limits.max_frame_size, max_messages=self.limits.max_messages_per_frame
+                    )
+                except UnsupportedVersion as exc:
+                    self.send_error(conn, exc)
+                    conn.close(CloseCode.UNSUPPORTED_VERSION, "unsupported version")
+                    return
+                except KintsugiError as exc:
+                    malformed += 1
+                    self.send_error(conn, exc)
+                    if isinstance(exc, FrameTooLarge):
+                        logger.warning("peer %s sent a %d-byte frame", conn.peer_id, exc.size)
+                    if malformed > self.limits.max_malformed_frames:
+                        conn.close(CloseCode.PROTOCOL_ERROR, "too many malformed frames")
+                        return
+                    continue
+                self.frames_received += 1
+                for error in frame.errors:
+                    malformed += 1
+                    self.send_error(conn, error)
+                with self.node.batch():
+                    for message in frame.messages:
+                        try:
+                            self.manager.receive(conn.peer_id, message)
+                        except KintsugiError as exc:
+                            self.send_error(conn, exc)
+                self.dispatch()
+                if malformed > self.limits.max_malformed_frames:
+                    conn.close(CloseCode.PROTOCOL_ERROR, "too many malformed messages")
+                    return
+        except ConnectionClosed:
+            return

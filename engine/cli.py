@@ -91,6 +91,25 @@ def cmd_demo(args: argparse.Namespace, out: Output) -> int:
             "add --headless to build the demo store here\n"
         )
         return EXIT_USAGE
+    if args.connect:
+        from engine.demo_live import live_demo
+
+        workdir = Path(args.store).expanduser() if args.store else None
+        report = live_demo(args.connect, workdir, min(args.edits, 1000), out.progress)
+        crash = report["crash_after_ack"]
+        text = "\n".join(
+            [
+                f"live demo against {args.connect} in {report['seconds']:.2f} s",
+                f"  two tabs on one session: corrected ({'; '.join(report['two_tabs']['corrected'])})",
+                f"  crash after ack: node acknowledged {crash['killed_after_ack']['acked']} transactions, "
+                f"{crash['killed_after_ack']['persisted']} were on disk when the client was killed",
+                f"  after the restart: {'; '.join(crash['after_restart']['corrections'])}",
+                f"  conflict sessions: {', '.join(report['conflict_sessions'])}",
+                f"  deleted: {', '.join(report['deleted'])}",
+            ]
+        )
+        out.result(report, text)
+        return EXIT_OK
     store = Path(args.store).expanduser() if args.store else default_demo_store()
     result = build_demo(store, edits=args.edits, progress=out.progress)
     data = result.to_json()
@@ -243,6 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--headless", action="store_true", help="build the store without opening the inspector")
     p.add_argument("--store", help=f"store directory (default: {default_demo_store()})")
     p.add_argument("--edits", type=int, default=3000, help="number of CoMap edits (default 3000)")
+    p.add_argument(
+        "--connect",
+        metavar="URL",
+        help="run the demo's clients against this node instead (with a real crash after acknowledgement); "
+        "--store then names a working directory for the clients' keys and stores",
+    )
 
     p = command(
         "verify",

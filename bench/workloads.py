@@ -11,6 +11,9 @@ group, so every write is checked against the group's roles.
   (WAL, ``synchronous=FULL``).
 - ``sqlite_reload``: open that store in a new process and load the CoMap, verifying every
   chain and signature.
+- ``sync_ws``: a node runs as its own process (``kintsugi node serve``); the writer client
+  commits n transactions, and the time runs until a second client has received, verified and
+  applied all of them over loopback WebSockets. ``node_rss_mb`` is the node's peak memory.
 
 Each (workload, n) runs in its own child process, so ``rss_mb`` is that workload's peak
 resident memory (including the interpreter, about 20 MB) and runs never share caches.
@@ -104,17 +107,98 @@ def bench_sqlite_reload(n: int, tmp: Path) -> float:
     return elapsed
 
 
+def bench_sync_ws(n: int, tmp: Path) -> float:
+    """Time from the writer's commit of n transactions until a second client has verified and
+    applied all of them, through a node process over loopback WebSockets."""
+    import asyncio
+
+    return asyncio.run(_sync_ws(n, tmp))
+
+
+async def _sync_ws(n: int, tmp: Path) -> float:
+    import asyncio
+
+    from engine.net.client import SyncClient
+    from engine.net.shell import SyncShell
+
+    ready = tmp / "node.ready"
+    node_proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "node", "serve", "--store", str(tmp / "node"), "--ready-file", str(ready)],
+        env=_child_env(),
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            if time.monotonic() > deadline or node_proc.poll() is not None:
+                raise RuntimeError("node did not start")
+            await asyncio.sleep(0.01)
+        url = ready.read_text().strip()
+        writer = LocalNode(AccountKey.from_seed(SEED_ALICE))
+        reader = LocalNode(AccountKey.from_seed(bytes(range(1, 33))))
+        clients = [SyncClient(SyncShell(node), url) for node in (writer, reader)]
+        for client in clients:
+            client.start()
+            await client.connected.wait()
+        group = writer.create_group()
+        writer.set_role(group.id, reader.account_id, "reader")
+        comap = writer.create_map(group.id)
+        writer.flush()
+        clients[1].shell.manager.load(comap.id)
+        clients[1].shell.dispatch()
+        while reader.get_or_none(comap.id) is None:
+            await asyncio.sleep(0.001)
+        keys = KEYS
+        with writer.batch():
+            for i in range(n):
+                writer.set(comap.id, keys[i % 1000], i)
+        started = time.perf_counter()
+        clients[0].shell.dispatch()
+        target = writer.get(comap.id).known_state().sessions
+        received = reader.get(comap.id)
+        while received.known_state().sessions != target:
+            await asyncio.sleep(0.0005)
+        elapsed = time.perf_counter() - started
+        assert received.transaction_count() == writer.get(comap.id).transaction_count()
+        for client in clients:
+            await client.stop()
+        _NODE_RSS[0] = _peak_rss_mb(node_proc.pid)
+        return elapsed
+    finally:
+        node_proc.terminate()
+        node_proc.wait(timeout=30)
+
+
+_NODE_RSS = [0.0]
+
+
+def _peak_rss_mb(pid: int) -> float:
+    """Peak resident memory of a live process (Linux /proc; 0 elsewhere)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _child_env() -> dict[str, str]:
+    repo = Path(__file__).resolve().parent.parent
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")])))
+
+
 WORKLOADS: dict[str, Callable[[int, Path], float]] = {
     "write": bench_write,
     "import_verify": bench_import_verify,
     "sqlite_write": bench_sqlite_write,
     "sqlite_reload": bench_sqlite_reload,
+    "sync_ws": bench_sync_ws,
 }
 
 
 def _run_child(name: str, n: int, tmp: Path) -> dict[str, Any]:
-    repo = Path(__file__).resolve().parent.parent
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")])))
+    env = _child_env()
     proc = subprocess.run(
         [sys.executable, "-m", "bench.workloads", name, str(n), str(tmp)],
         capture_output=True,
@@ -149,18 +233,16 @@ def run_workloads(
 def _child(name: str, n: int, tmp: Path) -> None:
     seconds = WORKLOADS[name](n, tmp)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    sys.stdout.write(
-        json.dumps(
-            {
-                "name": name,
-                "n": n,
-                "seconds": round(seconds, 4),
-                "tx_per_s": round(n / seconds),
-                "rss_mb": round(rss_mb, 1),
-            }
-        )
-        + "\n"
-    )
+    result: dict[str, Any] = {
+        "name": name,
+        "n": n,
+        "seconds": round(seconds, 4),
+        "tx_per_s": round(n / seconds),
+        "rss_mb": round(rss_mb, 1),
+    }
+    if name == "sync_ws":
+        result["node_rss_mb"] = round(_NODE_RSS[0], 1)
+    sys.stdout.write(json.dumps(result) + "\n")
 
 
 if __name__ == "__main__":

@@ -159,10 +159,8 @@ async def run_live_demo(url: str, workdir: Path, *, edits: int = 300, say: Progr
     report["deleted"] = [scratch.id]
 
     say("checking that everyone converged")
-    for cid in (notes.id,):
-        await wait_for(
-            lambda cid=cid: _conflict_sessions(alice.node, cid) >= 2, "Alice to receive both conflict sessions"
-        )
+    notes_id = notes.id
+    await wait_for(lambda: _conflict_sessions(alice.node, notes_id) >= 2, "Alice to receive both conflict sessions")
     notes_view = alice.node.get_map(notes.id)
     report["conflict_sessions"] = sorted(
         sid for sid in alice.node.get(notes.id).sessions if parse_session_id(sid).kind is SessionKind.CONFLICT

@@ -148,9 +148,8 @@ class SessionLog:
         for n in sigs:
             if not after < n <= end:
                 raise InvalidContent(f"{self.session}: checkpoint {n} outside chunk ({after}, {end}]")
-        for tx in txs:
-            if not isinstance(tx, bytes) or len(tx) > MAX_TRANSACTION_SIZE:
-                raise InvalidContent(f"{self.session}: transaction not bytes or too large")
+        if set(map(type, txs)) != {bytes} or max(map(len, txs)) > MAX_TRANSACTION_SIZE:
+            raise InvalidContent(f"{self.session}: transaction not bytes or too large")
         overlap = min(held, end) - after
         fork = None
         if overlap > 0 and self.txs[after : after + overlap] != list(txs[:overlap]):

@@ -106,12 +106,13 @@ def test_missing_store_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
 
 
 def test_bench_json_shape(tmp_path: Path) -> None:
-    """`bench --json` reports every workload with n, seconds, tx/s and RSS."""
+    """`bench --json` reports every workload with n, seconds, tx/s and RSS (and the node's)."""
     _, data = _json("bench", "--n", "300")
     names = [w["name"] for w in data["workloads"]]
-    assert names == ["write", "import_verify", "sqlite_write", "sqlite_reload"]
+    assert names == ["write", "import_verify", "sqlite_write", "sqlite_reload", "sync_ws"]
     for w in data["workloads"]:
         assert w["n"] == 300 and w["seconds"] > 0 and w["tx_per_s"] > 0 and w["rss_mb"] > 0
+    assert data["workloads"][-1]["node_rss_mb"] > 0
 
 
 def test_help_explains_every_command() -> None:

@@ -20,6 +20,14 @@ MAX_DECODE_SIZE = 8 * 1024 * 1024
 MAX_DECODE_DEPTH = 64
 
 
+def _reject_tag(_decoder: Any, _value: Any) -> Any:
+    raise cbor2.CBORDecodeError("value-sharing tags (28, 29) are not accepted")
+
+
+#: Tags refused on decoding: 28/29 (value sharing) could build cycles or unbounded nesting.
+REJECTED_TAGS: dict[int, Any] = {28: _reject_tag, 29: _reject_tag}
+
+
 def encode(value: Any) -> bytes:
     """Canonical CBOR of ``value`` (sorted map keys, shortest forms)."""
     try:
@@ -46,6 +54,7 @@ def decode(data: bytes, *, require_canonical: bool = False) -> Any:
             max_depth=MAX_DECODE_DEPTH,
             allow_indefinite=False,
             allow_duplicate_keys=False,
+            semantic_decoders=REJECTED_TAGS,
         )
         value = decoder.decode()
     except Exception as exc:  # cbor2 raises many types (ValueError, Recursion, ...)

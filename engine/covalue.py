@@ -21,7 +21,7 @@ from typing import Any
 
 from engine.content.comap import CoMapState, change_problem
 from engine.content.common import InvalidTx, ordered_transactions, sessions_for_content
-from engine.content.group import WRITE_ROLES, GroupState, compute_group
+from engine.content.group import WRITE_ROLES, GroupState, compute_group, role_change_problem
 from engine.crypto import AccountKey
 from engine.errors import (
     CoValueDeleted,
@@ -163,13 +163,16 @@ class CoValueCore:
     def apply_content(self, new: Mapping[SessionID, Chunk]) -> ApplyReport:
         """Verify and apply each session's chunk on its own; see :class:`SessionOutcome`."""
         report = ApplyReport()
-        deletes = sorted(sid for sid in new if sid.endswith("$"))
-        for sid in deletes + sorted(sid for sid in new if not sid.endswith("$")):
+        for sid in sorted(sid for sid in new if sid.endswith("$")):
             report.outcomes.append(self._apply_one(sid, new[sid]))
-        delete_applied = any(o.status == "applied" for o in report.outcomes if o.session.endswith("$"))
+        delete_applied = any(o.status == "applied" for o in report.outcomes)
         if not self.deleted and delete_applied and self._valid_delete_marker() is not None:
             report.became_deleted = True
             report.purged = self._purge()
+        # Delete sessions go first, so the other sessions of a message that deletes the
+        # CoValue are refused ("deleted") rather than applied and purged.
+        for sid in sorted(sid for sid in new if not sid.endswith("$")):
+            report.outcomes.append(self._apply_one(sid, new[sid]))
         if report.changed:
             self._touch()
         return report
@@ -211,16 +214,21 @@ class CoValueCore:
         """
         if self.deleted:
             raise CoValueDeleted(f"{self.id} is deleted")
+        tx = encode_transaction(made_at, changes)  # envelope rules first: InvalidTransaction
         group = self.owner_group()
         group_version = group.version if group is not None else -1
-        problem = self._write_problem(session_account(session), made_at, changes, group)
+        author = session_account(session)
+        if self.type == "group":
+            problem = self._group_write_problem(author, made_at, changes)
+        else:
+            problem = self._write_problem(author, made_at, changes, group)
         if problem is not None:
             raise PermissionDenied(problem)
         log = self.sessions.get(session)
         if log is None:
             log = self.sessions[session] = SessionLog(self.id, session)
         index = log.count
-        log.append_pending(encode_transaction(made_at, changes))
+        log.append_pending(tx)
         cache_current = self._content_key == (self.version, group_version)
         self.version += 1
         if cache_current and isinstance(self._content, CoMapState):
@@ -273,8 +281,6 @@ class CoValueCore:
         if self.deleted and not session.endswith("$"):
             raise CoValueDeleted(f"{self.id} is deleted; its sessions are not replaced")
         old = self.sessions.get(session)
-        if old is not None and old.pending and owner is not None:
-            old.sign(owner)
         held = old.count if old is not None else 0
         if chunk.after > held:
             raise MissingPrefix(session, held, chunk.after)
@@ -284,9 +290,15 @@ class CoValueCore:
             fresh.hashes.extend(old.hashes[: chunk.after])
             fresh.sigs.update({n: s for n, s in old.sigs.items() if n <= chunk.after})
         if chunk.txs:
-            fresh.apply_verified(chunk, fresh.verify_chunk(chunk))
+            # The chunk's checkpoint signs the chain through our shared prefix, so a fork point
+            # inside one of our signed batches is fine: the prefix needs no checkpoint of its own.
+            fresh.extend_verified(chunk, fresh.verify_chunk(chunk))
         elif chunk.after not in fresh.sigs and chunk.after:
             raise InvalidContent(f"{session}: authoritative history must end at a checkpoint")
+        # Verified: only now may anything change. Pending local writes are signed so that
+        # they can move into the conflict session with a checkpoint.
+        if old is not None and old.pending and owner is not None and owner.account_id == old.account:
+            old.sign(owner)
         old_txs = old.txs if old is not None else []
         diverged = next(
             (i for i, (a, b) in enumerate(zip(old_txs, fresh.txs, strict=False)) if a != b),
@@ -404,6 +416,14 @@ class CoValueCore:
             if role not in WRITE_ROLES:
                 return f"author is {role or 'not a member'} in the owner group at {made_at}"
         return None
+
+    def _group_write_problem(self, author: AccountID, made_at: int, changes: list[list[Any]]) -> str | None:
+        """Why ``author`` may not make these role changes here now, or None (admins may)."""
+        role = self.group().role_at(author, made_at)
+        if role != "admin":
+            return f"author is {role or 'not a member'}; role changes need admin"
+        problems = [p for p in map(role_change_problem, changes) if p]
+        return problems[0] if problems else None
 
     def check_group_write(self, author: AccountID) -> None:
         """Raise :class:`PermissionDenied` unless ``author`` is an admin of this group now."""

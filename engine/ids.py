@@ -33,6 +33,8 @@ CoValueID = NewType("CoValueID", str)
 
 #: Longest id text accepted before parsing (a SessionID with a large conflict counter).
 MAX_ID_LENGTH = 200
+#: Conflict counters have at most 9 digits.
+MAX_CONFLICT_NUMBER = 10**9
 #: Parsed ids remembered (ids are immutable text; parsing base58 is the cost saved).
 ID_CACHE_SIZE = 65_536
 
@@ -154,8 +156,8 @@ def conflict_session_id(session: SessionID, n: int) -> SessionID:
     parsed = parse_session_id(session)
     if parsed.kind is not SessionKind.ACTIVE:
         raise InvalidId(f"only an active session has conflict sessions: {session!r}")
-    if n < 1:
-        raise InvalidId("conflict sessions count from 1")
+    if not 1 <= n < MAX_CONFLICT_NUMBER:
+        raise InvalidId(f"conflict sessions count from 1 to {MAX_CONFLICT_NUMBER - 1}")
     return SessionID(f"{session}!" if n == 1 else f"{session}!{n}")
 
 

@@ -182,11 +182,15 @@ def tombstones_of(core: CoValueCore) -> tuple[TombstoneInfo, ...]:
     return tuple(out)
 
 
-def summarize(core: CoValueCore, *, stored_counts: Mapping[SessionID, int] | None = None) -> CoValueSummary:
+def summarize(
+    core: CoValueCore, *, stored_counts: Mapping[SessionID, int] | None = None, content: bool = True
+) -> CoValueSummary:
     """Everything known about a loaded CoValue.
 
     ``stored_counts`` gives the stored length of sessions that failed verification (they are
-    not in ``core.sessions``); without it their count shows as 0.
+    not in ``core.sessions``); without it their count shows as 0. With ``content`` False the
+    content is not computed (it decodes every transaction): invalid transactions are then
+    unknown and ``analysed`` is False.
     """
     sessions = [_session_summary(sid, log.count, None) for sid, log in core.sessions.items()]
     for sid, error in core.corrupt.items():
@@ -194,7 +198,7 @@ def summarize(core: CoValueCore, *, stored_counts: Mapping[SessionID, int] | Non
         sessions.append(_session_summary(sid, count, _break_of(error)))
     sessions.sort(key=lambda s: lane_order(s.id))
     invalid: tuple[InvalidTx, ...] = ()
-    if not core.deleted:
+    if content and not core.deleted:
         try:
             invalid = tuple(core.invalid_transactions())
         except KintsugiError:
@@ -209,7 +213,7 @@ def summarize(core: CoValueCore, *, stored_counts: Mapping[SessionID, int] | Non
         invalid=invalid,
         tombstones=tombstones_of(core),
         transactions=core.transaction_count(),
-        analysed=True,
+        analysed=content,
     )
 
 

@@ -146,7 +146,7 @@ class SessionLog:
         if end not in sigs:
             raise InvalidContent(f"{self.session}: chunk ending at {end} has no checkpoint there")
         for n in sigs:
-            if not after < n <= end:
+            if type(n) is not int or not after < n <= end:
                 raise InvalidContent(f"{self.session}: checkpoint {n} outside chunk ({after}, {end}]")
         if set(map(type, txs)) != {bytes} or max(map(len, txs)) > MAX_TRANSACTION_SIZE:
             raise InvalidContent(f"{self.session}: transaction not bytes or too large")
@@ -187,6 +187,15 @@ class SessionLog:
         for n, sig in chunk.sigs.items():
             self.sigs.setdefault(n, sig)
         return len(added)
+
+    def extend_verified(self, chunk: Chunk, new_hashes: list[bytes]) -> None:
+        """Append a verified chunk that starts exactly at our end, whether or not our end is a
+        checkpoint (the chunk's own checkpoints sign the chain through it)."""
+        if chunk.after != len(self.txs):
+            raise UsageError(f"{self.session}: extend_verified needs a chunk starting at {len(self.txs)}")
+        self.txs.extend(chunk.txs)
+        self.hashes.extend(new_hashes)
+        self.sigs.update(chunk.sigs)
 
     def verify_all(self) -> ChainError | SignatureError | None:
         """Re-derive the whole chain from its base and check every checkpoint.

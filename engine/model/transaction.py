@@ -36,10 +36,24 @@ class Transaction:
     meta: Any = None
 
 
-def encode_transaction(made_at: int, changes: list[list[Any]], meta: Any = None) -> bytes:
-    """Canonical CBOR bytes of a transaction. Raises :class:`InvalidTransaction`."""
+def check_envelope(made_at: object, changes: object) -> None:
+    """The envelope rules every transaction keeps; raises :class:`InvalidTransaction`.
+
+    The encoder and the decoder share them, so a writer never signs what no replica (itself
+    included) could decode.
+    """
     if type(made_at) is not int or not 0 <= made_at < 2**63:
         raise InvalidTransaction("madeAt must be milliseconds since the epoch")
+    if not isinstance(changes, list) or not changes or len(changes) > MAX_CHANGES_PER_TRANSACTION:
+        raise InvalidTransaction(f"c must list 1 to {MAX_CHANGES_PER_TRANSACTION} changes")
+    for change in changes:
+        if not isinstance(change, list) or not change or not isinstance(change[0], str):
+            raise InvalidTransaction("each change is a list starting with its operation name")
+
+
+def encode_transaction(made_at: int, changes: list[list[Any]], meta: Any = None) -> bytes:
+    """Canonical CBOR bytes of a transaction. Raises :class:`InvalidTransaction`."""
+    check_envelope(made_at, changes)
     try:
         body = _dumps(changes, canonical=True)
         if meta is None:
@@ -62,19 +76,13 @@ def decode_transaction(data: bytes) -> Transaction:
     if len(data) > MAX_TRANSACTION_SIZE:
         raise InvalidTransaction(f"transaction of {len(data)} bytes exceeds {MAX_TRANSACTION_SIZE}")
     try:
-        obj = _loads(data, max_depth=codec.MAX_DECODE_DEPTH)
+        obj = _loads(data, max_depth=codec.MAX_DECODE_DEPTH, semantic_decoders=codec.REJECTED_TAGS)
     except Exception as exc:  # cbor2 raises many types for bad input
         raise InvalidTransaction(f"undecodable CBOR: {type(exc).__name__}") from exc
     if not isinstance(obj, dict) or not {"t", "c"} <= set(obj) <= {"t", "c", "m"}:
         raise InvalidTransaction("a transaction is a map with t, c and optionally m")
     made_at, changes = obj["t"], obj["c"]
-    if type(made_at) is not int or not 0 <= made_at < 2**63:
-        raise InvalidTransaction("madeAt must be milliseconds since the epoch")
-    if not isinstance(changes, list) or not changes or len(changes) > MAX_CHANGES_PER_TRANSACTION:
-        raise InvalidTransaction(f"c must list 1 to {MAX_CHANGES_PER_TRANSACTION} changes")
-    for change in changes:
-        if not isinstance(change, list) or not change or not isinstance(change[0], str):
-            raise InvalidTransaction("each change is a list starting with its operation name")
+    check_envelope(made_at, changes)
     meta = obj.get("m")
     # Re-encoding canonically and comparing rules out trailing bytes, duplicate keys,
     # indefinite lengths and every other non-canonical form in one step.

@@ -240,11 +240,12 @@ class LocalNode:
         core = self.get(covalue)
         if core.deleted:
             return
-        self._sign_all()
+        self.flush()
         purged = [sid for sid in core.sessions if not sid.endswith("$")]
         core.delete(self.account, new_delete_session_id(self.account_id, self.random_bytes), self._made_at())
         if self.store is not None:
-            self.store.mark_deleted(core, purged)
+            with self._reload_on_failure(core.id):
+                self.store.mark_deleted(core, purged)
         for sid in purged:
             self._stored.pop((core.id, sid), None)
         for sid in core.delete_sessions():
@@ -409,7 +410,8 @@ class LocalNode:
         if self.store is not None:
             if switch and self._leased:
                 extra = self._session_switch_writer(session, next_session)
-            self.store.replace_session(core, outcome, extra=extra)
+            with self._reload_on_failure(covalue):
+                self.store.replace_session(core, outcome, extra=extra)
             self._stored[(covalue, session)] = core.sessions[session].signed_count
             if outcome.conflict_session is not None:
                 cs = outcome.conflict_session
@@ -421,6 +423,19 @@ class LocalNode:
                 self._lease_expires = self.clock_ms() + self.leases.ttl_ms
         self._notify(ChangeEvent(covalue, "replaced"))
         return outcome
+
+    @contextmanager
+    def _reload_on_failure(self, covalue: CoValueID) -> Iterator[None]:
+        """If the commit fails, forget the in-memory change: reload the CoValue from the store,
+        so memory and store agree and a retry does the whole operation again."""
+        try:
+            yield
+        except BaseException:
+            self.covalues.pop(covalue, None)
+            for key in [k for k in self._stored if k[0] == covalue]:
+                del self._stored[key]
+            self._dirty.pop(covalue, None)
+            raise
 
     def _session_switch_writer(self, old: SessionID, new: SessionID) -> Callable[[Any], None]:
         account, instance = self.account_id, self.instance_id

@@ -91,12 +91,8 @@ def decode_version(value: int) -> tuple[int, int]:
     return divmod(value, 65536)
 
 
-def ensure_schema(conn: sqlite3.Connection, *, readonly: bool = False) -> tuple[int, int]:
-    """Create or migrate the schema; return the store's (major, minor) version.
-
-    Raises :class:`SchemaVersionError` for a newer major version. With ``readonly`` nothing is
-    written and an empty or older store is reported as is.
-    """
+def check_version(conn: sqlite3.Connection) -> tuple[int, int]:
+    """The store's (major, minor); raises :class:`SchemaVersionError` for a newer major."""
     (raw,) = conn.execute("PRAGMA user_version").fetchone()
     version = decode_version(raw)
     if version[0] > SCHEMA_MAJOR:
@@ -104,9 +100,19 @@ def ensure_schema(conn: sqlite3.Connection, *, readonly: bool = False) -> tuple[
             f"store schema {version[0]}.{version[1]} is newer than this Kintsugi "
             f"({SCHEMA_MAJOR}.{SCHEMA_MINOR}); upgrade Kintsugi to open it"
         )
+    return version
+
+
+def ensure_schema(conn: sqlite3.Connection, *, readonly: bool = False) -> tuple[int, int]:
+    """Create or migrate the schema; return the store's (major, minor) version.
+
+    Raises :class:`SchemaVersionError` for a newer major version. With ``readonly`` nothing is
+    written and an empty or older store is reported as is.
+    """
+    version = check_version(conn)
     if readonly:
         return version
-    if raw == 0:
+    if version == (0, 0):
         conn.execute("BEGIN IMMEDIATE")
         statements = [s for s in BASE_SCHEMA.split(";") if s.strip()] + list(KV_SCHEMA)
         for statement in statements:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import cbor2
 
@@ -30,7 +31,7 @@ from engine.ids import CoValueID, SessionID
 from engine.kv.store import SQLiteKV, sqlite_errors
 from engine.model.header import Header
 from engine.model.session_log import SessionLog
-from engine.storage.schema import BLOCK_TRANSACTIONS, ensure_schema
+from engine.storage.schema import BLOCK_TRANSACTIONS, check_version, ensure_schema
 
 #: Milliseconds a writer waits for another process's lock before StorageEnvironmentError.
 BUSY_TIMEOUT_MS = 10_000
@@ -109,13 +110,22 @@ class SQLiteStore:
         elif not self.path.exists():
             raise StoreNotFound(f"no store at {self.path}")
         with sqlite_errors(f"open {self.path}"):
-            uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
+            # A URI, so read-only opens never create a file; the path is percent-quoted so
+            # names with '#', '?' or '%' mean what they say.
+            uri = f"file:{quote(str(self.path))}" + ("?mode=ro" if readonly else "")
             self.conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-            self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            if not readonly:
-                self.conn.execute("PRAGMA journal_mode = WAL")
-                self.conn.execute(f"PRAGMA synchronous = {synchronous}")
-        self.version = ensure_schema(self.conn, readonly=readonly)
+            try:
+                self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                # The version is checked before anything is written: a store from a newer
+                # Kintsugi is left exactly as it was.
+                check_version(self.conn)
+                if not readonly:
+                    self.conn.execute("PRAGMA journal_mode = WAL")
+                    self.conn.execute(f"PRAGMA synchronous = {synchronous}")
+                self.version = ensure_schema(self.conn, readonly=readonly)
+            except BaseException:
+                self.conn.close()
+                raise
         self.kv = SQLiteKV(self.conn, writer=writer)
 
     def close(self) -> None:
@@ -155,11 +165,27 @@ class SQLiteStore:
         return cur.lastrowid
 
     def append_session(self, conn: sqlite3.Connection, write: SessionWrite) -> int:
-        """Append ``[start, end)`` of a session; returns the new stored count."""
-        log, start, end = write.log, write.start, write.end
+        """Append ``[stored count, end)`` of a session; returns the new stored count.
+
+        Appends continue from what the store actually holds (``write.start`` is the caller's
+        belief), after checking that the stored head is on ``log``'s chain: another process
+        may have written, purged or replaced this session. Appending non-delete sessions of a
+        CoValue the store holds as deleted is refused (returns 0): nothing comes back.
+        Raises :class:`StorageBugError` when the stored history is not ours.
+        """
+        log, end = write.log, write.end
+        deleted = conn.execute("SELECT deleted FROM covalues WHERE id = ?", (log.covalue,)).fetchone()
+        if deleted is not None and deleted[0] and not log.session.endswith("$"):
+            return 0
+        row = conn.execute(
+            "SELECT sid, count, head FROM sessions WHERE covalue = ? AND session = ?", (log.covalue, log.session)
+        ).fetchone()
+        start = row[1] if row is not None else 0
+        if start and (start > log.count or log.hash_at(start) != row[2]):
+            raise StorageBugError(f"{log.session}: the store holds another history of this session")
         if end <= start:
             return start
-        sid = self._session_rowid(conn, log.covalue, log.session)
+        sid = row[0] if row is not None else self._session_rowid(conn, log.covalue, log.session)
         conn.executemany(
             "INSERT INTO blocks (sid, start, end, txs, hashes) VALUES (?, ?, ?, ?, ?)",
             [

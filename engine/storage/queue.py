@@ -46,6 +46,7 @@ class AsyncStore:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._open_error: BaseException | None = None
+        self._closing = False
         self.groups_committed = 0
 
     def start(self) -> None:
@@ -58,9 +59,12 @@ class AsyncStore:
             raise self._open_error
 
     def submit(self, op: Callable[[SQLiteStore, Any], T]) -> asyncio.Future[T]:
-        """Queue ``op``; the future resolves (on the calling loop) after its group commits."""
-        if self._thread is None:
-            raise UsageError("AsyncStore not started")
+        """Queue ``op``; the future resolves (on the calling loop) after its group commits.
+
+        Raises :class:`UsageError` before :meth:`start` and once :meth:`close` has begun.
+        """
+        if self._thread is None or self._closing:
+            raise UsageError("AsyncStore is not running")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         try:
@@ -71,8 +75,9 @@ class AsyncStore:
 
     async def close(self) -> None:
         """Finish every queued operation, then stop the worker and close its connection."""
-        if self._thread is None:
+        if self._thread is None or self._closing:
             return
+        self._closing = True
         self._queue.put(_STOP)
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
         self._thread = None
@@ -103,6 +108,18 @@ class AsyncStore:
                     self._commit_group(store, group)
         finally:
             store.close()
+            self._fail_leftovers()
+
+    def _fail_leftovers(self) -> None:
+        """Operations that slipped in behind the stop marker fail instead of hanging."""
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not _STOP:
+                _op, loop, future = item
+                loop.call_soon_threadsafe(_settle, future, False, UsageError("AsyncStore closed"))
 
     def _commit_group(self, store: SQLiteStore, group: list[Any]) -> None:
         results: list[tuple[bool, Any]] = []

@@ -8,8 +8,10 @@ kept out of the loaded CoValue, never served as valid. Chains are verified when 
 loaded, not when the store opens, so opening a large store is immediate (``verify_store``
 checks everything).
 
-Errors: :class:`StorageEnvironmentError` (locked, disk full, I/O: may pass on retry),
-:class:`StorageBugError` (our bug or a damaged file), :class:`SchemaVersionError`.
+Errors: :class:`StorageEnvironmentError` (the environment failed: locked, disk full, I/O, a
+file that is not or no longer a database), :class:`StorageBugError` (our own bug: misuse,
+constraint violations, rows our code should never have written), :class:`SchemaVersionError`,
+:class:`StoreNotFound`.
 """
 
 from __future__ import annotations

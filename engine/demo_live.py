@@ -184,17 +184,25 @@ async def _crash_after_ack(url: str, workdir: Path, covalue: CoValueID, say: Pro
         line = await _read_json(first, "acked")
     finally:
         first.send_signal(signal.SIGKILL)
-        first.wait()
+        _reap(first)
     say(f"killed the client after the node acknowledged {line['acked']} transactions; {line['persisted']} were on disk")
     second = _child(["reuse-session", url, str(key_file), str(store), covalue, line["session"], "2"])
     try:
         recovered = await _read_json(second, "recovered")
-        second.wait(timeout=STEP_TIMEOUT)
+        await asyncio.get_running_loop().run_in_executor(None, second.wait, STEP_TIMEOUT)
     finally:
         if second.poll() is None:
             second.kill()
-            second.wait()
+        _reap(second)
     return {"killed_after_ack": line, "after_restart": recovered["recovered"]}
+
+
+def _reap(proc: subprocess.Popen[str]) -> None:
+    """Wait for a child and close its pipes."""
+    proc.wait()
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
 
 
 def _child(args: list[str]) -> subprocess.Popen[str]:

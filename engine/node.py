@@ -126,9 +126,14 @@ class LocalNode:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Flush, release the session lease (nothing is left unpersisted) and close the store."""
+        """Persist everything, release the session lease and close the store.
+
+        A held-back commit (``persist_paused``) is written now: the lease is released only
+        when nothing the session sent is missing from the store.
+        """
         if self.closed:
             return
+        self.persist_paused = False
         self.flush()
         if self._leased:
             self.leases.release(self.session)

@@ -1,7 +1,7 @@
 """One peer connection: a bounded outgoing queue and the task that drains it.
 
 Frames for a peer are queued without blocking the node. A peer that does not keep up — more
-than :attr:`Limits.max_queue_frames` frames or :attr:`Limits.max_queue_bytes` bytes waiting —
+than :attr:`Limits.max_queue_frames` frames or :attr:`Limits.max_queue_bytes` bytes waiting, beyond one frame —
 is closed with :data:`CloseCode.LAGGED`; it reconnects and catches up from a fresh bulk
 exchange. So one slow reader costs the node a bounded amount of memory and costs the other
 peers nothing.
@@ -46,7 +46,9 @@ class PeerConnection:
         """Queue ``frame``; False (and the peer is closed as lagged) when it cannot keep up."""
         if self._closing:
             return False
-        if (
+        # One frame is always accepted (a single large content frame is not lagging); beyond
+        # that, the queue must stay under both limits.
+        if self._queue and (
             len(self._queue) >= self.limits.max_queue_frames
             or self._queued_bytes + len(frame) > self.limits.max_queue_bytes
         ):

@@ -15,6 +15,7 @@ import contextlib
 import itertools
 import logging
 import os
+import socket
 from collections import Counter
 from collections.abc import Iterable
 
@@ -38,12 +39,23 @@ logger = logging.getLogger(__name__)
 class NodeServer:
     """Serves one LocalNode's CoValues to authenticated peers over WebSockets."""
 
-    def __init__(self, shell: SyncShell, *, name: str | None = None, admins: Iterable[AccountID] = ()) -> None:
+    def __init__(
+        self,
+        shell: SyncShell,
+        *,
+        name: str | None = None,
+        admins: Iterable[AccountID] = (),
+        socket_send_buffer: int | None = None,
+    ) -> None:
+        """``socket_send_buffer`` fixes each accepted socket's kernel send buffer (SO_SNDBUF);
+        None keeps the system's autotuning. A small one makes a peer that stops reading show
+        up as lagged after kilobytes instead of megabytes (the embedded demo uses it)."""
         self.shell = shell
         self.node = shell.node
         self.limits = shell.limits
         self.name = name or f"kintsugi-node-{self.node.account_id[5:13]}"
         self.admins = set(admins)
+        self.socket_send_buffer = socket_send_buffer
         self._server: Server | None = None
         self._per_account: Counter[AccountID] = Counter()
         self._ids = itertools.count(1)
@@ -78,6 +90,10 @@ class NodeServer:
             self._server = None
 
     async def _handle(self, ws: ServerConnection) -> None:
+        if self.socket_send_buffer is not None:
+            sock = ws.transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.socket_send_buffer)
         hello = await self._handshake(ws)
         if hello is None:
             return

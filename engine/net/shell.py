@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
+import time
+from collections import defaultdict, deque
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from websockets.asyncio.connection import Connection
 from websockets.exceptions import ConnectionClosed
@@ -27,6 +30,21 @@ from engine.sync.manager import SyncEvent, SyncManager
 
 logger = logging.getLogger(__name__)
 
+#: Peer connections and disconnections remembered for the inspector.
+PEER_LOG_SIZE = 200
+
+
+@dataclass(frozen=True, slots=True)
+class PeerLogEntry:
+    """A peer came or went. ``close_code`` is the WebSocket close code when it went;
+    ``lagged`` says the node closed it for not reading fast enough."""
+
+    at_ms: int
+    peer_id: str
+    event: str  # "up" | "down"
+    close_code: int | None = None
+    lagged: bool = False
+
 
 class SyncShell:
     """Routes messages between a node's :class:`SyncManager` and its connections."""
@@ -41,6 +59,13 @@ class SyncShell:
         self._dispatch_scheduled = False
         self._unsubscribe = node.subscribe(lambda _event: self.schedule_dispatch())
         self.frames_received = 0
+        self.peer_log: deque[PeerLogEntry] = deque(maxlen=PEER_LOG_SIZE)
+        self.manager.peers_report = self._peers_report
+
+    def _peers_report(self) -> list[dict[str, Any]]:
+        from engine.diagnostics.peers import peer_report
+
+        return [info.to_json() for info in peer_report(self)]
 
     def close(self) -> None:
         self._unsubscribe()
@@ -83,10 +108,14 @@ class SyncShell:
 
     def attach(self, conn: PeerConnection) -> None:
         self.connections[conn.peer_id] = conn
+        self.peer_log.append(PeerLogEntry(_now_ms(), conn.peer_id, "up"))
 
     def detach(self, peer_id: str) -> None:
-        self.connections.pop(peer_id, None)
+        conn = self.connections.pop(peer_id, None)
         self.manager.remove_peer(peer_id)
+        if conn is not None:
+            code = conn.ws.close_code
+            self.peer_log.append(PeerLogEntry(_now_ms(), peer_id, "down", code, conn.lagged))
 
     async def read_loop(self, ws: Connection, conn: PeerConnection, *, rate_limited: bool) -> None:
         """Read frames until the connection ends; close it on abuse with a documented code."""
@@ -134,3 +163,7 @@ class SyncShell:
                     return
         except ConnectionClosed:
             return
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000

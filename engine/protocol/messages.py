@@ -378,14 +378,15 @@ class Correction(Message):
 
 @dataclass(frozen=True, slots=True)
 class Admin(Message):
-    """An operator request. Ops: ``list`` (CoValue ids the caller may see)."""
+    """An operator request. Ops: ``list`` (CoValue ids and CAS namespaces the caller may see),
+    ``peers`` (admins only: connected peers with lag and queue depth)."""
 
     T: ClassVar[str] = "admin"
     rid: int
     op: str
     args: dict[str, Any] = field(default_factory=dict)
 
-    OPS: ClassVar[tuple[str, ...]] = ("list",)
+    OPS: ClassVar[tuple[str, ...]] = ("list", "peers")
 
     def to_obj(self) -> dict[str, Any]:
         return {"t": self.T, "rid": self.rid, "op": self.op, "args": self.args}

@@ -104,6 +104,9 @@ class PeerState:
     account: AccountID
     admin: bool = False
     known: dict[CoValueID, Heads] = field(default_factory=dict)
+    #: what the peer itself reported holding (load/known), as opposed to ``known``, which also
+    #: counts what we sent it optimistically: the difference is its lag
+    acked: dict[CoValueID, Heads] = field(default_factory=dict)
     has_header: set[CoValueID] = field(default_factory=set)
     interested: set[CoValueID] = field(default_factory=set)
 
@@ -133,6 +136,8 @@ class SyncManager:
         self.on_event: Callable[[SyncEvent], None] | None = None
         #: receives replies to our own requests (``admin_result``, ``kv_keys``) with the peer id
         self.on_reply: Callable[[str, Message], None] | None = None
+        #: answers admin ``peers`` requests (the shell installs it; None: not offered)
+        self.peers_report: Callable[[], list[dict[str, Any]]] | None = None
         self._out: Outbox = []
         self._forwarded_loads: set[CoValueID] = set()
         self._unsubscribe = host.subscribe(lambda event: self.local_changed(event.covalue))
@@ -265,10 +270,12 @@ class SyncManager:
             return
         report = self.host.apply_content(cid, msg.new)
         heads = peer.known.setdefault(cid, {})
+        acked = peer.acked.setdefault(cid, {})
         for outcome in report.outcomes:
             sid = outcome.session
             if outcome.status in ("applied", "duplicate") and sid in core.sessions:
-                heads[sid] = core.sessions[sid].head()
+                # the sender holds what it sent
+                heads[sid] = acked[sid] = core.sessions[sid].head()
             elif outcome.status == "fork" and outcome.fork_index is not None:
                 self._event("fork_detected", peer, cid, sid, f"content diverges at {outcome.fork_index}")
                 self._answer_fork(peer, core, sid, outcome.fork_index)
@@ -340,6 +347,11 @@ class SyncManager:
             ids = [cid for cid in self.host.covalue_ids() if peer.admin or self.host.can_read(peer.account, cid)]
             namespaces = self.host.kv_namespaces() if peer.admin else [peer.account]
             self._send(peer, AdminResult(msg.rid, True, {"covalues": ids, "namespaces": namespaces}))
+        elif msg.op == "peers":
+            if not peer.admin or self.peers_report is None:
+                self._send(peer, AdminResult(msg.rid, False, {"code": "permission_denied"}))
+                return
+            self._send(peer, AdminResult(msg.rid, True, {"peers": self.peers_report()}))
 
     def _on_reply(self, peer: PeerState, msg: Message) -> None:
         if self.on_reply is not None:
@@ -377,6 +389,7 @@ class SyncManager:
             peer.has_header.add(known.id)
         else:
             peer.has_header.discard(known.id)
+        peer.acked[known.id] = dict(known.sessions)
         heads = peer.known.setdefault(known.id, {})
         for sid, (n, h) in known.sessions.items():
             if sid not in heads or n >= heads[sid][0]:

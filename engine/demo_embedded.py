@@ -1,0 +1,143 @@
+"""The embedded default of the inspector: a live in-process node with the demo's clients.
+
+:class:`EmbeddedDemo` starts a node (its own store in a working directory) on 127.0.0.1,
+plays the demo story against it over real WebSockets — a group with members, CoMaps with
+edits, two tabs forking one session, a client SIGKILLed after the node acknowledged what it
+never persisted, a deleted CoValue — fills contended CAS slots in the node's store, and then
+keeps going: Alice and Bob keep editing, and a peer that stopped reading is closed as lagged
+and comes back, again and again. The inspector embeds the node (``demo.node``); an admin key
+for connecting from outside is in ``demo.admin_key``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+from pathlib import Path
+from typing import Any
+
+from websockets.asyncio.client import connect
+
+from engine import __version__
+from engine.crypto import AccountKey
+from engine.demo import _contend_slots
+from engine.demo_live import LiveClient, run_live_demo
+from engine.ids import CoValueID
+from engine.model.known_state import KnownState
+from engine.net.server import NodeServer
+from engine.net.shell import SyncShell
+from engine.node import LocalNode
+from engine.protocol.frames import OP, decode_frame, encode_frame
+from engine.protocol.limits import FEATURES, Limits
+from engine.protocol.messages import Challenge, Hello, Load, hello_message
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between the live clients' edits.
+EDIT_INTERVAL = 0.5
+#: The embedded node's limits: a small outgoing queue, so the stalled peer is seen lagging.
+EMBEDDED_LIMITS = Limits(max_queue_frames=16, max_queue_bytes=256 * 1024)
+#: Kernel send buffer of the embedded node's sockets: small, so lag shows within seconds.
+SOCKET_SEND_BUFFER = 32 * 1024
+#: Transactions in the "telemetry" CoMap the stalled peer asks for and never reads.
+TELEMETRY_TRANSACTIONS = 20_000
+#: Seconds the stalled peer waits before it reconnects after being closed.
+STALL_RETRY = 3.0
+
+
+class EmbeddedDemo:
+    def __init__(self, workdir: Path, *, edit_interval: float = EDIT_INTERVAL) -> None:
+        self.workdir = workdir
+        self.edit_interval = edit_interval
+        self.node_key = AccountKey.generate()
+        self.admin_key = AccountKey.generate()
+        self.node = LocalNode.open(workdir / "node", self.node_key, instance_id="embedded-node")
+        self.shell = SyncShell(self.node, limits=EMBEDDED_LIMITS)
+        self.server = NodeServer(
+            self.shell, name="embedded-demo", admins=[self.admin_key.account_id], socket_send_buffer=SOCKET_SEND_BUFFER
+        )
+        self.url = ""
+        self.report: dict[str, Any] = {}
+        self.clients: list[LiveClient] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self.stalls = 0
+
+    async def start(self) -> None:
+        """Listen, play the story, then start the live edits and the stalled peer."""
+        self.url = await self.server.start("127.0.0.1", 0)
+        self.report = await run_live_demo(self.url, self.workdir / "clients", edits=300)
+        assert self.node.store is not None
+        _contend_slots(self.node.store.path.parent, self.node.account_id)
+        keys = self.workdir / "clients" / "keys"
+        alice = LiveClient("alice-live", AccountKey.load(keys / "alice.key"), self.url)
+        bob = LiveClient("bob-live", AccountKey.load(keys / "bob.key"), self.url)
+        for client in (alice, bob):
+            await client.start()
+            for cid in self.report["maps"].values():
+                await client.load(CoValueID(cid))
+        self.clients = [alice, bob]
+        telemetry = alice.node.create_map(CoValueID(self.report["group"]), meta={"name": "telemetry"})
+        with alice.node.batch():
+            for i in range(TELEMETRY_TRANSACTIONS):
+                alice.node.set(telemetry.id, f"sample-{i % 500}", i)
+        await alice.acked(telemetry.id)
+        self.report["maps"]["telemetry"] = telemetry.id
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._edit_forever(alice, "todo"), name="demo-alice"),
+            loop.create_task(self._edit_forever(bob, "notes"), name="demo-bob"),
+            loop.create_task(
+                self._stall_forever(keys / "carol.key", [telemetry.id, CoValueID(self.report["maps"]["todo"])]),
+                name="demo-stalled-peer",
+            ),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for client in self.clients:
+            await client.stop()
+        await self.server.close()
+        self.shell.close()
+        self.node.close()
+
+    async def _edit_forever(self, client: LiveClient, which: str) -> None:
+        rng = random.Random(which)
+        cid = CoValueID(self.report["maps"][which])
+        n = 0
+        while True:
+            await asyncio.sleep(self.edit_interval)
+            n += 1
+            client.node.set(cid, f"live-{rng.randrange(20)}", {"by": client.name, "n": n})
+
+    async def _stall_forever(self, key_file: Path, covalues: list[CoValueID]) -> None:
+        """A peer that asks for a large CoValue and one that keeps changing, and never reads:
+        the node closes it as lagged; it comes back a little later."""
+        key = AccountKey.load(key_file)
+        while True:
+            with contextlib.suppress(OSError, asyncio.TimeoutError, Exception):
+                await self._stall_once(key, covalues)
+            self.stalls += 1
+            await asyncio.sleep(STALL_RETRY)
+
+    async def _stall_once(self, key: AccountKey, covalues: list[CoValueID]) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        host, port = self.url.removeprefix("ws://").rsplit(":", 1)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+        async with connect(self.url, sock=sock, compression=None, max_size=None, proxy=None) as ws:
+            frame = decode_frame(await ws.recv(decode=False), max_size=1 << 22, max_messages=1)
+            challenge = frame.messages[0]
+            assert isinstance(challenge, Challenge)
+            sig = key.sign(hello_message(challenge.nonce, challenge.node))
+            await ws.send(encode_frame(OP, [Hello(key.account_id, "client", sig, __version__, FEATURES)]))
+            await ws.recv(decode=False)  # welcome
+            await ws.send(encode_frame(OP, [Load(cid, KnownState(cid, False, {})) for cid in covalues][:1]))
+            for cid in covalues[1:]:
+                await ws.send(encode_frame(OP, [Load(cid, KnownState(cid, False, {}))]))
+            await ws.wait_closed()  # and never read again

@@ -1,7 +1,6 @@
-"""Test helpers: one scalable time unit, bounded waits, SQLite files and worker processes.
+"""KV test helpers: SQLite files with the KV schema and worker processes.
 
-Every wait is a multiple of ``KINTSUGI_TEST_UNIT`` seconds (env var, default 1.0); raise it
-on slow machines instead of editing timeouts.
+Timing (the scalable ``KINTSUGI_TEST_UNIT`` and bounded waits) comes from :mod:`tests.util`.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -21,23 +19,9 @@ from typing import IO, Any
 
 from engine.ids import AccountID, account_id_from_public_key
 from engine.kv.store import create_schema
+from tests.util import timeout
 
-UNIT = float(os.environ.get("KINTSUGI_TEST_UNIT", "1.0"))
 REPO = Path(__file__).resolve().parents[3]
-
-
-def timeout(units: float) -> float:
-    """``units`` test units, in seconds."""
-    return units * UNIT
-
-
-def wait_until(cond: Callable[[], bool], timeout_units: float, what: str = "condition") -> None:
-    """Return as soon as ``cond()`` is true; fail the test after ``timeout_units`` units."""
-    deadline = time.monotonic() + timeout(timeout_units)
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout(timeout_units):.1f}s waiting: {what}")
-        time.sleep(0.002)
 
 
 def random_account() -> AccountID:

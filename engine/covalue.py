@@ -304,6 +304,11 @@ class CoValueCore:
             (i for i, (a, b) in enumerate(zip(old_txs, fresh.txs, strict=False)) if a != b),
             min(len(old_txs), len(fresh.txs)),
         )
+        if diverged == len(fresh.txs) < len(old_txs):
+            # Every authoritative transaction is one we hold: this "correction" would only
+            # drop signed history. No genuine fork looks like that (a node acknowledges only
+            # what it stores), so it is refused and nothing changes.
+            raise InvalidContent(f"{session}: a correction may not merely truncate the session")
         tail = old_txs[diverged:]
         owned = owner is not None and owner.account_id == session_account(session)
         if old is not None and not tail and old.count == fresh.count and old.sigs == fresh.sigs:

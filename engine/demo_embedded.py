@@ -38,8 +38,9 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between the live clients' edits.
 EDIT_INTERVAL = 0.5
-#: The embedded node's limits: a small outgoing queue, so the stalled peer is seen lagging.
-EMBEDDED_LIMITS = Limits(max_queue_frames=16, max_queue_bytes=256 * 1024)
+#: The embedded node's limits: a small outgoing queue and a short lag timeout, so the stalled
+#: peer is seen lagging within seconds.
+EMBEDDED_LIMITS = Limits(max_queue_frames=16, max_queue_bytes=256 * 1024, lag_timeout=3.0)
 #: Kernel send buffer of the embedded node's sockets: small, so lag shows within seconds.
 SOCKET_SEND_BUFFER = 32 * 1024
 #: Transactions in the "telemetry" CoMap the stalled peer asks for and never reads.
@@ -130,7 +131,7 @@ class EmbeddedDemo:
         host, port = self.url.removeprefix("ws://").rsplit(":", 1)
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
-        async with connect(self.url, sock=sock, compression=None, max_size=None, proxy=None) as ws:
+        async with connect(self.url, sock=sock, compression=None, max_size=None, proxy=None, close_timeout=0.5) as ws:
             frame = decode_frame(await ws.recv(decode=False), max_size=1 << 22, max_messages=1)
             challenge = frame.messages[0]
             assert isinstance(challenge, Challenge)

@@ -35,6 +35,7 @@ from typing import Any
 from engine.crypto import AccountKey
 from engine.errors import KintsugiError, ProtocolError
 from engine.ids import CoValueID, SessionID, SessionKind, parse_session_id
+from engine.model.header import OwnedByGroup
 from engine.net.client import Backoff, SyncClient
 from engine.net.shell import SyncShell
 from engine.node import LocalNode
@@ -76,10 +77,14 @@ class LiveClient:
         self.client = SyncClient(self.shell, self.url, backoff=Backoff(initial=0.2, cap=2.0))
 
     def upstream_heads(self, covalue: CoValueID) -> dict[SessionID, tuple[int, bytes]]:
+        """What the node said it holds (its own ``known``), not what we sent it."""
         for peer in self.shell.manager.peers.values():
             if peer.id.startswith("out:"):
-                return peer.known.get(covalue, {})
+                return peer.acked.get(covalue, {})
         return {}
+
+    def node_answered(self, covalue: CoValueID) -> bool:
+        return any(covalue in p.acked for p in self.shell.manager.peers.values() if p.id.startswith("out:"))
 
     async def acked(self, covalue: CoValueID) -> None:
         """Sign what is pending, then wait until the node's known state covers every session."""
@@ -91,9 +96,17 @@ class LiveClient:
         )
 
     async def load(self, covalue: CoValueID) -> None:
+        """Load ``covalue`` and wait until it, its owner group and the node's answer are here."""
         self.shell.manager.load(covalue)
         self.shell.dispatch()
-        await wait_for(lambda: self.node.get_or_none(covalue) is not None, f"{self.name}: {covalue}")
+
+        def ready() -> bool:
+            core = self.node.get_or_none(covalue)
+            if core is None or not self.node_answered(covalue):
+                return False
+            return not isinstance(core.header.ruleset, OwnedByGroup) or core.owner_group() is not None
+
+        await wait_for(ready, f"{self.name}: {covalue} and its owner group")
 
     async def stop(self) -> None:
         await self.client.stop()
@@ -220,7 +233,12 @@ async def _read_json(proc: subprocess.Popen[str], key: str) -> dict[str, Any]:
     deadline = time.monotonic() + STEP_TIMEOUT
     assert proc.stdout is not None
     while time.monotonic() < deadline:
-        line = await asyncio.wait_for(loop.run_in_executor(None, proc.stdout.readline), STEP_TIMEOUT)
+        try:
+            line = await asyncio.wait_for(loop.run_in_executor(None, proc.stdout.readline), STEP_TIMEOUT)
+        except TimeoutError:
+            proc.kill()
+            detail = proc.stderr.read() if proc.stderr is not None else ""
+            raise ProtocolError(f"demo client did not report {key} in time:\n{detail}", code="timeout") from None
         if not line:
             raise ProtocolError(f"demo client exited early: {proc.stderr.read() if proc.stderr else ''}", code="child")
         data: dict[str, Any] = json.loads(line)

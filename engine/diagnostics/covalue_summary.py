@@ -38,12 +38,15 @@ from engine.storage.sqlite import SQLiteStore
 __all__ = [
     "Badge",
     "CoValueSummary",
+    "ContentSnapshot",
     "SessionSummary",
     "TombstoneInfo",
     "content_entries",
+    "content_snapshot",
     "header_name",
     "lane_order",
     "listing_summaries",
+    "order_lanes",
     "summarize",
 ]
 
@@ -142,6 +145,21 @@ def lane_order(sid: str) -> tuple[str, int, str]:
     return (parsed.base, rank * 1000 + parsed.conflict_n, sid)
 
 
+def order_lanes(sessions: Iterable[SessionSummary]) -> list[SessionSummary]:
+    """Sessions in the order a viewer shows them: first every session that has conflict
+    sessions, each followed by its conflict sessions (where the break is), then the other
+    active sessions, then delete sessions; by :func:`lane_order` within each group."""
+    items = list(sessions)
+    forked = {parse_session_id(s.id).base for s in items if s.kind is SessionKind.CONFLICT}
+
+    def key(s: SessionSummary) -> tuple[int, tuple[str, int, str]]:
+        if s.kind is SessionKind.DELETE:
+            return 2, lane_order(s.id)
+        return (0 if parse_session_id(s.id).base in forked else 1), lane_order(s.id)
+
+    return sorted(items, key=key)
+
+
 def _session_summary(sid: SessionID, count: int, corrupt: ChainBreak | None) -> SessionSummary:
     parsed = parse_session_id(sid)
     return SessionSummary(sid, parsed.kind, parsed.account, count, parsed.conflict_n, corrupt)
@@ -196,7 +214,7 @@ def summarize(
     for sid, error in core.corrupt.items():
         count = (stored_counts or {}).get(sid, 0)
         sessions.append(_session_summary(sid, count, _break_of(error)))
-    sessions.sort(key=lambda s: lane_order(s.id))
+    sessions = order_lanes(sessions)
     invalid: tuple[InvalidTx, ...] = ()
     if content and not core.deleted:
         try:
@@ -212,7 +230,7 @@ def summarize(
         badges=_badges(core.deleted, sessions, bool(invalid)),
         invalid=invalid,
         tombstones=tombstones_of(core),
-        transactions=core.transaction_count(),
+        transactions=sum(s.count for s in sessions),
         analysed=content,
     )
 
@@ -240,7 +258,7 @@ def listing_summaries(store: SQLiteStore) -> list[CoValueSummary]:
             name = header_name(Header.decode(header))
         except KintsugiError:
             name = None
-        sessions = sorted(by_covalue.get(cid, []), key=lambda s: lane_order(s.id))
+        sessions = order_lanes(by_covalue.get(cid, []))
         out.append(
             CoValueSummary(
                 id=CoValueID(cid),
@@ -280,3 +298,34 @@ def content_entries(core: CoValueCore) -> dict[str, Entry]:
             if len(change) == 3 and change[0] == "role":
                 entries[str(change[1])] = Entry(change[2], False, (item.tx.made_at, item.session, item.index, ci))
     return entries
+
+
+@dataclass(frozen=True, slots=True)
+class ContentSnapshot:
+    """A CoValue's content with provenance, detached from the CoValue (picklable, so a worker
+    process can compute it). ``entries`` as :func:`content_entries` gives them (a copy)."""
+
+    covalue: CoValueID
+    type: str
+    name: str | None
+    deleted: bool
+    entries: Mapping[str, Entry]
+    tombstones: tuple[TombstoneInfo, ...]
+    transactions: int
+
+    @property
+    def tombstone(self) -> TombstoneInfo | None:
+        return next((t for t in self.tombstones if t.valid), None)
+
+
+def content_snapshot(core: CoValueCore) -> ContentSnapshot:
+    """The content of ``core`` now (computing it if needed: that decodes every transaction)."""
+    return ContentSnapshot(
+        covalue=core.id,
+        type=core.type,
+        name=header_name(core.header),
+        deleted=core.deleted,
+        entries=dict(content_entries(core)),
+        tombstones=tombstones_of(core),
+        transactions=core.transaction_count(),
+    )

@@ -27,6 +27,7 @@ class PeerInfo:
     behind: int
     queue_frames: int
     queue_bytes: int
+    backlog: int
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,6 +58,7 @@ def peer_report(shell: SyncShell) -> list[PeerInfo]:
                 behind,
                 conn.queue_depth if conn is not None else 0,
                 conn.queued_bytes if conn is not None else 0,
+                conn.backlog_depth if conn is not None else 0,
             )
         )
     return out

@@ -43,6 +43,7 @@ __all__ = [
     "TxRow",
     "decode_row",
     "decode_rows",
+    "is_checkpoint",
     "short_account",
     "summarize_change",
     "summarize_changes",
@@ -103,6 +104,10 @@ class SessionSource(Protocol):
         """A token that changes when the session is replaced wholesale (not when it grows)."""
         ...
 
+    def reload(self) -> None:
+        """Pick up changes made since (a no-op for sources that always read live)."""
+        ...
+
 
 class StoreSessionSource:
     """A session as stored in a :class:`SQLiteStore`, read by window.
@@ -146,7 +151,10 @@ class StoreSessionSource:
         return self._count
 
     def window(self, offset: int, limit: int) -> list[RawRow]:
-        rows = self.store.session_window(self.covalue, self.session, max(0, offset), limit)
+        # Clamped to the count read by reload(): a writer may have appended since, and rows
+        # beyond that count would not match the checkpoint list read with it.
+        offset = max(0, offset)
+        rows = self.store.session_window(self.covalue, self.session, offset, min(limit, self._count - offset))
         self.rows_read += len(rows)
         return rows
 
@@ -235,6 +243,9 @@ class LogSessionSource:
     def identity(self) -> object:
         log = self._get_log()
         return None if log is None else id(log)
+
+    def reload(self) -> None:
+        return None
 
 
 def is_checkpoint(checkpoints: Sequence[int], index: int) -> bool:

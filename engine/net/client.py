@@ -78,6 +78,7 @@ class SyncClient:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._ws: ClientConnection | None = None
+        self._conn: PeerConnection | None = None
         self._peer_seq = 0
 
     def start(self) -> asyncio.Task[None]:
@@ -85,9 +86,14 @@ class SyncClient:
         return self._task
 
     async def stop(self) -> None:
-        """Close the connection cleanly and stop reconnecting."""
+        """Send what is queued, close the connection cleanly and stop reconnecting."""
         self._stopping = True
-        if self._ws is not None:
+        if self._conn is not None:
+            self.shell.node.flush()
+            self.shell.dispatch()
+            self._conn.close(CloseCode.NORMAL, "client stopping")
+            await self._conn.wait_closed()
+        elif self._ws is not None:
             await self._ws.close(CloseCode.NORMAL, "client stopping")
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
@@ -139,6 +145,7 @@ class SyncClient:
             self._peer_seq += 1
             peer_id = f"out:{self._peer_seq}:{self.url}"
             conn = PeerConnection(ws, peer_id, self.limits)
+            self._conn = conn
             self.shell.attach(conn)
             self.connections += 1
             try:
@@ -149,6 +156,7 @@ class SyncClient:
                 await self.shell.read_loop(ws, conn, rate_limited=False)
             finally:
                 self.connected.clear()
+                self._conn = None
                 self.shell.detach(peer_id)
                 conn.close()
                 with contextlib.suppress(Exception):

@@ -24,9 +24,9 @@ from websockets.exceptions import ConnectionClosed
 
 from engine import __version__
 from engine.crypto import verify_signature
-from engine.errors import KintsugiError
+from engine.errors import KintsugiError, UnsupportedVersion
 from engine.ids import AccountID
-from engine.net.connection import PeerConnection
+from engine.net.connection import CLOSE_TIMEOUT, PeerConnection
 from engine.net.shell import SyncShell
 from engine.protocol.frames import OP, decode_frame, encode_frame
 from engine.protocol.limits import FEATURES, PROTOCOL_VERSION, CloseCode
@@ -109,7 +109,7 @@ class NodeServer:
         self._per_account[account] += 1
         conn = PeerConnection(ws, peer_id, self.limits)
         try:
-            conn.send(encode_frame(OP, [Welcome(admin)]))
+            conn.send_frame(encode_frame(OP, [Welcome(admin)]))
             self.shell.attach(conn)
             self.shell.manager.add_peer(peer_id, PeerKind.DOWNSTREAM, account, admin=admin)
             self.shell.dispatch()
@@ -140,6 +140,9 @@ class NodeServer:
                 max_size=self.limits.max_frame_size,
                 max_messages=1,
             )
+        except UnsupportedVersion as exc:
+            await self._refuse(ws, Error.of(exc), CloseCode.UNSUPPORTED_VERSION)
+            return None
         except KintsugiError as exc:
             await self._refuse(ws, Error.of(exc), CloseCode.PROTOCOL_ERROR)
             return None
@@ -154,6 +157,8 @@ class NodeServer:
         return hello
 
     async def _refuse(self, ws: ServerConnection, error: Error, code: int) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            await ws.send(encode_frame(OP, [error]))
-            await ws.close(code, error.code)
+        try:
+            await asyncio.wait_for(ws.send(encode_frame(OP, [error])), CLOSE_TIMEOUT)
+            await asyncio.wait_for(ws.close(code, error.code), CLOSE_TIMEOUT)
+        except (TimeoutError, ConnectionClosed):
+            ws.transport.abort()

@@ -23,7 +23,7 @@ from engine.errors import FrameTooLarge, KintsugiError, ProtocolError, Unsupport
 from engine.net.connection import PeerConnection
 from engine.net.ratelimit import TokenBucket
 from engine.node import LocalNode
-from engine.protocol.frames import OP, decode_frame, encode_frame, pack_frames
+from engine.protocol.frames import OP, decode_frame, encode_frame
 from engine.protocol.limits import DEFAULT_LIMITS, CloseCode, Limits
 from engine.protocol.messages import Error, Message
 from engine.sync.manager import SyncEvent, SyncManager
@@ -91,18 +91,11 @@ class SyncShell:
             by_peer[peer_id].append(message)
         for peer_id, messages in by_peer.items():
             conn = self.connections.get(peer_id)
-            if conn is None:
-                continue
-            if len(messages) == 1:
-                frames = [encode_frame(OP, messages)]
-            else:
-                frames = pack_frames(messages, max_size=self.limits.max_frame_size)
-            for frame in frames:
-                if not conn.send(frame):
-                    break
+            if conn is not None:
+                conn.send_messages(messages)
 
     def send_error(self, conn: PeerConnection, exc: KintsugiError) -> None:
-        conn.send(encode_frame(OP, [Error.of(exc)]))
+        conn.send_frame(encode_frame(OP, [Error.of(exc)]))
 
     # -- incoming ----------------------------------------------------------------------------
 
@@ -114,7 +107,7 @@ class SyncShell:
         conn = self.connections.pop(peer_id, None)
         self.manager.remove_peer(peer_id)
         if conn is not None:
-            code = conn.ws.close_code
+            code = conn.close_code_sent if conn.close_code_sent is not None else conn.ws.close_code
             self.peer_log.append(PeerLogEntry(_now_ms(), peer_id, "down", code, conn.lagged))
 
     async def read_loop(self, ws: Connection, conn: PeerConnection, *, rate_limited: bool) -> None:
@@ -125,9 +118,9 @@ class SyncShell:
         try:
             async for raw in ws:
                 if bucket is not None and not bucket.take(loop.time()):
-                    self.send_error(conn, ProtocolError("too many frames; slow down", code="rate_limited"))
                     logger.warning("peer %s exceeded the rate limit; closing", conn.peer_id)
-                    conn.close(CloseCode.RATE_LIMITED, "rate limited")
+                    flood = Error.of(ProtocolError("too many frames; slow down", code="rate_limited"))
+                    conn.close(CloseCode.RATE_LIMITED, "rate limited", final=flood)
                     return
                 data = raw.encode() if isinstance(raw, str) else raw
                 try:
@@ -135,22 +128,24 @@ class SyncShell:
                         data, max_size=self.limits.max_frame_size, max_messages=self.limits.max_messages_per_frame
                     )
                 except UnsupportedVersion as exc:
-                    self.send_error(conn, exc)
-                    conn.close(CloseCode.UNSUPPORTED_VERSION, "unsupported version")
+                    conn.close(CloseCode.UNSUPPORTED_VERSION, "unsupported version", final=Error.of(exc))
                     return
                 except KintsugiError as exc:
                     malformed += 1
-                    self.send_error(conn, exc)
                     if isinstance(exc, FrameTooLarge):
                         logger.warning("peer %s sent a %d-byte frame", conn.peer_id, exc.size)
                     if malformed > self.limits.max_malformed_frames:
-                        conn.close(CloseCode.PROTOCOL_ERROR, "too many malformed frames")
+                        conn.close(CloseCode.PROTOCOL_ERROR, "too many malformed frames", final=Error.of(exc))
                         return
+                    self.send_error(conn, exc)
                     continue
                 self.frames_received += 1
-                for error in frame.errors:
+                for problem in frame.errors:
                     malformed += 1
-                    self.send_error(conn, error)
+                    if malformed > self.limits.max_malformed_frames:
+                        conn.close(CloseCode.PROTOCOL_ERROR, "too many malformed messages", final=Error.of(problem))
+                        return
+                    self.send_error(conn, problem)
                 with self.node.batch():
                     for message in frame.messages:
                         try:
@@ -158,9 +153,6 @@ class SyncShell:
                         except KintsugiError as exc:
                             self.send_error(conn, exc)
                 self.dispatch()
-                if malformed > self.limits.max_malformed_frames:
-                    conn.close(CloseCode.PROTOCOL_ERROR, "too many malformed messages")
-                    return
         except ConnectionClosed:
             return
 

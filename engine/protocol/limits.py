@@ -34,10 +34,14 @@ class Limits:
     #: Seconds between WebSocket pings, and to wait for the pong.
     ping_interval: float = 20.0
     ping_timeout: float = 20.0
-    #: Frames waiting to be sent to one peer; a peer that lets more pile up is "lagged".
-    max_queue_frames: int = 256
-    #: Bytes waiting to be sent to one peer (same rule).
-    max_queue_bytes: int = 32 * 1024 * 1024
+    #: Encoded frames waiting to be sent to one peer (more are encoded as these drain) ...
+    max_queue_frames: int = 64
+    #: ... and their bytes.
+    max_queue_bytes: int = 16 * 1024 * 1024
+    #: Messages waiting to be encoded for one peer; a peer with more is "lagged" and closed.
+    max_backlog_messages: int = 100_000
+    #: Seconds one send may make no progress before the peer is "lagged" and closed.
+    lag_timeout: float = 30.0
     #: Malformed frames tolerated on one connection before it is closed (4400).
     max_malformed_frames: int = 8
     #: Target size of one content message: content is split at checkpoints to stay under it.

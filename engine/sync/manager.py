@@ -36,7 +36,7 @@ from enum import StrEnum
 from typing import Any, ClassVar, Protocol
 
 from engine.covalue import ApplyReport, CoValueCore, ReplaceOutcome
-from engine.errors import ForkError, IntegrityError, KintsugiError, MissingPrefix
+from engine.errors import ForkError, IntegrityError, KintsugiError, MissingPrefix, SignatureError
 from engine.ids import AccountID, CoValueID, SessionID
 from engine.model.header import Header, OwnedByGroup
 from engine.model.known_state import KnownState
@@ -115,7 +115,8 @@ class PeerState:
 class SyncEvent:
     """Something an operator wants to see (the inspector's event stream, the demo report)."""
 
-    kind: str  # fork_detected | correction_sent | correction_applied | correction_rejected | rejected
+    # fork_detected | fork_suspected | correction_sent | correction_applied | correction_rejected | rejected
+    kind: str
     peer: str
     covalue: CoValueID
     session: SessionID | None = None
@@ -253,6 +254,17 @@ class SyncManager:
 
     def _on_content(self, peer: PeerState, msg: Content) -> None:
         cid = msg.id
+        servable = {}
+        for sid, chunk in msg.new.items():
+            stretch = longest_stretch(chunk)
+            if stretch > servable_stretch(self.limits.max_frame_size):
+                # We could never pass this on in one frame: refuse it now, not when serving.
+                self._send(peer, Error("stretch_too_large", f"{sid}: {stretch} bytes between checkpoints", cid))
+            else:
+                servable[sid] = chunk
+        if msg.new and not servable:
+            return
+        msg = Content(cid, msg.header, servable)
         core = self.host.get_or_none(cid)
         if core is None:
             if msg.header is None:
@@ -268,6 +280,7 @@ class SyncManager:
             if len(deletes) < len(msg.new):
                 self._send_deleted(peer, core)
             return
+        held_before = {sid: log.signed_count for sid, log in core.sessions.items()}
         report = self.host.apply_content(cid, msg.new)
         heads = peer.known.setdefault(cid, {})
         acked = peer.acked.setdefault(cid, {})
@@ -280,11 +293,21 @@ class SyncManager:
                 self._event("fork_detected", peer, cid, sid, f"content diverges at {outcome.fork_index}")
                 self._answer_fork(peer, core, sid, outcome.fork_index)
             elif outcome.status == "rejected" and outcome.error is not None:
-                if isinstance(outcome.error, IntegrityError):
-                    security_log.warning("rejected content from %s for %s/%s: %s", peer.id, cid, sid, outcome.error)
-                    self._event("rejected", peer, cid, sid, str(outcome.error))
-                if not isinstance(outcome.error, MissingPrefix):
-                    self._send(peer, Error.of(outcome.error, cid))
+                error = outcome.error
+                sent = msg.new.get(sid)
+                held = held_before.get(sid, 0)
+                if isinstance(error, SignatureError) and sent is not None and 0 < sent.after == held:
+                    # It starts exactly at our end but does not verify on our chain: either a
+                    # fork (signed on the peer's own chain) or a forgery. Our known state (sent
+                    # below) lets an honest peer see the fork and send its whole history, which
+                    # then shows exactly where it diverged.
+                    logger.info("content from %s for %s/%s does not extend our chain", peer.id, cid, sid)
+                    self._event("fork_suspected", peer, cid, sid, str(error))
+                elif isinstance(error, IntegrityError):
+                    security_log.warning("rejected content from %s for %s/%s: %s", peer.id, cid, sid, error)
+                    self._event("rejected", peer, cid, sid, str(error))
+                if not isinstance(error, MissingPrefix):
+                    self._send(peer, Error.of(error, cid))
         if core.deleted:
             self._send_deleted(peer, core)
         if self._may_read(peer, core):
@@ -308,7 +331,9 @@ class SyncManager:
         for outcome in report.by_status("rejected"):
             security_log.warning("rejected tombstone from %s for %s: %s", peer.id, msg.id, outcome.error)
         if core.deleted:
-            peer.known[msg.id] = {sid: core.sessions[sid].head() for sid in core.delete_sessions()}
+            peer.known[msg.id] = peer.acked[msg.id] = {sid: core.sessions[sid].head() for sid in core.delete_sessions()}
+        if self._may_read(peer, core):
+            self._send(peer, Known(msg.id, core.known_state()))
 
     def _on_correction(self, peer: PeerState, msg: Correction) -> None:
         cid, sid = msg.id, msg.sid
@@ -334,6 +359,8 @@ class SyncManager:
             if outcome.conflict_session is not None:
                 detail += f" kept in {outcome.conflict_session}"
             self._event("correction_applied", peer, cid, sid, detail)
+        if core is not None:
+            self._send(peer, Known(cid, core.known_state()))
         self.local_changed(cid)
 
     def _on_done(self, peer: PeerState, msg: Done) -> None:
@@ -391,8 +418,10 @@ class SyncManager:
             peer.has_header.discard(known.id)
         peer.acked[known.id] = dict(known.sessions)
         heads = peer.known.setdefault(known.id, {})
+        core = self.host.get_or_none(known.id)
         for sid, (n, h) in known.sessions.items():
-            if sid not in heads or n >= heads[sid][0]:
+            recorded = heads.get(sid)
+            if recorded is None or n >= recorded[0] or not _on_our_chain(core, sid, recorded):
                 heads[sid] = (n, h)
 
     def _check_forks(self, peer: PeerState, core: CoValueCore, known: KnownState) -> None:
@@ -427,7 +456,12 @@ class SyncManager:
         for sid, log in core.sessions.items():
             n, head = theirs.get(sid, (0, log.base))
             signed = log.signed_count
-            if signed > n and (n == 0 or (n <= log.count and log.hash_at(n) == head)):
+            if n and n <= signed and log.hash_at(n) != head:
+                # The peer's head for this session is not on our chain: a fork we have not
+                # answered yet (say its known state crossed our correction on the wire).
+                del theirs[sid]
+                self._answer_fork(peer, core, sid, 0)
+            elif signed > n and (n == 0 or log.hash_at(n) == head):
                 new[sid] = log.chunk(n)
         if new or core.id not in peer.has_header:
             self._send_content(peer, core, new)
@@ -477,6 +511,33 @@ class SyncManager:
         logger.info("%s: %s %s/%s %s", kind, peer.id, covalue, session, detail)
         if self.on_event is not None:
             self.on_event(event)
+
+
+#: Bytes of a frame kept free for the envelope, the header and encoding overhead (a quarter
+#: of the frame when frames are small).
+FRAME_HEADROOM = 64 * 1024
+
+
+def _on_our_chain(core: CoValueCore | None, sid: SessionID, head: tuple[int, bytes]) -> bool:
+    log = core.sessions.get(sid) if core is not None else None
+    n, h = head
+    return log is not None and n <= log.count and log.hash_at(n) == h
+
+
+def servable_stretch(max_frame_size: int) -> int:
+    """Largest run of transactions between checkpoints that can be passed on in one frame."""
+    return max_frame_size - min(FRAME_HEADROOM, max_frame_size // 4)
+
+
+def longest_stretch(chunk: Chunk) -> int:
+    """Encoded size (about) of the largest run of transactions between two checkpoints."""
+    longest = 0
+    start = chunk.after
+    for n in sorted(k for k in chunk.sigs if type(k) is int):
+        size = sum(len(tx) + 5 for tx in chunk.txs[start - chunk.after : n - chunk.after]) + 80
+        longest = max(longest, size)
+        start = n
+    return longest
 
 
 def split_chunk(chunk: Chunk, budget: int) -> list[Chunk]:

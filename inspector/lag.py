@@ -1,0 +1,86 @@
+"""Loop-lag monitor: how late the shared event loop runs a callback that is due.
+
+The inspector's UI and an embedded engine share one loop, so anything that runs long
+(a slow slot, a big model reset, a verification step that overran) delays everything else.
+:class:`LoopLagMonitor` sleeps ``interval`` seconds again and again and records how much
+later than asked it woke up: that delay is the stall the user would have felt. Tests read
+:attr:`max_lag` after a flow; the status bar shows recent values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Callable
+
+__all__ = ["DEFAULT_INTERVAL", "STALL_THRESHOLD", "LoopLagMonitor"]
+
+#: Seconds between samples.
+DEFAULT_INTERVAL = 0.02
+#: A delay above this (seconds) counts as a stall (DESIGN §11: the UI never stalls > 50 ms).
+STALL_THRESHOLD = 0.05
+#: Samples kept for :meth:`recent`.
+KEEP_SAMPLES = 500
+
+
+class LoopLagMonitor:
+    """Samples scheduling delay on the running loop. Start with :meth:`start` once the loop
+    runs; stop with :meth:`stop` (awaits the task, so nothing is left behind)."""
+
+    def __init__(
+        self,
+        interval: float = DEFAULT_INTERVAL,
+        *,
+        on_sample: Callable[[float], None] | None = None,
+    ) -> None:
+        self.interval = interval
+        self.on_sample = on_sample
+        self.max_lag = 0.0
+        self.samples = 0
+        self.stalls = 0
+        self._recent: deque[float] = deque(maxlen=KEEP_SAMPLES)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        if not self.running:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="kintsugi.loop-lag")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def reset(self) -> None:
+        """Forget what was measured so far (e.g. after start-up, which may stall)."""
+        self.max_lag = 0.0
+        self.samples = self.stalls = 0
+        self._recent.clear()
+
+    def recent(self, n: int = 50) -> list[float]:
+        """The last ``n`` delays in seconds, oldest first."""
+        return list(self._recent)[-n:]
+
+    @property
+    def last(self) -> float:
+        return self._recent[-1] if self._recent else 0.0
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            await asyncio.sleep(self.interval)
+            lag = max(0.0, loop.time() - started - self.interval)
+            self._recent.append(lag)
+            self.samples += 1
+            self.max_lag = max(self.max_lag, lag)
+            if lag > STALL_THRESHOLD:
+                self.stalls += 1
+            if self.on_sample is not None:
+                self.on_sample(lag)

@@ -1,0 +1,166 @@
+"""Colours, glyphs, icons and text formats shared by models and views.
+
+One place decides how a conflict session or a broken link looks, so every view agrees.
+Icons are drawn in code (no resource files) and kept in Qt's own :class:`QPixmapCache`,
+which Qt owns and frees with the application: no Qt object outlives it in a module global.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from PySide6.QtCore import QRectF, Qt
+from PySide6.QtGui import QColor, QFont, QIcon, QPainter, QPixmap, QPixmapCache
+
+from engine.diagnostics.covalue_summary import Badge
+from engine.errors import KintsugiError
+from engine.ids import SessionKind, parse_session_id
+
+__all__ = [
+    "BADGE_COLORS",
+    "BADGE_LABELS",
+    "KIND_COLORS",
+    "KIND_GLYPHS",
+    "KIND_LABELS",
+    "badge_icon",
+    "format_ms",
+    "format_ms_short",
+    "format_value",
+    "glyph_icon",
+    "kind_icon",
+    "short_id",
+]
+
+KIND_COLORS = {
+    SessionKind.ACTIVE: "#2f6fb3",
+    SessionKind.CONFLICT: "#d9822b",
+    SessionKind.DELETE: "#a93226",
+}
+KIND_GLYPHS = {SessionKind.ACTIVE: "●", SessionKind.CONFLICT: "!", SessionKind.DELETE: "$"}
+KIND_LABELS = {SessionKind.ACTIVE: "active", SessionKind.CONFLICT: "conflict", SessionKind.DELETE: "delete"}
+
+BADGE_COLORS = {
+    Badge.DELETED: "#7b7d7d",
+    Badge.CONFLICT_SESSION: "#d9822b",
+    Badge.CORRUPT: "#c0392b",
+    Badge.INVALID_TRANSACTIONS: "#8e44ad",
+    Badge.FORKED: "#e67e22",
+}
+BADGE_LABELS = {
+    Badge.DELETED: "deleted",
+    Badge.CONFLICT_SESSION: "conflict",
+    Badge.CORRUPT: "corrupt",
+    Badge.INVALID_TRANSACTIONS: "invalid tx",
+    Badge.FORKED: "forked",
+}
+BADGE_HELP = {
+    Badge.DELETED: "deleted: a valid delete marker tombstoned it",
+    Badge.CONFLICT_SESSION: "conflict session: divergent edits kept aside by a recovery",
+    Badge.CORRUPT: "corrupt: a stored chain does not verify",
+    Badge.INVALID_TRANSACTIONS: "invalid transactions: signed but not allowed by the rules, left out of content",
+    Badge.FORKED: "forked: a fork was detected and is not repaired yet (reported by a peer)",
+}
+#: Order badges are drawn in (most severe first).
+BADGE_ORDER = (Badge.CORRUPT, Badge.FORKED, Badge.CONFLICT_SESSION, Badge.INVALID_TRANSACTIONS, Badge.DELETED)
+
+BROKEN_BACKGROUND = "#f9d0cc"
+UNVERIFIABLE_BACKGROUND = "#eeeeee"
+INVALID_BACKGROUND = "#f6e7fb"
+LOST_BACKGROUND = "#fdebd3"
+MUTED = "#8a8a8a"
+OK_GREEN = "#1e8449"
+
+
+def glyph_icon(glyph: str, color: str, size: int = 16, *, outline: bool = False) -> QIcon:
+    """A filled (or outlined) rounded square with a white glyph, cached by Qt."""
+    key = f"kintsugi:{glyph}:{color}:{size}:{outline}"
+    pixmap = QPixmap()
+    if not QPixmapCache.find(key, pixmap):
+        pixmap = QPixmap(size, size)
+        pixmap.fill(Qt.GlobalColor.transparent)
+        painter = QPainter(pixmap)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        rect = QRectF(0.5, 0.5, size - 1, size - 1)
+        painter.setPen(QColor(color))
+        painter.setBrush(Qt.BrushStyle.NoBrush if outline else QColor(color))
+        painter.drawRoundedRect(rect, 3, 3)
+        font = QFont()
+        font.setBold(True)
+        font.setPixelSize(int(size * 0.7))
+        painter.setFont(font)
+        painter.setPen(QColor(color) if outline else QColor("white"))
+        painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, glyph)
+        painter.end()
+        QPixmapCache.insert(key, pixmap)
+    return QIcon(pixmap)
+
+
+def kind_icon(kind: SessionKind, *, corrupt: bool = False) -> QIcon:
+    if corrupt:
+        return glyph_icon("✗", BADGE_COLORS[Badge.CORRUPT])
+    return glyph_icon(KIND_GLYPHS[kind], KIND_COLORS[kind])
+
+
+def badge_icon(badge: Badge) -> QIcon:
+    glyphs = {
+        Badge.DELETED: "$",
+        Badge.CONFLICT_SESSION: "!",
+        Badge.CORRUPT: "✗",
+        Badge.INVALID_TRANSACTIONS: "⊘",
+        Badge.FORKED: "⑂",
+    }
+    return glyph_icon(glyphs[badge], BADGE_COLORS[badge])
+
+
+def type_icon(kind: str) -> QIcon:
+    """``G`` for groups, ``M`` for CoMaps."""
+    return glyph_icon("G", "#5d6d7e") if kind == "group" else glyph_icon("M", "#117a65")
+
+
+def format_ms(ms: int | None) -> str:
+    """``2026-11-03 14:02:11.123`` in local time ('' for None)."""
+    if ms is None:
+        return ""
+    seconds, millis = divmod(ms, 1000)
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds)) + f".{millis:03d}"
+
+
+def format_ms_short(ms: int | None) -> str:
+    """``14:02:11.123`` in local time ('' for None)."""
+    if ms is None:
+        return ""
+    seconds, millis = divmod(ms, 1000)
+    return time.strftime("%H:%M:%S", time.localtime(seconds)) + f".{millis:03d}"
+
+
+def format_value(value: Any, limit: int = 200) -> str:
+    """A value as compact JSON (bytes as their size), cut at ``limit`` characters."""
+    if isinstance(value, bytes | bytearray):
+        return f"<{len(value)} bytes>"
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "), default=repr)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def short_id(text: str, head: int = 10, tail: int = 4) -> str:
+    """``co_z4TtHSH…Q5Q``: long ids cut in the middle (the full id goes in tooltips)."""
+    if len(text) <= head + tail + 1:
+        return text
+    return f"{text[:head]}…{text[-tail:]}"
+
+
+def short_session(session: str) -> str:
+    """``acc_z63vu…/z2xXM3…!``: account and session parts shortened, kind suffix kept."""
+    try:
+        parsed = parse_session_id(session)
+    except KintsugiError:
+        return short_id(session)
+    account, _sep, rest = parsed.base.partition("_session_")
+    if parsed.kind is SessionKind.DELETE:
+        rest = session.partition("_session_")[2]
+        return f"{account[:9]}…/{rest[:6]}…$"
+    return f"{account[:9]}…/{rest[:6]}…{session[len(parsed.base) :]}"

@@ -1,0 +1,213 @@
+"""What the inspector looks at: a *target*, and the one interface every kind offers.
+
+A target is a store file opened read-only (:mod:`inspector.targets.store`), an in-process
+:class:`~engine.node.LocalNode` such as the embedded demo (:mod:`inspector.targets.node`),
+or a remote node over ``ws://`` (:mod:`inspector.targets.remote`, a placeholder until the
+inspector is wired to the sync layer). Models and views only ever talk to :class:`Target`, so a
+new kind slots in without touching them.
+
+The split between calls:
+
+- cheap reads the UI makes synchronously: :meth:`Target.ids`, :meth:`Target.summary`,
+  :meth:`Target.open_session` (a windowed reader), the KV listing and history;
+- work that may take long is ``async`` and runs in the worker process
+  (:class:`~inspector.workers.WorkerPool`) or in short slices: :meth:`Target.open`,
+  :meth:`Target.analyse` (badges that need every chain verified and all content computed),
+  :meth:`Target.content` (content with provenance for the content view);
+- live targets (``live`` True) call subscribers with :class:`TargetChange` as the engine
+  changes; the inspector coalesces those through a throttle and then calls
+  :meth:`Target.refresh`.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.diagnostics.covalue_summary import ContentSnapshot, CoValueSummary
+from engine.diagnostics.kv_slots import SlotRow
+from engine.diagnostics.session_rows import SessionSource
+from engine.errors import KintsugiError
+from engine.ids import CoValueID, SessionID
+from engine.kv.store import CASRecord
+from inspector.workers import WorkerPool
+
+__all__ = [
+    "Target",
+    "TargetChange",
+    "TargetSpec",
+    "TargetUnavailable",
+    "describe_error",
+]
+
+KINDS = ("demo", "store", "node")
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSpec:
+    """Which target to open: ``demo`` (embedded), ``store`` (``location`` is a path) or
+    ``node`` (``location`` is a ``ws://`` URL, ``key_file`` the operator's account key)."""
+
+    kind: str
+    location: str = ""
+    key_file: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown target kind {self.kind!r}")
+
+    @classmethod
+    def parse(cls, target: str | None, key_file: str | None = None) -> TargetSpec:
+        """The target named on the command line (None: the embedded demo)."""
+        if not target or target == "demo":
+            return cls("demo")
+        if target.startswith(("ws://", "wss://")):
+            return cls("node", target, key_file or "")
+        return cls("store", str(Path(target).expanduser()))
+
+    @property
+    def label(self) -> str:
+        if self.kind == "demo":
+            return "embedded demo"
+        return self.location
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> TargetSpec | None:
+        """The spec saved by :meth:`to_json`, or None when ``text`` is not one."""
+        try:
+            data = json.loads(text)
+            return cls(str(data["kind"]), str(data.get("location", "")), str(data.get("key_file", "")))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+@dataclass(frozen=True, slots=True)
+class TargetChange:
+    """A CoValue changed. ``kind`` as in :class:`engine.node.ChangeEvent`: ``local``,
+    ``remote``, ``replaced``, ``deleted``."""
+
+    covalue: CoValueID
+    kind: str
+
+
+class TargetUnavailable(Exception):
+    """A target that cannot be opened for a reason that is not an engine error."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+def describe_error(exc: BaseException) -> tuple[str, str]:
+    """``(code, message)`` to show an operator; never a traceback."""
+    if isinstance(exc, KintsugiError | TargetUnavailable):
+        code = exc.code
+        messages = {
+            "store_not_found": "There is no Kintsugi store there",
+            "schema_too_new": "The store was written by a newer Kintsugi",
+            "key_file": "The key file cannot be used",
+            "storage_environment": "The store cannot be read",
+            "storage_bug": "The store looks damaged",
+        }
+        lead = messages.get(code)
+        return code, f"{lead}: {exc.detail}" if lead and exc.detail else (exc.detail or code)
+    if isinstance(exc, OSError):
+        return "os_error", f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}"
+    return "internal", f"internal error ({type(exc).__name__}): {exc}"
+
+
+Unsubscribe = Callable[[], None]
+
+
+class Target(abc.ABC):
+    """One thing being inspected. Use from the loop's thread only. ``pool`` runs the heavy
+    work; the target does not own it."""
+
+    #: True when the target changes while open and notifies subscribers
+    live = False
+
+    def __init__(self, spec: TargetSpec, pool: WorkerPool) -> None:
+        self.spec = spec
+        self.pool = pool
+        self._summaries: dict[CoValueID, CoValueSummary] = {}
+
+    @property
+    def label(self) -> str:
+        return self.spec.label
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Open and list the CoValues (cheaply). Raises :class:`KintsugiError`,
+        :class:`TargetUnavailable` or :class:`OSError`; after a failure nothing stays open."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release everything; idempotent."""
+
+    # -- CoValues ----------------------------------------------------------------------------
+
+    def ids(self) -> list[CoValueID]:
+        """Every CoValue, sorted by id."""
+        return sorted(self._summaries)
+
+    def summary(self, covalue: CoValueID) -> CoValueSummary | None:
+        return self._summaries.get(covalue)
+
+    @abc.abstractmethod
+    async def analyse(self, on_batch: Callable[[list[CoValueID]], None]) -> None:
+        """Compute full summaries of every CoValue, calling ``on_batch`` with the ids whose
+        summary changed as it goes. Never blocks the loop for long."""
+
+    async def refresh(self, covalues: Iterable[CoValueID]) -> list[CoValueID]:
+        """Re-summarize ``covalues`` after a change; returns those whose summary changed or
+        that are new. Only live targets have anything to do."""
+        return []
+
+    @abc.abstractmethod
+    async def content(self, covalue: CoValueID) -> ContentSnapshot | None:
+        """The CoValue's content with provenance, as it is now (None: not here). A snapshot:
+        ask again after a change."""
+
+    @abc.abstractmethod
+    def open_session(self, covalue: CoValueID, session: SessionID) -> SessionSource | None:
+        """A new windowed reader of one session (None: no such session). Each call returns an
+        independent reader, so a view and a verifier do not share row counters."""
+
+    # -- CAS slots ---------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def kv_namespaces(self) -> list[str]: ...
+
+    @abc.abstractmethod
+    def kv_slots(self, namespace: str) -> list[SlotRow]: ...
+
+    @abc.abstractmethod
+    def kv_history(self, namespace: str, key: str) -> list[CASRecord]: ...
+
+    # -- live --------------------------------------------------------------------------------
+
+    def subscribe(self, callback: Callable[[TargetChange], None]) -> Unsubscribe:
+        """Call ``callback`` on every change (never for a target that is not live)."""
+        return lambda: None
+
+    # -- stats -------------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Counts over the current summaries, as the ``loaded`` event reports them."""
+        summaries = list(self._summaries.values())
+        return {
+            "covalues": len(summaries),
+            "conflict_sessions": sum(s.conflict_sessions for s in summaries),
+            "deleted": sum(1 for s in summaries if s.deleted),
+            "corrupt": sum(s.corrupt_sessions for s in summaries),
+        }

@@ -1,0 +1,101 @@
+"""A store file opened read-only: what ``kintsugi-inspector PATH`` shows.
+
+Opening only lists the CoValues from the store's tables (:func:`listing_summaries`), so a
+store with million-transaction sessions opens at once. Loading a CoValue verifies every
+chain and computing its content decodes every transaction, which for a big session takes
+seconds: that runs in the worker process (:mod:`engine.diagnostics.analysis`), which opens
+the store read-only itself. Windowed session reads for the chain view are fast and stay on
+the UI thread's connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
+
+from engine.diagnostics import analysis
+from engine.diagnostics.covalue_summary import ContentSnapshot, listing_summaries
+from engine.diagnostics.kv_slots import SlotRow, kv_namespaces, slot_rows
+from engine.diagnostics.session_rows import SessionSource, StoreSessionSource
+from engine.errors import KintsugiError, StoreNotFound
+from engine.ids import CoValueID, SessionID
+from engine.kv.store import CASRecord
+from engine.storage.sqlite import SQLiteStore
+from inspector.targets.base import Target
+
+__all__ = ["BATCH_SECONDS", "StoreTarget"]
+
+logger = logging.getLogger(__name__)
+
+#: Deliver analysis results to the models at most this often (seconds).
+BATCH_SECONDS = 0.05
+
+
+class StoreTarget(Target):
+    store: SQLiteStore | None = None
+
+    async def open(self) -> None:
+        store = SQLiteStore(self.spec.location, readonly=True)
+        try:
+            if store.version == (0, 0):
+                raise StoreNotFound(f"{store.path} is not a Kintsugi store")
+            summaries = listing_summaries(store)
+        except BaseException:
+            store.close()
+            raise
+        self.store = store
+        self._summaries = {s.id: s for s in summaries}
+
+    async def close(self) -> None:
+        store, self.store = self.store, None
+        if store is not None:
+            store.close()
+
+    @property
+    def path(self) -> str:
+        if self.store is None:
+            raise RuntimeError("target is not open")
+        return str(self.store.path)
+
+    async def analyse(self, on_batch: Callable[[list[CoValueID]], None]) -> None:
+        batch: list[CoValueID] = []
+        last = time.perf_counter()
+        for cid in self.ids():
+            if self.store is None:
+                return
+            try:
+                summary = await self.pool.run(analysis.analyse, self.path, cid)
+            except (KintsugiError, BrokenProcessPool) as exc:
+                # One CoValue that cannot be loaded keeps its listing; the rest go on.
+                logger.warning("analysing %s failed: %s", cid, exc)
+                continue
+            if summary is not None:
+                self._summaries[cid] = summary
+                batch.append(cid)
+            if batch and time.perf_counter() - last > BATCH_SECONDS:
+                on_batch(batch)
+                batch, last = [], time.perf_counter()
+        if batch:
+            on_batch(batch)
+
+    async def content(self, covalue: CoValueID) -> ContentSnapshot | None:
+        if self.store is None:
+            return None
+        return await self.pool.run(analysis.content, self.path, covalue)
+
+    def open_session(self, covalue: CoValueID, session: SessionID) -> SessionSource | None:
+        if self.store is None:
+            return None
+        source = StoreSessionSource(self.store, covalue, session)
+        return source if source.identity() is not None else None
+
+    def kv_namespaces(self) -> list[str]:
+        return [] if self.store is None else kv_namespaces(self.store)
+
+    def kv_slots(self, namespace: str) -> list[SlotRow]:
+        return [] if self.store is None else slot_rows(namespace, self.store.kv.list(namespace))
+
+    def kv_history(self, namespace: str, key: str) -> list[CASRecord]:
+        return [] if self.store is None else self.store.kv.history(namespace, key)

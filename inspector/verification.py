@@ -1,0 +1,127 @@
+"""Runs chain verifiers in small slices on the shared loop, so verifying a million-row
+session never stalls the UI.
+
+Each :class:`~engine.diagnostics.chain_verify.ChainVerifier` step is sized to take about
+:data:`SLICE_SECONDS`: the runner measures every step and scales the next one (between
+:data:`MIN_ROWS` and :data:`MAX_ROWS`), then yields to the loop so Qt can paint and handle
+input before the next slice. Verifiers are served round-robin, so a huge session does not
+starve a small one. When every verifier is done the task sleeps until :meth:`wake` (a live
+session grew) or :meth:`add`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from engine.diagnostics.chain_verify import ChainVerifier
+
+__all__ = ["MAX_ROWS", "MIN_ROWS", "SLICE_SECONDS", "VerificationRunner"]
+
+logger = logging.getLogger(__name__)
+
+#: Target duration of one verification slice (the UI budget is 50 ms; leave room for paint).
+SLICE_SECONDS = 0.005
+#: Pause before a newly added verifier's first slice: a new lane is being laid out and
+#: painted first, and its first verification repaint should not pile onto that.
+START_DELAY = 0.15
+#: Bounds on rows per slice.
+MIN_ROWS = 16
+MAX_ROWS = 50_000
+FIRST_ROWS = 500
+
+
+@dataclass(slots=True)
+class _Entry:
+    verifier: ChainVerifier
+    on_progress: Callable[[], None]
+    not_before: float
+    rows: int = FIRST_ROWS
+
+
+class VerificationRunner:
+    """Owns one asyncio task; :meth:`start` once the loop runs, :meth:`stop` at shutdown."""
+
+    def __init__(self, slice_seconds: float = SLICE_SECONDS, start_delay: float = START_DELAY) -> None:
+        self.slice_seconds = slice_seconds
+        self.start_delay = start_delay
+        self._entries: list[_Entry] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        #: longest single slice so far (seconds), for tests and the status bar
+        self.longest_slice = 0.0
+        self.slices = 0
+
+    def add(self, verifier: ChainVerifier, on_progress: Callable[[], None]) -> None:
+        """Verify ``verifier``'s session; ``on_progress`` is called after each of its slices."""
+        self._entries.append(_Entry(verifier, on_progress, time.monotonic() + self.start_delay))
+        self.wake()
+
+    def remove(self, verifier: ChainVerifier) -> None:
+        self._entries = [e for e in self._entries if e.verifier is not verifier]
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def wake(self) -> None:
+        """There may be new work (a session grew or was replaced)."""
+        self._wake.set()
+
+    @property
+    def idle(self) -> bool:
+        return all(e.verifier.done for e in self._entries)
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="kintsugi.verification")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        self._entries.clear()
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        while True:
+            work = [e for e in self._entries if not e.verifier.done]
+            now = time.monotonic()
+            due = [e for e in work if e.not_before <= now]
+            if not due:
+                self._wake.clear()
+                timeout = min((e.not_before for e in work), default=now + 3600) - now
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                continue
+            for entry in due:
+                if entry not in self._entries:
+                    continue  # removed while we yielded
+                self._slice(entry)
+                await asyncio.sleep(0)
+
+    def _slice(self, entry: _Entry) -> None:
+        started = time.perf_counter()
+        try:
+            examined = entry.verifier.step(entry.rows)
+        except Exception:
+            # A failure here is our bug, not damage (damage becomes verifier.failure):
+            # log it and stop verifying that session rather than spin on it.
+            logger.exception("verifying %s failed", entry.verifier.source.session)
+            self.remove(entry.verifier)
+            return
+        elapsed = time.perf_counter() - started
+        self.slices += 1
+        self.longest_slice = max(self.longest_slice, elapsed)
+        if examined and elapsed > 0:
+            scaled = int(entry.rows * self.slice_seconds / elapsed)
+            # grow gently, shrink at once
+            entry.rows = max(MIN_ROWS, min(MAX_ROWS, scaled, entry.rows * 3 // 2))
+        try:
+            entry.on_progress()
+        except Exception:
+            logger.exception("verification progress callback failed")

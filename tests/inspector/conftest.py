@@ -1,0 +1,179 @@
+"""Inspector test fixtures: strict Qt, a qasync loop that qtbot drives, leak checks, stores.
+
+- Every Qt warning fails the test (a message handler chained before pytest-qt's).
+- ``loop``: a qasync loop registered as running, so ``qtbot.waitUntil`` (which spins Qt's
+  loop) also runs asyncio tasks (NOTES-qt: sync tests + ``already_running=True``). At
+  teardown, a task still pending or an asyncio timer still scheduled fails the test.
+- ``settings``: QSettings on a temporary ini file; the default user-scope settings path is
+  redirected too, so nothing touches the real home.
+- ``pool``: one worker process for the whole session (spawning one costs ~0.3 s).
+- ``demo_store``: the demo scenario built once (read-only use); ``node_target`` opens a
+  private copy through a LocalNode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from PySide6.QtCore import QSettings, QTimer, QtMsgType, qInstallMessageHandler
+from PySide6.QtWidgets import QApplication
+from pytestqt.qtbot import QtBot
+
+from engine.crypto import AccountKey
+from engine.demo import DemoResult, build_demo
+from engine.node import LocalNode
+from inspector.controller import Inspector
+from inspector.lag import LoopLagMonitor
+from inspector.loop import new_loop, release_loop
+from inspector.recent import RecentTargets
+from inspector.targets import NodeTarget, TargetSpec
+from inspector.views.main_window import MainWindow
+from inspector.workers import WorkerPool
+from tests.util import REPO, timeout
+
+T = TypeVar("T")
+
+#: Warnings Qt's offscreen platform prints for things it cannot do; not our bugs.
+ALLOWED_QT_WARNINGS = ("This plugin does not support propagateSizeHints()",)
+SCREENSHOTS = REPO / "artifacts" / "screenshots"
+
+
+@pytest.fixture(autouse=True)
+def fail_on_qt_warnings() -> Iterator[list[str]]:
+    recorded: list[str] = []
+
+    def handler(mode: QtMsgType, context: Any, message: str) -> None:
+        serious = mode in (QtMsgType.QtWarningMsg, QtMsgType.QtCriticalMsg, QtMsgType.QtFatalMsg)
+        if serious and not any(allowed in message for allowed in ALLOWED_QT_WARNINGS):
+            recorded.append(f"{mode.name}: {message}")
+        if previous is not None:
+            previous(mode, context, message)
+
+    previous = qInstallMessageHandler(handler)
+    yield recorded
+    qInstallMessageHandler(previous)
+    assert not recorded, f"Qt warnings: {recorded}"
+
+
+@pytest.fixture(autouse=True)
+def settings(tmp_path: Path) -> Iterator[QSettings]:
+    for fmt in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
+        QSettings.setPath(fmt, QSettings.Scope.UserScope, str(tmp_path / "settings"))
+    yield QSettings(str(tmp_path / "inspector.ini"), QSettings.Format.IniFormat)
+
+
+def pending_timers(loop: asyncio.AbstractEventLoop) -> list[str]:
+    """asyncio callbacks still scheduled on a qasync loop (its timer's private table)."""
+    timer = getattr(loop, "_timer", None)
+    callbacks = getattr(timer, "_SimpleTimer__callbacks", {}) if timer is not None else {}
+    return [repr(h) for h in callbacks.values() if not h.cancelled()]
+
+
+@pytest.fixture
+def loop(qapp: QApplication) -> Iterator[asyncio.AbstractEventLoop]:
+    event_loop = new_loop(qapp, already_running=True)
+    yield event_loop
+    tasks = [t for t in asyncio.all_tasks(event_loop) if not t.done()]
+    timers = pending_timers(event_loop)
+    for task in tasks:
+        task.cancel()
+    release_loop(event_loop)
+    assert not tasks, f"asyncio tasks leaked: {tasks}"
+    assert not timers, f"asyncio timers leaked: {timers}"
+
+
+def ms(units: float) -> int:
+    """``units`` test units in milliseconds (for pytest-qt's ``timeout=``)."""
+    return int(timeout(units) * 1000)
+
+
+def run(qtbot: QtBot, coro: Coroutine[Any, Any, T], units: float = 20) -> T:
+    """Run ``coro`` to completion on the test's loop while Qt keeps processing events."""
+    task = asyncio.ensure_future(coro)
+    qtbot.waitUntil(task.done, timeout=ms(units))
+    return task.result()
+
+
+def wait_for(qtbot: QtBot, condition: Any, units: float = 10) -> None:
+    qtbot.waitUntil(condition, timeout=ms(units))
+
+
+@pytest.fixture(scope="session")
+def pool() -> Iterator[WorkerPool]:
+    workers = WorkerPool()
+    workers.warm_up()
+    yield workers
+    workers.shutdown_now()
+
+
+@pytest.fixture(scope="session")
+def demo_store(tmp_path_factory: pytest.TempPathFactory) -> DemoResult:
+    """The demo scenario (600 edits), built once. Do not write to it: copy it."""
+    return build_demo(tmp_path_factory.mktemp("demo") / "store", edits=600)
+
+
+@pytest.fixture
+def demo_copy(demo_store: DemoResult, tmp_path: Path) -> Path:
+    target = tmp_path / "demo-copy"
+    shutil.copytree(demo_store.store, target)
+    return target
+
+
+@pytest.fixture
+def monitor(loop: asyncio.AbstractEventLoop, qtbot: QtBot) -> Iterator[LoopLagMonitor]:
+    lag = LoopLagMonitor()
+    lag.start()
+    yield lag
+    run(qtbot, lag.stop())
+
+
+@pytest.fixture
+def inspector(
+    loop: asyncio.AbstractEventLoop, qtbot: QtBot, pool: WorkerPool, settings: QSettings, monitor: LoopLagMonitor
+) -> Iterator[Inspector]:
+    controller = Inspector(pool=pool, recent=RecentTargets(settings), monitor=monitor)
+    controller.start()
+    yield controller
+    run(qtbot, controller.close())
+    active = [t.objectName() for t in controller.findChildren(QTimer) if t.isActive()]
+    assert not active, f"QTimers left running: {active}"
+
+
+@pytest.fixture
+def window(inspector: Inspector, qtbot: QtBot) -> Iterator[MainWindow]:
+    main = MainWindow(inspector)
+    qtbot.addWidget(main)
+    main.resize(1440, 880)
+    main.show()
+    yield main
+    main.close()
+
+
+@pytest.fixture
+def node_target(demo_copy: Path, demo_store: DemoResult, pool: WorkerPool) -> NodeTarget:
+    """An unopened live target over a LocalNode (Alice, the demo's admin) on a demo copy."""
+    key = AccountKey.load(demo_copy / "keys" / "alice.key")
+    node = LocalNode.open(demo_copy, key, instance_id="test-inspector")
+    return NodeTarget(TargetSpec("store", str(demo_copy)), pool, node)
+
+
+def covalue_named(inspector: Inspector, name: str) -> str:
+    target = inspector.target
+    assert target is not None
+    for cid in target.ids():
+        summary = target.summary(cid)
+        if summary is not None and summary.name == name:
+            return cid
+    raise AssertionError(f"no CoValue named {name!r}")
+
+
+def save_screenshot(widget: Any, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / name
+    assert widget.grab().save(str(path), "PNG"), f"could not write {path}"
+    return path

@@ -1,0 +1,117 @@
+"""End to end: ``kintsugi-inspector`` as a real subprocess (offscreen), read through its
+``--log-json`` lines on stderr."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.demo import DemoResult
+from tests.inspector.conftest import SCREENSHOTS
+from tests.util import python_child, timeout, wait_until
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+class App:
+    """A running inspector whose stderr is collected line by line on a thread."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = python_child(["-m", "inspector.app", *args, "--log-json"])
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        out = []
+        for line in list(self.lines):
+            if line.startswith("{"):
+                record = json.loads(line)
+                if record.get("event") == name:
+                    out.append(record)
+        return out
+
+    def wait_event(self, name: str, units: float = 60) -> dict[str, Any]:
+        wait_until(lambda: bool(self.events(name)) or self.proc.poll() is not None, units, f"{name} event")
+        events = self.events(name)
+        assert events, f"no {name} event; stderr:\n" + "\n".join(self.lines)
+        return events[-1]
+
+    def finish(self, units: float = 60) -> int:
+        try:
+            code = self.proc.wait(timeout=timeout(units))
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+        finally:
+            self._reader.join(timeout(10))
+            for stream in (self.proc.stdout, self.proc.stderr):
+                if stream is not None:
+                    stream.close()
+        return code
+
+    def stderr_text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@pytest.fixture(autouse=True)
+def child_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Offscreen, and settings (recent targets) under a temporary config home."""
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    return tmp_path / "config"
+
+
+def test_screenshot_of_a_store_then_exit(demo_store: DemoResult) -> None:
+    shot = SCREENSHOTS / "app-store.png"
+    shot.unlink(missing_ok=True)
+    app = App(demo_store.store, "--screenshot", str(shot))
+    loaded = app.wait_event("loaded")
+    assert loaded["covalues"] == 4 and loaded["conflict_sessions"] >= 1 and loaded["deleted"] >= 1
+    assert loaded["corrupt"] == 0
+    assert app.finish() == 0, app.stderr_text()
+    assert app.events("exit") == [{"event": "exit", "code": 0}]
+    assert app.events("screenshot")[0]["ok"] is True
+    assert shot.read_bytes()[:8] == PNG
+    assert "Traceback" not in app.stderr_text()
+
+
+def test_the_embedded_demo_closes_cleanly_on_sigterm(child_env: Path) -> None:
+    app = App()
+    loaded = app.wait_event("loaded")
+    assert loaded["covalues"] == 4 and loaded["conflict_sessions"] == 1 and loaded["deleted"] == 1
+    app.proc.send_signal(signal.SIGTERM)
+    assert app.finish() == 0, app.stderr_text()
+    assert app.events("exit") == [{"event": "exit", "code": 0}]
+    lag = app.events("lag")[0]
+    assert lag["samples"] > 0
+    print(f"\ninspector on the embedded demo: max loop lag {lag['max_ms']} ms over {lag['samples']} samples")
+    assert "Traceback" not in app.stderr_text() and "Task was destroyed" not in app.stderr_text()
+    # the recent target was remembered in the settings under the temporary config home
+    settings = child_env / "Kintsugi" / "inspector.conf"
+    assert settings.exists() and "demo" in settings.read_text()
+
+
+def test_quit_after_load_and_failures_without_tracebacks(tmp_path: Path, demo_store: DemoResult) -> None:
+    app = App(demo_store.store, "--quit-after-load")
+    app.wait_event("loaded")
+    assert app.finish() == 0, app.stderr_text()
+    assert app.events("exit") == [{"event": "exit", "code": 0}]
+
+    missing = App(str(tmp_path / "nothing"), "--quit-after-load")
+    error = missing.wait_event("error")
+    assert error["code"] == "store_not_found" and "There is no Kintsugi store there" in error["detail"]
+    assert missing.finish() == 1
+    assert missing.events("exit") == [{"event": "exit", "code": 1}]
+    assert "Traceback" not in missing.stderr_text()

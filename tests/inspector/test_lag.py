@@ -1,0 +1,37 @@
+"""The loop-lag monitor (inspector.lag) and the loop module."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from pytestqt.qtbot import QtBot
+
+from inspector.lag import STALL_THRESHOLD, LoopLagMonitor
+from tests.inspector.conftest import run, wait_for
+
+
+def busy(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def test_an_idle_loop_has_little_lag_and_a_blocking_callback_is_a_stall(
+    loop: asyncio.AbstractEventLoop, qtbot: QtBot
+) -> None:
+    monitor = LoopLagMonitor(interval=0.005)
+    samples: list[float] = []
+    monitor.on_sample = samples.append
+    monitor.start()
+    wait_for(qtbot, lambda: monitor.samples >= 10)
+    assert monitor.max_lag < STALL_THRESHOLD and monitor.stalls == 0
+    monitor.reset()
+    assert (monitor.samples, monitor.max_lag, monitor.recent()) == (0, 0.0, [])
+    loop.call_soon(busy, 0.12)
+    wait_for(qtbot, lambda: monitor.stalls >= 1)
+    assert monitor.max_lag >= 0.1 and max(samples) >= 0.1 and monitor.last >= 0
+    assert max(monitor.recent(1000)) == monitor.max_lag
+    run(qtbot, monitor.stop())
+    assert not monitor.running
+    run(qtbot, monitor.stop())  # idempotent

@@ -298,7 +298,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=0, help="port (default 0: any free port)")
     p.add_argument("--admin", action="append", default=[], metavar="ACCOUNT", help="an admin AccountID (repeatable)")
-    p.add_argument("--upstream", action="append", default=[], metavar="URL", help="a node to sync with (repeatable)")
+    p.add_argument(
+        "--upstream",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a node to sync with (repeatable); to relay everything, this node's account must be an --admin there",
+    )
     p.add_argument("--ready-file", type=Path, help="write the actual ws:// URL here once listening")
     p.add_argument("--key", type=Path, help="the node's account key file")
 

@@ -27,7 +27,7 @@ from websockets.exceptions import ConnectionClosed
 from engine.errors import FrameTooLarge
 from engine.protocol.frames import OP, encode_frame, pack_frames
 from engine.protocol.limits import CloseCode, Limits
-from engine.protocol.messages import Error, Message
+from engine.protocol.messages import Content, Error, Message
 
 logger = logging.getLogger(__name__)
 
@@ -100,32 +100,43 @@ class PeerConnection:
         )
 
     def _encode_some(self) -> None:
-        """Move messages from the backlog into encoded frames while the frame queue has room."""
-        while self._backlog and self._room():
-            batch = [self._backlog.popleft() for _ in range(min(PACK_MESSAGES, len(self._backlog)))]
-            try:
-                frames = (
-                    [encode_frame(OP, batch)]
-                    if len(batch) == 1
-                    else pack_frames(batch, max_size=self.limits.max_frame_size)
-                )
-            except FrameTooLarge as exc:
-                # Never happens for content split at checkpoints under the frame limit; if a
-                # limit is set too low, say so to the peer instead of dying.
-                logger.error("message for %s does not fit a frame: %s", self.peer_id, exc)
-                frames = [encode_frame(OP, [Error.of(exc)])]
-            for encoded in frames:
-                frame = encoded
-                if len(frame) > self.limits.max_frame_size:
-                    logger.error("frame of %d bytes for %s exceeds the frame limit; dropped", len(frame), self.peer_id)
-                    frame = encode_frame(OP, [Error.of(FrameTooLarge(len(frame), self.limits.max_frame_size))])
-                self._frames.append(frame)
-                self._frame_bytes += len(frame)
+        """Encode the next frame from the backlog when the frame queue has room.
+
+        One frame at a time, so the first frame leaves while later ones are still messages:
+        the peer starts working on a large answer after one frame's encoding, not all of it.
+        """
+        if not self._backlog or not self._room():
+            return
+        max_size = self.limits.max_frame_size
+        batch: list[Message] = []
+        size = 0
+        while self._backlog and len(batch) < PACK_MESSAGES:
+            message = self._backlog[0]
+            hint = message.size_hint() if isinstance(message, Content) else 256
+            if batch and size + hint > max_size // 2:
+                break
+            batch.append(self._backlog.popleft())
+            size += hint
+        try:
+            frames = [encode_frame(OP, batch)] if len(batch) == 1 else pack_frames(batch, max_size=max_size)
+        except FrameTooLarge as exc:
+            # Never happens for content split at checkpoints under the frame limit; if a
+            # limit is set too low, say so to the peer instead of dying.
+            logger.error("message for %s does not fit a frame: %s", self.peer_id, exc)
+            frames = [encode_frame(OP, [Error.of(exc)])]
+        for encoded in frames:
+            frame = encoded
+            if len(frame) > max_size:
+                logger.error("frame of %d bytes for %s exceeds the frame limit; dropped", len(frame), self.peer_id)
+                frame = encode_frame(OP, [Error.of(FrameTooLarge(len(frame), max_size))])
+            self._frames.append(frame)
+            self._frame_bytes += len(frame)
 
     async def _drain(self) -> None:
         try:
             while True:
-                self._encode_some()
+                if len(self._frames) < 2:
+                    self._encode_some()
                 if not self._frames:
                     if self._closing:
                         return

@@ -36,7 +36,7 @@ from typing import Any
 from engine.content.group import READ_ROLES
 from engine.covalue import ApplyReport, CoValueCore, ReplaceOutcome
 from engine.crypto import AccountKey
-from engine.errors import PermissionDenied, UnknownCoValue, UsageError
+from engine.errors import LeaseError, PermissionDenied, UnknownCoValue, UsageError
 from engine.ids import AccountID, CoValueID, RandomBytes, SessionID, new_delete_session_id, new_session_id
 from engine.kv.envelope import Present
 from engine.kv.lease import LeaseState, SessionLeases, lease_key, lease_slot
@@ -322,7 +322,21 @@ class LocalNode:
     def _renew_lease_if_due(self) -> None:
         now = self.clock_ms()
         if self._leased and self._lease_expires - now < self.leases.ttl_ms * LEASE_RENEW_FRACTION:
+            self.renew_lease()
+
+    def renew_lease(self) -> None:
+        """Extend this node's session lease. If another process retired it meanwhile (the
+        lease expired while this node was idle), move to a fresh leased session: what the old
+        session holds is already stored, and nobody will write it again."""
+        if not self._leased or self.closed:
+            return
+        try:
             self._lease_expires = self.leases.renew(self.session)
+        except LeaseError:
+            self.flush()
+            old, self.session = self.session, self.leases.acquire()
+            self._lease_expires = self.clock_ms() + self.leases.ttl_ms
+            logger.warning("lease of %s was taken while idle; writing continues in %s", old, self.session)
 
     def _mark_dirty(self, covalue: CoValueID, kind: str) -> None:
         self._dirty.setdefault(covalue, kind)

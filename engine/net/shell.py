@@ -61,6 +61,7 @@ class SyncShell:
         self.frames_received = 0
         self.peer_log: deque[PeerLogEntry] = deque(maxlen=PEER_LOG_SIZE)
         self.manager.peers_report = self._peers_report
+        self._lease_keeper: asyncio.TimerHandle | None = None
 
     def _peers_report(self) -> list[dict[str, Any]]:
         from engine.diagnostics.peers import peer_report
@@ -68,8 +69,18 @@ class SyncShell:
         return [info.to_json() for info in peer_report(self)]
 
     def close(self) -> None:
+        if self._lease_keeper is not None:
+            self._lease_keeper.cancel()
+            self._lease_keeper = None
         self._unsubscribe()
         self.manager.close()
+
+    def _keep_lease(self) -> None:
+        """Renew the node's session lease every third of its lifetime while connected, so an
+        idle node never loses it to another process of the same account."""
+        self.node.renew_lease()
+        interval = self.node.leases.ttl_ms / 3000
+        self._lease_keeper = asyncio.get_running_loop().call_later(interval, self._keep_lease)
 
     def _on_event(self, event: SyncEvent) -> None:
         for listener in list(self.event_listeners):
@@ -100,6 +111,8 @@ class SyncShell:
     # -- incoming ----------------------------------------------------------------------------
 
     def attach(self, conn: PeerConnection) -> None:
+        if self._lease_keeper is None:
+            self._keep_lease()
         self.connections[conn.peer_id] = conn
         self.peer_log.append(PeerLogEntry(_now_ms(), conn.peer_id, "up"))
 

@@ -550,3 +550,29 @@ def test_delete_covalue_retried_after_a_failed_commit(node: LocalNode, path: Pat
         assert (doc, "comap", True) in store.covalue_ids(), "the tombstone was never stored"
     finally:
         store.close()
+
+
+def test_an_idle_node_whose_lease_was_retired_moves_to_a_new_session(path: Path) -> None:
+    """If a node's lease expires while it is idle and another process retires it, the node
+    keeps working: its next write goes to a fresh leased session, nothing is lost."""
+    now = [1_000_000]
+    first = LocalNode.open(path, KEY, clock_ms=lambda: now[0])
+    try:
+        doc = first.create_map(None)
+        first.set(doc.id, "a", 1)
+        old = first.session
+        now[0] += first.leases.ttl_ms * 2  # idle past the lease's expiry
+        second = LocalNode.open(path, KEY, clock_ms=lambda: now[0])  # retires the expired lease
+        try:
+            assert second.session != old
+            first.set(doc.id, "b", 2)
+            assert first.session not in (old, second.session)
+        finally:
+            second.close()
+    finally:
+        first.close()
+    reopened = LocalNode.open(path, KEY)
+    try:
+        assert reopened.get_map(doc.id) == {"a": 1, "b": 2}
+    finally:
+        reopened.close()

@@ -1,15 +1,18 @@
 """``kintsugi-inspector [TARGET]``: the desktop inspector.
 
 TARGET is a store file or directory (opened read-only), a ``ws://`` node URL (with
-``--key FILE``; needs the sync layer), or nothing for the embedded demo. The window, the
-models and any embedded engine share one asyncio loop running inside Qt's
+``--key FILE``: connects as an inspector peer; admins see everything), or nothing for the
+embedded demo: a live in-process node with the demo's clients (:mod:`inspector.targets.demo`).
+The window, the models and any embedded engine share one asyncio loop running inside Qt's
 (:mod:`inspector.loop`).
 
 Shutdown: closing the window (or SIGTERM, or ``--quit-after-load``, or the end of
 ``--screenshot``) only sets an event; the main coroutine then cancels background work,
 closes the target (flushing and closing an embedded node) and returns its exit code, and
 the loop closes after it. ``--log-json`` writes machine-readable events on stderr, one JSON
-object per line: ``opened``, ``loaded`` (counts), ``error``, ``screenshot``, ``exit``.
+object per line: ``opened`` (with the node's name and version), ``version_skew``, ``loaded``
+(counts), ``fork`` (a forked session, as first seen), ``peers`` (counts, when they change),
+``error``, ``screenshot``, ``lag`` (the loop-lag monitor's totals), ``exit``.
 
 Exit codes: 0 success; 1 the target could not be opened in ``--screenshot`` or
 ``--quit-after-load`` mode, or the screenshot could not be written; 2 bad usage.

@@ -4,14 +4,27 @@
 every model at it, runs the analysis that fills in the badges, subscribes to live changes
 and feeds them through the ``changes`` :class:`~inspector.throttle.Throttle` into batched
 model updates, and turns view actions (select a CoValue, select a slot) into engine reads.
+Sync events (forks, corrections) go through the ``events`` throttle into the events model
+and the ``forked`` badge; what the engine does not notify about (peers, a remote node's new
+CoValues and CAS slots) is read by the ``poll`` :class:`~inspector.periodic.Periodic`
+refresh, once a second.
 
 Views never reach the engine: they get models, and call :meth:`Inspector.select_covalue`
 and friends. Background work is asyncio tasks owned here; :meth:`Inspector.close` cancels
 and awaits them, stops the throttle and closes the target, so nothing outlives it.
 
 Signals: ``opened(str)`` (target label), ``failed(str, str)`` (code, message for the
-window), ``loaded(dict)`` (the counts of the ``loaded`` event), ``selected(str)`` (CoValue
-id), ``contentLoaded(str)`` (CoValue id whose content model is filled), ``changesApplied(int)``.
+window), ``warned(str, str)`` (code, message: the target opened but something deserves
+attention, e.g. version skew), ``loaded(dict)`` (the counts of the ``loaded`` event),
+``selected(str)`` (CoValue id), ``contentLoaded(str)`` (CoValue id whose content model is
+filled), ``changesApplied(int)``, ``eventsApplied(int)`` (CoValues with new sync events),
+``forkDetected(str, str)`` (CoValue id, session or ''), ``polled(int)`` (poll refreshes so
+far).
+
+``--log-json`` events written here: ``opened`` (with the node's name and version),
+``version_skew``, ``loaded`` (counts, ``forked`` included), ``fork`` (one per forked session
+of a CoValue, as first seen), ``peers`` (connected, and for a node with a peer log its
+disconnections and lagged closes, whenever those counts change), ``error``.
 """
 
 from __future__ import annotations
@@ -24,16 +37,21 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
+from engine import __version__
 from engine.diagnostics.covalue_summary import Badge
 from engine.ids import CoValueID
 from inspector.eventlog import EventLog
 from inspector.lag import LoopLagMonitor
 from inspector.models.content import ContentModel, TombstonesModel
 from inspector.models.covalues import CoValueFilterModel, CoValueListModel
+from inspector.models.events import SyncEventsModel
 from inspector.models.kv import CasSlotsModel, CasTimelineModel, KvTreeModel
 from inspector.models.lanes import LanesModel
+from inspector.models.peers import PeerLogModel, PeersModel
+from inspector.periodic import DEFAULT_PERIOD_MS, Periodic
 from inspector.recent import RecentTargets
-from inspector.targets import Target, TargetChange, TargetSpec, describe_error, make_target
+from inspector.targets import Target, TargetChange, TargetSpec, TimedEvent, describe_error, make_target
+from inspector.targets.events import FORK_KINDS
 from inspector.throttle import DEFAULT_INTERVAL_MS, Throttle
 from inspector.verification import VerificationRunner
 from inspector.workers import WorkerPool
@@ -50,10 +68,14 @@ def _nothing() -> None:
 class Inspector(QObject):
     opened = Signal(str)
     failed = Signal(str, str)
+    warned = Signal(str, str)
     loaded = Signal(dict)
     selected = Signal(str)
     contentLoaded = Signal(str)
     changesApplied = Signal(int)
+    eventsApplied = Signal(int)
+    forkDetected = Signal(str, str)
+    polled = Signal(int)
 
     def __init__(
         self,
@@ -63,9 +85,12 @@ class Inspector(QObject):
         monitor: LoopLagMonitor | None = None,
         pool: WorkerPool | None = None,
         throttle_ms: int = DEFAULT_INTERVAL_MS,
+        poll_ms: int = DEFAULT_PERIOD_MS,
         parent: QObject | None = None,
     ) -> None:
-        """``pool``: the worker process pool to use (not closed here); None: one of its own."""
+        """``pool``: the worker process pool to use (not closed here); None: one of its own.
+        ``throttle_ms``: coalescing window of changes and events; ``poll_ms``: period of the
+        refresh of peers and of what a remote node does not push."""
         super().__init__(parent)
         self.setObjectName("kintsugi.inspector")
         self.events = events or EventLog()
@@ -85,9 +110,18 @@ class Inspector(QObject):
         self.kv_tree = KvTreeModel(self)
         self.cas_slots = CasSlotsModel(self)
         self.cas_timeline = CasTimelineModel(self)
+        self.peers = PeersModel(self)
+        self.peer_log = PeerLogModel(self)
+        self.sync_events = SyncEventsModel(self)
         self.throttle = Throttle("changes", self._apply_changes, throttle_ms, parent=self)
+        self.event_throttle = Throttle("events", self._apply_events, throttle_ms, parent=self)
+        self.poller = Periodic("poll", self._poll_tick, poll_ms, parent=self)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._unsubscribe: Callable[[], None] = _nothing
+        self._unsubscribe_events: Callable[[], None] = _nothing
+        self._polling: asyncio.Task[Any] | None = None
+        self._forks_logged: set[tuple[str, str | None]] = set()
+        self._peer_counts: dict[str, int] | None = None
         self._content_request = 0
         self._pending: dict[CoValueID, set[str]] = {}
         self._applying: asyncio.Task[Any] | None = None
@@ -121,6 +155,8 @@ class Inspector(QObject):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self.throttle.stop()
+        self.event_throttle.stop()
+        self.poller.stop()
         await self.runner.stop()
         await self._close_target()
         if self._owns_pool:
@@ -129,14 +165,25 @@ class Inspector(QObject):
     async def _close_target(self) -> None:
         self._unsubscribe()
         self._unsubscribe = _nothing
+        self._unsubscribe_events()
+        self._unsubscribe_events = _nothing
         self.throttle.stop()
+        self.event_throttle.stop()
+        self.poller.stop()
+        polling, self._polling = self._polling, None
+        if polling is not None and not polling.done():
+            polling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await polling
+        self._forks_logged.clear()
+        self._peer_counts = None
         self._pending.clear()
         self.runner.clear()
         target, self.target = self.target, None
         self.is_loaded = False
         self.selected_covalue = None
         self.selected_slot = None
-        for model in (self.covalues, self.tombstones, self.kv_tree, self.cas_slots):
+        for model in self._target_models():
             model.set_target(None)
         self.lanes.clear()
         self.content.set_content(None)
@@ -170,14 +217,25 @@ class Inspector(QObject):
             return False
         await self._close_target()
         self.target = target
-        for model in (self.covalues, self.tombstones, self.kv_tree, self.cas_slots):
+        for model in self._target_models():
             model.set_target(target)
         if target.live:
             self._unsubscribe = target.subscribe(self._on_change)
+            self._unsubscribe_events = target.recorder.subscribe(self._on_sync_event)
+            self.poller.start()
         if self.recent is not None:
             self.recent.add(spec)
-        self.events.emit("opened", target=spec.label, kind=spec.kind)
+        info = target.node_info
+        self.events.emit("opened", target=spec.label, kind=spec.kind, node=info.to_json() if info else None)
         self.opened.emit(spec.label)
+        if info is not None and info.skewed:
+            message = (
+                f"{info.name} runs Kintsugi {info.version}, this inspector {__version__}: "
+                "what it reports may not mean exactly what this inspector shows"
+            )
+            self.events.emit("version_skew", node=info.name, node_version=info.version, inspector_version=__version__)
+            self.warned.emit("version_skew", message)
+        self._log_forks()  # forks seen while the target opened (the embedded demo's story)
         try:
             await target.analyse(self._on_analysed)
         except Exception as exc:
@@ -191,7 +249,20 @@ class Inspector(QObject):
         stats = target.stats()
         self.events.emit("loaded", **stats)
         self.loaded.emit(stats)
+        self._report_peers()
         return True
+
+    def _target_models(self) -> tuple[Any, ...]:
+        """The models that follow the open target (``set_target`` each)."""
+        return (
+            self.covalues,
+            self.tombstones,
+            self.kv_tree,
+            self.cas_slots,
+            self.peers,
+            self.peer_log,
+            self.sync_events,
+        )
 
     def _on_analysed(self, covalues: list[CoValueID]) -> None:
         self.covalues.update(covalues)
@@ -242,6 +313,80 @@ class Inspector(QObject):
             self.cas_timeline.refresh()
             self.changesApplied.emit(len(covalues))
 
+    # -- sync events ---------------------------------------------------------------------
+
+    def _on_sync_event(self, timed: TimedEvent) -> None:
+        # Called synchronously from the sync manager: only record it here.
+        self.event_throttle.push(timed.event.covalue, timed.event.kind)
+
+    def _apply_events(self, batch: dict[Hashable, set[str]]) -> None:
+        target = self.target
+        if target is None:
+            return
+        self.sync_events.refresh()
+        forked = [
+            CoValueID(str(cid))
+            for cid, kinds in batch.items()
+            if kinds & FORK_KINDS and target.summary(CoValueID(str(cid))) is not None
+        ]
+        if forked:
+            self.covalues.update(forked)
+            self._log_forks()
+            if self.selected_covalue in forked:
+                self.changesApplied.emit(0)  # the chain heading lists the badges
+        self.eventsApplied.emit(len(batch))
+
+    def _log_forks(self) -> None:
+        """A ``fork`` event (and ``forkDetected``) for each forked session not reported yet."""
+        target = self.target
+        if target is None:
+            return
+        for timed in target.recorder.recent():
+            event = timed.event
+            key = (str(event.covalue), event.session)
+            if not timed.is_fork or key in self._forks_logged:
+                continue
+            self._forks_logged.add(key)
+            self.events.emit(
+                "fork", covalue=event.covalue, session=event.session, kind=event.kind, peer=event.peer,
+                detail=event.detail,
+            )
+            self.forkDetected.emit(event.covalue, event.session or "")
+
+    # -- periodic refresh ------------------------------------------------------------------
+
+    def _poll_tick(self) -> None:
+        if self.target is None or (self._polling is not None and not self._polling.done()):
+            return  # the previous refresh is still waiting for the node: skip a beat
+        self._polling = self.spawn(self._poll(self.target), "poll")
+
+    async def _poll(self, target: Target) -> None:
+        await target.poll()
+        if target is not self.target:
+            return
+        self.peers.refresh()
+        self.peer_log.refresh()
+        # CAS writes do not notify: pick them up here too (only emits when they changed)
+        self.kv_tree.refresh()
+        self.cas_slots.refresh()
+        if self.is_loaded:
+            self._report_peers()
+        self.polled.emit(self.poller.ticks)
+
+    def _report_peers(self) -> None:
+        """Log the ``peers`` counts when they changed since the last report."""
+        target = self.target
+        peers = target.peers() if target is not None else None
+        if peers is None:
+            return
+        counts = {"connected": len(peers)}
+        if self.peer_log.available:
+            log = self.peer_log.counts()
+            counts.update(down=log["down"], lagged=log["lagged"])
+        if counts != self._peer_counts:
+            self._peer_counts = counts
+            self.events.emit("peers", **counts)
+
     # -- view actions --------------------------------------------------------------------
 
     def select_covalue(self, covalue: str | None) -> None:
@@ -287,8 +432,9 @@ class Inspector(QObject):
 
     @property
     def busy(self) -> bool:
-        """True while verification, content loading or applying changes is going on."""
-        return not self.runner.idle or self.throttle.active or bool(self._tasks - self._open_tasks())
+        """True while verification, content loading or applying changes is going on (opening
+        a target and the periodic refresh do not count)."""
+        return not self.runner.idle or self.throttle.active or bool(self._tasks - self._background_tasks())
 
-    def _open_tasks(self) -> set[asyncio.Task[Any]]:
-        return {t for t in self._tasks if t.get_name() == "kintsugi.open"}
+    def _background_tasks(self) -> set[asyncio.Task[Any]]:
+        return {t for t in self._tasks if t.get_name() in ("kintsugi.open", "kintsugi.poll")}

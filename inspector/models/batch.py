@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
-from PySide6.QtCore import QModelIndex, QPersistentModelIndex
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, QPersistentModelIndex, Qt
 
-__all__ = ["Index", "runs"]
+__all__ = ["Index", "NewestFirstModel", "runs"]
 
 #: What Qt passes as a model index.
 Index = QModelIndex | QPersistentModelIndex
@@ -21,3 +22,62 @@ def runs(rows: Iterable[int]) -> list[tuple[int, int]]:
         else:
             out.append((row, row))
     return out
+
+
+class NewestFirstModel(QAbstractTableModel):
+    """A table over a log the engine keeps oldest first and bounded (old entries drop off):
+    shown newest first, and :meth:`refresh` turns what changed into one ``rowsRemoved`` run
+    (entries that dropped off the end) and one ``rowsInserted`` run (new entries at the top),
+    or a ``modelReset`` when the log changed some other way. Subclasses say how to read the
+    log (:meth:`read`, oldest first); the rows are a cache of it."""
+
+    HEADERS: tuple[str, ...] = ()
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._rows: list[Any] = []
+
+    def read(self) -> list[Any]:
+        """The log now, oldest first."""
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        self.beginResetModel()
+        self._rows = list(reversed(self.read()))
+        self.endResetModel()
+
+    def refresh(self) -> None:
+        rows = list(reversed(self.read()))
+        old = self._rows
+        if rows == old:
+            return
+        # how many entries are new (above the newest one shown); -1: not a plain prepend
+        fresh = len(rows) if not old else rows.index(old[0]) if old[0] in rows else -1
+        kept = len(rows) - fresh
+        if fresh < 0 or rows[fresh:] != old[:kept]:
+            self.beginResetModel()
+            self._rows = rows
+            self.endResetModel()
+            return
+        if kept < len(old):
+            self.beginRemoveRows(QModelIndex(), kept, len(old) - 1)
+            del self._rows[kept:]
+            self.endRemoveRows()
+        if fresh:
+            self.beginInsertRows(QModelIndex(), 0, fresh - 1)
+            self._rows[0:0] = rows[:fresh]
+            self.endInsertRows()
+
+    def entry(self, row: int) -> Any:
+        return self._rows[row] if 0 <= row < len(self._rows) else None
+
+    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008 - Qt's signature
+        return 0 if parent.isValid() else len(self._rows)
+
+    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.HEADERS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return self.HEADERS[section]
+        return None

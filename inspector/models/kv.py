@@ -208,6 +208,8 @@ class CasSlotsModel(QAbstractTableModel):
         return None
 
     def value_text(self, slot: SlotRow) -> str:
+        if self._target is not None and not self._target.kv_values:
+            return "(values stay on the node)" if slot.present else "tombstone"
         if not slot.present:
             return f"tombstone: by {short_id(str(slot.deleted_by), 12, 4)} at {format_ms(slot.deleted_at)}"
         return format_value(slot.value) if self.show_values else self._redact(slot.value)
@@ -285,6 +287,11 @@ class CasTimelineModel(QAbstractTableModel):
 
     def counts(self) -> dict[str, int]:
         return timeline_summary(self._records)
+
+    @property
+    def available(self) -> bool:
+        """False when the target does not have CAS histories (a remote node keeps them)."""
+        return self._target is None or self._target.kv_values
 
     def record(self, row: int) -> CASRecord | None:
         return self._records[row] if 0 <= row < len(self._records) else None

@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
-from inspector.targets.base import Target, TargetChange, TargetSpec, TargetUnavailable, describe_error
-from inspector.targets.node import DemoTarget, NodeTarget
+from inspector.targets.base import (
+    NodeInfo,
+    Target,
+    TargetChange,
+    TargetSpec,
+    TargetUnavailable,
+    describe_error,
+)
+from inspector.targets.demo import LiveDemoTarget
+from inspector.targets.events import SyncEventRecorder, TimedEvent
+from inspector.targets.node import NodeTarget
 from inspector.targets.remote import RemoteTarget
 from inspector.targets.store import StoreTarget
 from inspector.workers import WorkerPool
 
 __all__ = [
-    "DemoTarget",
+    "LiveDemoTarget",
+    "NodeInfo",
     "NodeTarget",
     "RemoteTarget",
     "StoreTarget",
+    "SyncEventRecorder",
     "Target",
     "TargetChange",
     "TargetSpec",
     "TargetUnavailable",
+    "TimedEvent",
     "describe_error",
     "make_target",
 ]
@@ -25,7 +37,7 @@ __all__ = [
 def make_target(spec: TargetSpec, pool: WorkerPool) -> Target:
     """An unopened target for ``spec`` whose heavy work runs in ``pool``."""
     if spec.kind == "demo":
-        return DemoTarget(spec, pool)
+        return LiveDemoTarget(spec, pool)
     if spec.kind == "node":
         return RemoteTarget(spec, pool)
     return StoreTarget(spec, pool)

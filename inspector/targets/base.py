@@ -1,10 +1,10 @@
 """What the inspector looks at: a *target*, and the one interface every kind offers.
 
 A target is a store file opened read-only (:mod:`inspector.targets.store`), an in-process
-:class:`~engine.node.LocalNode` such as the embedded demo (:mod:`inspector.targets.node`),
-or a remote node over ``ws://`` (:mod:`inspector.targets.remote`, a placeholder until the
-inspector is wired to the sync layer). Models and views only ever talk to :class:`Target`, so a
-new kind slots in without touching them.
+:class:`~engine.node.LocalNode` (:mod:`inspector.targets.node`), the embedded live demo
+(:mod:`inspector.targets.demo`), or a remote node over ``ws://`` seen through an in-memory
+replica (:mod:`inspector.targets.remote`). Models and views only ever talk to
+:class:`Target`, so a new kind slots in without touching them.
 
 The split between calls:
 
@@ -16,7 +16,11 @@ The split between calls:
   :meth:`Target.content` (content with provenance for the content view);
 - live targets (``live`` True) call subscribers with :class:`TargetChange` as the engine
   changes; the inspector coalesces those through a throttle and then calls
-  :meth:`Target.refresh`.
+  :meth:`Target.refresh`;
+- targets with a sync layer record its events (:attr:`Target.recorder`, which also decides
+  the ``forked`` badge), describe the node (:attr:`Target.node_info`) and its peers
+  (:meth:`Target.peers`, :meth:`Target.peer_log`); what must be fetched for those is fetched
+  by :meth:`Target.poll`, which the inspector calls periodically.
 """
 
 from __future__ import annotations
@@ -28,15 +32,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.diagnostics.covalue_summary import ContentSnapshot, CoValueSummary
+from engine import __version__
+from engine.diagnostics.covalue_summary import Badge, ContentSnapshot, CoValueSummary
 from engine.diagnostics.kv_slots import SlotRow
+from engine.diagnostics.peers import PeerInfo
 from engine.diagnostics.session_rows import SessionSource
 from engine.errors import KintsugiError
 from engine.ids import CoValueID, SessionID
 from engine.kv.store import CASRecord
+from engine.net.shell import PeerLogEntry
+from inspector.targets.events import SyncEventRecorder, TimedEvent
 from inspector.workers import WorkerPool
 
 __all__ = [
+    "NodeInfo",
     "Target",
     "TargetChange",
     "TargetSpec",
@@ -97,6 +106,28 @@ class TargetChange:
     kind: str
 
 
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """The node a target shows, as its handshake describes it: ``name``, Kintsugi ``version``,
+    protocol version ``proto`` and ``features``; ``admin`` says whether the node treats the
+    inspector's account as an admin (and so shows it everything)."""
+
+    name: str
+    version: str
+    proto: int
+    features: tuple[str, ...] = ()
+    url: str = ""
+    admin: bool = True
+
+    @property
+    def skewed(self) -> bool:
+        """True when the node runs another Kintsugi version than this inspector."""
+        return self.version != __version__
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 class TargetUnavailable(Exception):
     """A target that cannot be opened for a reason that is not an engine error."""
 
@@ -116,6 +147,12 @@ def describe_error(exc: BaseException) -> tuple[str, str]:
             "key_file": "The key file cannot be used",
             "storage_environment": "The store cannot be read",
             "storage_bug": "The store looks damaged",
+            "connection_refused": "Could not connect to the node",
+            "not_a_node": "That address does not answer like a Kintsugi node",
+            "auth_failed": "The node did not accept this account",
+            "unsupported_version": "The node speaks another protocol version",
+            "timeout": "The node did not answer in time",
+            "admin_refused": "The node refused to list its CoValues",
         }
         lead = messages.get(code)
         return code, f"{lead}: {exc.detail}" if lead and exc.detail else (exc.detail or code)
@@ -133,11 +170,19 @@ class Target(abc.ABC):
 
     #: True when the target changes while open and notifies subscribers
     live = False
+    #: False when CAS slots are listed without their values and histories (a remote node)
+    kv_values = True
 
     def __init__(self, spec: TargetSpec, pool: WorkerPool) -> None:
         self.spec = spec
         self.pool = pool
         self._summaries: dict[CoValueID, CoValueSummary] = {}
+        #: sync events seen while open, and the CoValues they found forked (stays empty for a
+        #: target without a sync layer)
+        self.recorder = SyncEventRecorder()
+        self.recorder.subscribe(self._mark_forked)
+        #: the node shown, once open (None: not a node, e.g. a store file)
+        self.node_info: NodeInfo | None = None
 
     @property
     def label(self) -> str:
@@ -162,6 +207,24 @@ class Target(abc.ABC):
 
     def summary(self, covalue: CoValueID) -> CoValueSummary | None:
         return self._summaries.get(covalue)
+
+    def _marked(self, summary: CoValueSummary) -> CoValueSummary:
+        """``summary`` with the badges that come from sync events (``forked``)."""
+        if summary.id in self.recorder.forked and Badge.FORKED not in summary.badges:
+            return summary.with_badge(Badge.FORKED)
+        return summary
+
+    def _put(self, summary: CoValueSummary) -> bool:
+        """Store a fresh summary (marked); True when it differs from the one held."""
+        marked = self._marked(summary)
+        changed = self._summaries.get(marked.id) != marked
+        self._summaries[marked.id] = marked
+        return changed
+
+    def _mark_forked(self, timed: TimedEvent) -> None:
+        held = self._summaries.get(timed.event.covalue)
+        if timed.is_fork and held is not None:
+            self._summaries[held.id] = self._marked(held)
 
     @abc.abstractmethod
     async def analyse(self, on_batch: Callable[[list[CoValueID]], None]) -> None:
@@ -200,6 +263,26 @@ class Target(abc.ABC):
         """Call ``callback`` on every change (never for a target that is not live)."""
         return lambda: None
 
+    # -- the node and its peers ---------------------------------------------------------------
+
+    def peers(self) -> list[PeerInfo] | None:
+        """The node's connected peers as last read (None: this target cannot show peers;
+        :meth:`peers_note` says why)."""
+        return None
+
+    def peer_log(self) -> list[PeerLogEntry] | None:
+        """Recent peer connections and disconnections, oldest first (None: not available)."""
+        return None
+
+    def peers_note(self) -> str:
+        """Why :meth:`peers` or :meth:`peer_log` is None, for the peers view."""
+        return "A store file has no peers: connect to a node or open the embedded demo to see them."
+
+    async def poll(self) -> None:
+        """Fetch what is not pushed (a remote node's peers, new CoValues); the inspector calls
+        it periodically while the target is open. Never raises for a lost connection."""
+        return None
+
     # -- stats -------------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
@@ -210,4 +293,5 @@ class Target(abc.ABC):
             "conflict_sessions": sum(s.conflict_sessions for s in summaries),
             "deleted": sum(1 for s in summaries if s.deleted),
             "corrupt": sum(s.corrupt_sessions for s in summaries),
+            "forked": sum(1 for s in summaries if Badge.FORKED in s.badges),
         }

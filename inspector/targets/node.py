@@ -1,5 +1,6 @@
-"""An in-process :class:`~engine.node.LocalNode`: the embedded demo, or a node a test or an
-app hands in.
+"""An in-process :class:`~engine.node.LocalNode`: a node a test or an app hands in, and the
+base of the embedded demo (:mod:`inspector.targets.demo`) and of remote nodes seen through an
+in-memory replica (:mod:`inspector.targets.remote`).
 
 The node is live: it notifies after every committed change, and the inspector shows the
 change after coalescing (see :mod:`inspector.throttle`). A LocalNode is not thread-safe, so
@@ -9,25 +10,20 @@ others are analysed by the worker process from the node's store (what the node c
 which is everything it notified about), and their sessions are read from the store by
 window; a node without a store is analysed in place whatever the size.
 
-The embedded demo (:class:`DemoTarget`) builds the demo scenario (``engine.demo``) into a
-temporary directory in the worker process, then opens that store through a LocalNode of the
-demo's admin account. When the sync layer exists this becomes the live embedded node with
-clients that keep editing.
+With a :class:`~engine.net.shell.SyncShell` (``shell``), the target also records the shell's
+sync events (the ``forked`` badge, the events view) and shows its peers: the
+:func:`~engine.diagnostics.peers.peer_report` rows and the shell's peer log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures.process import BrokenProcessPool
-from pathlib import Path
 
 from engine.covalue import CoValueCore
-from engine.crypto import AccountKey
 from engine.diagnostics import analysis
 from engine.diagnostics.covalue_summary import (
     ContentSnapshot,
@@ -37,21 +33,21 @@ from engine.diagnostics.covalue_summary import (
     summarize,
 )
 from engine.diagnostics.kv_slots import SlotRow, kv_namespaces, slot_rows
+from engine.diagnostics.peers import PeerInfo, peer_report
 from engine.diagnostics.session_rows import LogSessionSource, SessionSource, StoreSessionSource
 from engine.errors import KintsugiError
 from engine.ids import CoValueID, SessionID
 from engine.kv.store import CASRecord
 from engine.model.session_log import SessionLog
+from engine.net.shell import PeerLogEntry, SyncShell
 from engine.node import ChangeEvent, LocalNode
 from inspector.targets.base import Target, TargetChange, TargetSpec, Unsubscribe
 from inspector.workers import WorkerPool
 
-__all__ = ["DEMO_EDITS", "SYNC_MAX_TRANSACTIONS", "DemoTarget", "NodeTarget"]
+__all__ = ["SYNC_MAX_TRANSACTIONS", "NodeTarget"]
 
 logger = logging.getLogger(__name__)
 
-#: Edits the embedded demo makes (the CLI's default is 3000 as well).
-DEMO_EDITS = 3000
 #: Loaded CoValues up to this many transactions are summarized on the loop's thread.
 SYNC_MAX_TRANSACTIONS = 500
 #: Longest stretch (seconds) :meth:`NodeTarget.analyse` works before yielding to the loop.
@@ -59,17 +55,26 @@ SLICE_SECONDS = 0.01
 
 
 class NodeTarget(Target):
-    """Inspects ``node``. ``owns_node``: close it with the target."""
+    """Inspects ``node``. ``owns_node``: close it with the target. ``shell``: the node's sync
+    shell, whose events and peers to show (None: none)."""
 
     live = True
 
     def __init__(
-        self, spec: TargetSpec, pool: WorkerPool, node: LocalNode | None = None, *, owns_node: bool = True
+        self,
+        spec: TargetSpec,
+        pool: WorkerPool,
+        node: LocalNode | None = None,
+        *,
+        owns_node: bool = True,
+        shell: SyncShell | None = None,
     ) -> None:
         super().__init__(spec, pool)
         self.node = node
+        self.shell = shell
         self._owns_node = owns_node
         self._unsubscribe: list[Unsubscribe] = []
+        self._listening: SyncShell | None = None
 
     def _node(self) -> LocalNode:
         if self.node is None:
@@ -78,16 +83,27 @@ class NodeTarget(Target):
 
     async def open(self) -> None:
         node = self._node()
+        self.listen()
         if node.store is not None:
-            self._summaries = {s.id: s for s in listing_summaries(node.store)}
+            for summary in listing_summaries(node.store):
+                self._put(summary)
         for cid, core in list(node.covalues.items()):
             if cid not in self._summaries:
-                self._summaries[cid] = summarize(core, content=False)
+                self._put(summarize(core, content=False))
+
+    def listen(self) -> None:
+        """Start recording the shell's sync events (idempotent; before it syncs, ideally)."""
+        if self.shell is not None and self._listening is None:
+            self.shell.event_listeners.append(self.recorder)
+            self._listening = self.shell
 
     async def close(self) -> None:
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         self._unsubscribe.clear()
+        shell, self._listening = self._listening, None
+        if shell is not None and self.recorder in shell.event_listeners:
+            shell.event_listeners.remove(self.recorder)
         node, self.node = self.node, None
         if node is not None and self._owns_node:
             node.close()
@@ -124,9 +140,7 @@ class NodeTarget(Target):
             summary = None
         if summary is None or self.node is None:
             return False
-        changed = self._summaries.get(cid) != summary
-        self._summaries[cid] = summary
-        return changed
+        return self._put(summary)
 
     async def analyse(self, on_batch: Callable[[list[CoValueID]], None]) -> None:
         batch: list[CoValueID] = []
@@ -146,7 +160,13 @@ class NodeTarget(Target):
             on_batch(batch)
 
     async def refresh(self, covalues: Iterable[CoValueID]) -> list[CoValueID]:
-        return [cid for cid in covalues if self.node is not None and await self._summarize(cid)]
+        changed = []
+        for n, cid in enumerate(covalues):
+            if n:
+                await asyncio.sleep(0)  # one CoValue per loop turn: each may take ~10 ms in place
+            if self.node is not None and await self._summarize(cid):
+                changed.append(cid)
+        return changed
 
     async def content(self, covalue: CoValueID) -> ContentSnapshot | None:
         if self.node is None:
@@ -186,6 +206,15 @@ class NodeTarget(Target):
     def kv_history(self, namespace: str, key: str) -> list[CASRecord]:
         return self._node().kv.history(namespace, key)
 
+    def peers(self) -> list[PeerInfo] | None:
+        return peer_report(self.shell) if self.shell is not None and self.node is not None else None
+
+    def peer_log(self) -> list[PeerLogEntry] | None:
+        return list(self.shell.peer_log) if self.shell is not None else None
+
+    def peers_note(self) -> str:
+        return "This node has no sync shell: it neither serves nor syncs, so it has no peers."
+
     def subscribe(self, callback: Callable[[TargetChange], None]) -> Unsubscribe:
         def forward(event: ChangeEvent) -> None:
             callback(TargetChange(event.covalue, event.kind))
@@ -193,30 +222,3 @@ class NodeTarget(Target):
         unsubscribe = self._node().subscribe(forward)
         self._unsubscribe.append(unsubscribe)
         return unsubscribe
-
-
-class DemoTarget(NodeTarget):
-    """The embedded demo in a temporary directory, removed on close."""
-
-    def __init__(self, spec: TargetSpec, pool: WorkerPool, *, edits: int = DEMO_EDITS) -> None:
-        super().__init__(spec, pool)
-        self.edits = edits
-        self.directory: Path | None = None
-
-    async def open(self) -> None:
-        self.directory = Path(tempfile.mkdtemp(prefix="kintsugi-demo-"))
-        store = self.directory / "store"
-        try:
-            await self.pool.run(analysis.build_demo_store, str(store), self.edits)
-            key = AccountKey.load(store / "keys" / "alice.key")
-            self.node = LocalNode.open(store, key, instance_id="inspector")
-            await super().open()
-        except BaseException:
-            await self.close()
-            raise
-
-    async def close(self) -> None:
-        await super().close()
-        directory, self.directory = self.directory, None
-        if directory is not None:
-            shutil.rmtree(directory, ignore_errors=True)

@@ -72,7 +72,7 @@ class StoreTarget(Target):
                 logger.warning("analysing %s failed: %s", cid, exc)
                 continue
             if summary is not None:
-                self._summaries[cid] = summary
+                self._put(summary)
                 batch.append(cid)
             if batch and time.perf_counter() - last > BATCH_SECONDS:
                 on_batch(batch)

@@ -2,8 +2,9 @@
 key file; recently opened targets one click away.
 
 The dialog only checks that the fields are filled in sensibly; opening is the controller's
-job, and its failures (no store there, schema too new, unreadable key file, the sync layer
-missing) are shown in the main window. Emits ``chosen(TargetSpec)`` when accepted.
+job, and its failures (no store there, schema too new, unreadable key file, connection
+refused, account not accepted, another protocol version, no answer in time) are shown in the
+main window. Emits ``chosen(TargetSpec)`` when accepted.
 """
 
 from __future__ import annotations
@@ -47,9 +48,9 @@ class ConnectDialog(QDialog):
         self.setObjectName("connectDialog")
         self.recent = recent
 
-        self.demo = QRadioButton("Embedded demo (a fresh demo store in a temporary directory)")
+        self.demo = QRadioButton("Embedded demo (a live in-process node with the demo's clients)")
         self.store = QRadioButton("Store file or directory (opened read-only)")
-        self.node = QRadioButton("Node URL with your account key")
+        self.node = QRadioButton("Node URL with your account key (admins see everything)")
         self.kinds = QButtonGroup(self)
         for button in (self.demo, self.store, self.node):
             self.kinds.addButton(button)

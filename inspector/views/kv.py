@@ -108,6 +108,9 @@ class CasView(QWidget):
         if slot is None:
             self.timeline_heading.setText("Select a slot to see its CAS timeline")
             return
+        if not self.timeline.available:
+            self.timeline_heading.setText(f"Timeline of {slot[1]}: the node does not send CAS histories over the wire")
+            return
         counts = self.timeline.counts()
         self.timeline_heading.setText(
             f"Timeline of {slot[1]}: {counts['attempts']} attempts, {counts['stored']} stored, "

@@ -1,6 +1,7 @@
-"""The main window: navigator on the left; chains, content, tombstones and CAS slots in tabs;
-an error banner for targets that failed to open; target, counts and loop lag in the status
-bar.
+"""The main window: navigator on the left; chains, content, tombstones, CAS slots, peers and
+sync events in tabs; a banner for targets that failed to open (red) or opened with a warning
+such as version skew (amber); target, node, counts and loop lag in the status bar. Clicking a
+sync event shows its CoValue in the navigator and its session chains.
 
 Emits ``closing`` from :meth:`closeEvent` and nothing else happens there: the application's
 main coroutine waits for it and shuts the engine down (closing the last window must not stop
@@ -31,13 +32,19 @@ from inspector.targets.base import TargetSpec
 from inspector.views.chain import ChainView
 from inspector.views.connect import ConnectDialog
 from inspector.views.content import ContentView, TombstonesView
+from inspector.views.events import EventsView
 from inspector.views.kv import CasView
 from inspector.views.navigator import NavigatorView
+from inspector.views.peers import PeersView
 
 __all__ = ["MainWindow"]
 
 #: Lag samples between two status bar updates.
 LAG_DISPLAY_EVERY = 25
+BANNER_STYLES = {
+    "error": "QFrame#errorBanner { background: #fdecea; border: 1px solid #c0392b; }",
+    "warning": "QFrame#errorBanner { background: #fff4d6; border: 1px solid #d9822b; }",
+}
 
 
 class MainWindow(QMainWindow):
@@ -56,16 +63,20 @@ class MainWindow(QMainWindow):
         self.content = ContentView(inspector.content)
         self.tombstones = TombstonesView(inspector.tombstones)
         self.cas = CasView(inspector.cas_slots, inspector.cas_timeline)
+        self.peers = PeersView(inspector.peers, inspector.peer_log)
+        self.sync_events = EventsView(inspector.sync_events)
         self.tabs = QTabWidget()
         self.tabs.setObjectName("tabs")
         self.tabs.addTab(self.chain, "Session chains")
         self.tabs.addTab(self.content, "Content")
         self.tabs.addTab(self.tombstones, "Tombstones")
         self.tabs.addTab(self.cas, "CAS slots")
+        self.tabs.addTab(self.peers, "Peers")
+        self.tabs.addTab(self.sync_events, "Sync events")
 
         self.banner = QFrame()
         self.banner.setObjectName("errorBanner")
-        self.banner.setStyleSheet("QFrame#errorBanner { background: #fdecea; border: 1px solid #c0392b; }")
+        self.banner.setStyleSheet(BANNER_STYLES["error"])
         self.banner_text = QLabel()
         self.banner_text.setObjectName("errorText")
         self.banner_text.setWordWrap(True)
@@ -93,11 +104,14 @@ class MainWindow(QMainWindow):
 
         self.target_label = QLabel("no target")
         self.target_label.setObjectName("targetLabel")
+        self.node_label = QLabel()
+        self.node_label.setObjectName("nodeLabel")
         self.stats_label = QLabel()
         self.stats_label.setObjectName("statsLabel")
         self.lag_label = QLabel()
         self.lag_label.setObjectName("lagLabel")
         self.statusBar().addWidget(self.target_label)
+        self.statusBar().addWidget(self.node_label)
         self.statusBar().addWidget(self.stats_label, 1)
         self.statusBar().addPermanentWidget(self.lag_label)
 
@@ -116,8 +130,10 @@ class MainWindow(QMainWindow):
         self.navigator.covalueSelected.connect(inspector.select_covalue)
         self.navigator.slotSelected.connect(self._slot_from_navigator)
         self.cas.slotSelected.connect(inspector.select_slot)
+        self.sync_events.covalueActivated.connect(self.show_covalue)
         inspector.opened.connect(self._opened)
         inspector.failed.connect(self.show_error)
+        inspector.warned.connect(self.show_warning)
         inspector.loaded.connect(self._show_stats)
         inspector.selected.connect(self._selected)
         inspector.changesApplied.connect(self._changes_applied)
@@ -128,17 +144,33 @@ class MainWindow(QMainWindow):
         self.banner.hide()
         self.setWindowTitle(f"Kintsugi inspector — {label}")
         self.target_label.setText(f"target: {label}")
+        target = self.inspector.target
+        info = target.node_info if target is not None else None
+        if info is None:
+            self.node_label.clear()
+        else:
+            who = "" if info.admin else " · not an admin: only what this account may read"
+            skew = " ⚠ version skew" if info.skewed else ""
+            self.node_label.setText(f"node {info.name} · Kintsugi {info.version}{skew} · protocol {info.proto}{who}")
         self.stats_label.setText("verifying…")
         self.chain.set_heading("Select a CoValue to see its session chains")
 
     def show_error(self, code: str, message: str) -> None:
-        self.banner_text.setText(f"<b>Could not open the target</b> ({code}): {message}")
+        self._banner("error", f"<b>Could not open the target</b> ({code}): {message}")
+
+    def show_warning(self, code: str, message: str) -> None:
+        self._banner("warning", f"<b>Warning</b> ({code}): {message}")
+
+    def _banner(self, kind: str, html: str) -> None:
+        self.banner.setStyleSheet(BANNER_STYLES[kind])
+        self.banner.setProperty("kind", kind)
+        self.banner_text.setText(html)
         self.banner.show()
 
     def _show_stats(self, stats: dict[str, int]) -> None:
         self.stats_label.setText(
             f"CoValues: {stats['covalues']} · conflict sessions: {stats['conflict_sessions']} · "
-            f"deleted: {stats['deleted']} · corrupt sessions: {stats['corrupt']}"
+            f"deleted: {stats['deleted']} · corrupt sessions: {stats['corrupt']} · forked: {stats.get('forked', 0)}"
         )
 
     def _changes_applied(self, _count: int) -> None:
@@ -159,6 +191,17 @@ class MainWindow(QMainWindow):
             f"{summary.name or '(unnamed)'} · {summary.type} · {sessions} session{'' if sessions == 1 else 's'} · "
             f"{summary.transactions:,} transactions" + (f" · {badges}" if badges else "")
         )
+
+    def show_covalue(self, covalue: str) -> bool:
+        """Select ``covalue`` in the navigator (clearing a filter that hides it) and show its
+        session chains; False when the target has no such CoValue."""
+        if not self.navigator.select_covalue(covalue):
+            self.navigator.set_badge_filter(None)
+            self.navigator.search.clear()
+            if not self.navigator.select_covalue(covalue):
+                return False
+        self.tabs.setCurrentWidget(self.chain)
+        return True
 
     def _slot_from_navigator(self, namespace: str, key: str) -> None:
         self.tabs.setCurrentWidget(self.cas)

@@ -9,18 +9,24 @@
 - ``pool``: one worker process for the whole session (spawning one costs ~0.3 s).
 - ``demo_store``: the demo scenario built once (read-only use); ``node_target`` opens a
   private copy through a LocalNode.
+- Screenshots go to artifacts/screenshots/ (git-ignored); with ``KINTSUGI_DOCS_SCREENSHOTS=1``
+  those marked for the docs are also written to docs/screenshots/, which the README shows.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import shutil
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import shiboken6
 from PySide6.QtCore import QSettings, QTimer, QtMsgType, qInstallMessageHandler
+from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
@@ -41,6 +47,7 @@ T = TypeVar("T")
 #: Warnings Qt's offscreen platform prints for things it cannot do; not our bugs.
 ALLOWED_QT_WARNINGS = ("This plugin does not support propagateSizeHints()",)
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
+DOCS_SCREENSHOTS = REPO / "docs" / "screenshots"
 
 
 @pytest.fixture(autouse=True)
@@ -141,7 +148,36 @@ def inspector(
     yield controller
     run(qtbot, controller.close())
     active = [t.objectName() for t in controller.findChildren(QTimer) if t.isActive()]
+    # Delete the controller and its models now, not whenever the garbage collector gets to
+    # them: freed by a later collection, a model could still get a posted event while its
+    # wrapper was half gone (a rare segfault in an unrelated later test).
+    shiboken6.delete(controller)
     assert not active, f"QTimers left running: {active}"
+
+
+@pytest.fixture
+def model_testers(
+    request: pytest.FixtureRequest, qtbot: QtBot, inspector: Inspector
+) -> Iterator[Callable[[Any], None]]:
+    """``attach(model)``: watch ``model`` with its own pytest-qt ModelTester (a tester keeps
+    per-model state) for the rest of the test and through the inspector's close. At teardown
+    the inspector is closed and every tester detached before the models go: a tester left
+    connected to a model that is being freed crashes the garbage collector later, in
+    whichever test happens to run it (seen as a rare segfault)."""
+    from pytestqt.modeltest import ModelTester  # needs pytest-qt's Qt set up: not at import
+
+    testers: list[ModelTester] = []
+
+    def attach(model: Any) -> None:
+        tester = ModelTester(request.config)
+        tester.check(model, force_py=True)
+        testers.append(tester)
+
+    yield attach
+    run(qtbot, inspector.close())
+    for tester in testers:
+        with contextlib.suppress(RuntimeError):  # a model Qt has already deleted
+            tester._cleanup()
 
 
 @pytest.fixture
@@ -172,8 +208,20 @@ def covalue_named(inspector: Inspector, name: str) -> str:
     raise AssertionError(f"no CoValue named {name!r}")
 
 
-def save_screenshot(widget: Any, name: str) -> Path:
+def save_screenshot(widget: Any, name: str, *, docs: bool = False) -> Path:
+    """Grab ``widget`` into artifacts/screenshots/NAME; ``docs``: also into docs/screenshots/
+    when ``KINTSUGI_DOCS_SCREENSHOTS=1`` (regenerating the README's pictures on purpose)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / name
-    assert widget.grab().save(str(path), "PNG"), f"could not write {path}"
+    image = widget.grab()
+    assert image.save(str(path), "PNG"), f"could not write {path}"
+    if docs and os.environ.get("KINTSUGI_DOCS_SCREENSHOTS") == "1":
+        DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        assert image.save(str(DOCS_SCREENSHOTS / name), "PNG")
     return path
+
+
+def check_png(path: Path) -> None:
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = QImage(str(path))
+    assert image.width() >= 800 and image.height() >= 400

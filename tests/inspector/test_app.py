@@ -14,7 +14,7 @@ import pytest
 
 from engine.demo import DemoResult
 from tests.inspector.conftest import SCREENSHOTS
-from tests.util import python_child, timeout, wait_until
+from tests.util import python_child, run_cli, timeout, wait_until
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -90,7 +90,9 @@ def test_screenshot_of_a_store_then_exit(demo_store: DemoResult) -> None:
 def test_the_embedded_demo_closes_cleanly_on_sigterm(child_env: Path) -> None:
     app = App()
     loaded = app.wait_event("loaded")
-    assert loaded["covalues"] == 4 and loaded["conflict_sessions"] == 1 and loaded["deleted"] == 1
+    # the live demo: group, todo, notes, telemetry and the deleted scratch; two forks recovered
+    assert loaded["covalues"] == 5 and loaded["conflict_sessions"] >= 2 and loaded["deleted"] == 1
+    assert loaded["forked"] >= 1 and app.events("fork")
     app.proc.send_signal(signal.SIGTERM)
     assert app.finish() == 0, app.stderr_text()
     assert app.events("exit") == [{"event": "exit", "code": 0}]
@@ -115,3 +117,47 @@ def test_quit_after_load_and_failures_without_tracebacks(tmp_path: Path, demo_st
     assert missing.finish() == 1
     assert missing.events("exit") == [{"event": "exit", "code": 1}]
     assert "Traceback" not in missing.stderr_text()
+
+
+def test_a_real_node_with_the_demo_story_end_to_end(tmp_path: Path) -> None:
+    """``kintsugi node serve`` and ``kintsugi demo --headless --connect`` as real processes,
+    then ``kintsugi-inspector ws://… --key admin.key`` as one: it loads every CoValue the
+    node holds (forks recovered into conflict sessions, a tombstone), exits cleanly, and the
+    node stops cleanly on SIGTERM."""
+    key = tmp_path / "admin.key"
+    admin = json.loads(run_cli("account", "new", "--out", str(key), "--json").stdout)["account"]
+    ready = tmp_path / "node.ready"
+    store = tmp_path / "node-store"
+    node = python_child(
+        ["-m", "engine.cli", "node", "serve", "--store", str(store), "--admin", admin, "--ready-file", str(ready)]
+    )
+    node_code: int | None = None
+    try:
+        wait_until(lambda: ready.exists() or node.poll() is not None, 15, "the node's ready file")
+        assert ready.exists(), "the node exited before it was ready"
+        url = ready.read_text().strip()
+        demo = run_cli("demo", "--headless", "--connect", url, "--json", timeout_units=120)
+        story = json.loads(demo.stdout)
+        assert story["deleted"] and len(story["conflict_sessions"]) >= 2
+
+        app = App(url, "--key", str(key), "--quit-after-load")
+        loaded = app.wait_event("loaded")
+        assert loaded["covalues"] >= 4 and loaded["conflict_sessions"] >= 2 and loaded["deleted"] >= 1
+        assert loaded["corrupt"] == 0
+        opened = app.events("opened")[0]
+        assert opened["kind"] == "node" and opened["node"]["admin"] is True and opened["node"]["version"] == "0.1.0"
+        assert app.events("peers")[0]["connected"] >= 1  # the node's peers, read as its admin
+        assert app.finish() == 0, app.stderr_text()
+        assert app.events("exit") == [{"event": "exit", "code": 0}]
+        assert "Traceback" not in app.stderr_text() and "Task was destroyed" not in app.stderr_text()
+    finally:
+        if node.poll() is None:
+            node.send_signal(signal.SIGTERM)
+        try:
+            node_code = node.wait(timeout(10))
+        except subprocess.TimeoutExpired:
+            node.kill()
+            node.wait()
+        _out, node_err = node.communicate()
+    assert node_code == 0, node_err
+    assert not ready.exists()  # the node removes its ready file when it stops cleanly

@@ -63,7 +63,15 @@ def test_writes_appear_in_navigator_lanes_and_content_in_batches(  # noqa: PLR09
     monitor.reset()
 
     run(qtbot, write_in_turns(node, notes, "stream", turns=20, per_turn=25))
-    wait_for(qtbot, lambda: chain.rowCount() == rows_before + 500 and content.row_of("stream-0499") >= 0)
+
+    def caught_up() -> bool:
+        # The summary of a CoValue this big comes from the worker, which reads the store: a
+        # refresh that started before the last commit is followed by one more after it.
+        summary = inspector.target.summary(notes)  # type: ignore[union-attr]
+        done = summary is not None and summary.transactions == txs_before + 500
+        return done and chain.rowCount() == rows_before + 500 and content.row_of("stream-0499") >= 0
+
+    wait_for(qtbot, caught_up)
 
     # every write shows up: 500 new rows in the lane, 500 new keys in the content
     assert sum(inserted_rows) == 500 and sum(content_batches) == 500

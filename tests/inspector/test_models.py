@@ -3,6 +3,7 @@ view → engine direction (selecting reads the engine; toggles change what is sh
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from engine.diagnostics.chain_verify import RowState
 from engine.diagnostics.covalue_summary import Badge
 from engine.ids import SessionKind
 from inspector.controller import Inspector
+from inspector.models.batch import NewestFirstModel
 from inspector.models.chain import SessionChainModel
 from inspector.models.content import DELETED_TEXT, ContentModel
 from inspector.models.covalues import CoValueListModel
@@ -36,14 +38,13 @@ def cell(model: Any, row: int, column: int, role: int = DISPLAY, parent: QModelI
 
 
 def test_models_pass_the_model_tester(
-    qtbot: QtBot, request: pytest.FixtureRequest, inspector: Inspector, demo_store: DemoResult
+    qtbot: QtBot, inspector: Inspector, model_testers: Callable[[Any], None], demo_store: DemoResult
 ) -> None:
     open_store(qtbot, inspector, demo_store)
     inspector.select_covalue(demo_store.maps["notes"])
     wait_for(qtbot, lambda: inspector.content.rowCount() > 0)
     (namespace,) = inspector.target.kv_namespaces()  # type: ignore[union-attr]
     inspector.select_slot(namespace, "prefs/recent")
-    testers: list[ModelTester] = []
     for model in (
         inspector.covalues,
         inspector.navigator,
@@ -53,14 +54,15 @@ def test_models_pass_the_model_tester(
         inspector.kv_tree,
         inspector.cas_slots,
         inspector.cas_timeline,
+        inspector.peers,
+        inspector.peer_log,
+        inspector.sync_events,
         *inspector.lanes.chains(),
     ):
-        # One tester per model: a tester keeps per-model state (pytest-qt's fixture is one
-        # tester, so it cannot watch several models at once). They stay attached for the
-        # rest of the test, through the live changes below and the reset at close.
-        tester = ModelTester(request.config)
-        tester.check(model, force_py=True)
-        testers.append(tester)
+        # One tester per model (pytest-qt's fixture is one tester, so it cannot watch several
+        # models at once). They stay attached for the rest of the test, through the live
+        # changes below and the reset at close.
+        model_testers(model)
     inspector.select_covalue(demo_store.maps["todo"])
     wait_for(qtbot, lambda: not inspector.busy)
     inspector.cas_slots.set_show_values(True)
@@ -201,3 +203,50 @@ def test_cas_slots_are_redacted_until_asked_and_the_timeline_shows_lost_races(
     assert cell(timeline, 0, CasTimelineModel.WRITER).startswith("tab-")
     inspector.select_slot(None, None)
     assert timeline.rowCount() == 0
+
+
+class ListLog(NewestFirstModel):
+    """A newest-first model over a plain list, as the engine's bounded logs behave."""
+
+    HEADERS = ("Entry",)
+
+    def __init__(self, log: list[str]) -> None:
+        super().__init__()
+        self.log = log
+
+    def read(self) -> list[str]:
+        return list(self.log)
+
+    def data(self, index: Any, role: int = DISPLAY) -> Any:
+        return self.entry(index.row()) if index.isValid() and role == DISPLAY else None
+
+
+def test_a_newest_first_log_prepends_trims_and_resets(request: pytest.FixtureRequest) -> None:
+    model = ListLog([])
+    tester = ModelTester(request.config)
+    tester.check(model, force_py=True)
+    signals: list[tuple[str, int, int]] = []
+    model.rowsInserted.connect(lambda _p, first, last: signals.append(("inserted", first, last)))
+    model.rowsRemoved.connect(lambda _p, first, last: signals.append(("removed", first, last)))
+    model.modelReset.connect(lambda: signals.append(("reset", 0, 0)))
+
+    model.log[:] = ["a", "b"]
+    model.refresh()
+    assert [cell(model, r, 0) for r in range(2)] == ["b", "a"]
+    model.log[:] = ["a", "b", "c", "d"]
+    model.refresh()
+    model.refresh()  # nothing new: no signal
+    model.log[:] = ["c", "d", "e"]  # bounded: the oldest dropped off
+    model.refresh()
+    assert [cell(model, r, 0) for r in range(3)] == ["e", "d", "c"]
+    model.log[:] = ["x"]  # not a continuation of what is shown
+    model.refresh()
+    assert signals == [
+        ("inserted", 0, 1),
+        ("inserted", 0, 1),
+        ("removed", 2, 3),  # one run for "a" and "b"
+        ("inserted", 0, 0),
+        ("reset", 0, 0),
+    ]
+    assert model.rowCount() == 1 and cell(model, 0, 0) == "x"
+    tester._cleanup()  # detached before the model goes (see conftest's model_testers)

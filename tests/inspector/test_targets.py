@@ -17,6 +17,7 @@ from engine.errors import KintsugiError, SchemaVersionError, StoreNotFound
 from engine.ids import CoValueID
 from engine.storage.sqlite import store_file
 from inspector.targets import (
+    LiveDemoTarget,
     NodeTarget,
     RemoteTarget,
     StoreTarget,
@@ -25,7 +26,6 @@ from inspector.targets import (
     describe_error,
     make_target,
 )
-from inspector.targets.node import DemoTarget
 from inspector.workers import WorkerPool
 from tests.inspector.conftest import run
 
@@ -72,7 +72,7 @@ def test_a_schema_too_new(loop: asyncio.AbstractEventLoop, qtbot: QtBot, pool: W
     assert code == SchemaVersionError.code and "newer" in message
 
 
-def test_node_urls_check_the_key_file_then_need_the_sync_layer(
+def test_node_urls_check_the_key_file_then_connect(
     loop: asyncio.AbstractEventLoop, qtbot: QtBot, pool: WorkerPool, tmp_path: Path
 ) -> None:
     code, message = failure(qtbot, pool, TargetSpec("node", "ws://localhost:1", str(tmp_path / "nope.key")))
@@ -84,8 +84,9 @@ def test_node_urls_check_the_key_file_then_need_the_sync_layer(
     assert "readable by others" in failure(qtbot, pool, TargetSpec("node", "ws://x", str(key)))[1]
     os.chmod(key, 0o600)
     code, message = failure(qtbot, pool, TargetSpec("node", "ws://localhost:1", str(key)))
-    assert code == "needs_sync_layer" and "sync layer" in message
+    assert code == "connection_refused" and message.startswith("Could not connect to the node: nothing accepts")
     assert isinstance(make_target(TargetSpec("node", "ws://x"), pool), RemoteTarget)
+    assert isinstance(make_target(TargetSpec("demo"), pool), LiveDemoTarget)
 
 
 def test_other_errors_are_messages_too() -> None:
@@ -101,7 +102,7 @@ def test_a_store_lists_at_once_and_analyses_in_the_worker(
     run(qtbot, target.open())
     notes = CoValueID(demo_store.maps["notes"])
     assert len(target.ids()) == 4 and not target.summary(notes).analysed  # type: ignore[union-attr]
-    assert target.stats() == {"covalues": 4, "conflict_sessions": 1, "deleted": 1, "corrupt": 0}
+    assert target.stats() == {"covalues": 4, "conflict_sessions": 1, "deleted": 1, "corrupt": 0, "forked": 0}
     batches: list[list[CoValueID]] = []
     run(qtbot, target.analyse(batches.append))
     assert sorted(c for batch in batches for c in batch) == target.ids()
@@ -150,14 +151,3 @@ def test_a_node_target_summarizes_small_covalues_in_place_and_big_ones_in_the_wo
     assert source is not None and source.may_hold_pending
     run(qtbot, node_target.close())
     assert node_target.node is None and node.closed
-
-
-def test_the_demo_target_builds_in_the_worker_and_cleans_up(
-    loop: asyncio.AbstractEventLoop, qtbot: QtBot, pool: WorkerPool
-) -> None:
-    target = DemoTarget(TargetSpec("demo"), pool, edits=60)
-    run(qtbot, target.open())
-    directory = target.directory
-    assert directory is not None and directory.exists() and len(target.ids()) == 4
-    run(qtbot, target.close())
-    assert not directory.exists()

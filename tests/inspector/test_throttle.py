@@ -1,4 +1,4 @@
-"""The named change throttle (inspector.throttle)."""
+"""The named change throttle (inspector.throttle) and periodic refresh (inspector.periodic)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Hashable
 import pytest
 from pytestqt.qtbot import QtBot
 
+from inspector.periodic import Periodic
 from inspector.throttle import Throttle
 from tests.inspector.conftest import ms, wait_for
 
@@ -60,3 +61,25 @@ def test_a_failing_callback_is_logged_not_raised(qtbot: QtBot, caplog: pytest.Lo
         throttle.push("a")
         throttle.flush()
     assert "throttle boom: callback failed" in caplog.text
+
+
+def test_a_periodic_refresh_ticks_until_stopped(qtbot: QtBot, caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[int] = []
+    periodic = Periodic("test", lambda: calls.append(len(calls)), period_ms=10)
+    assert not periodic.active and periodic.objectName() == "kintsugi.periodic.test"
+    periodic.start()
+    wait_for(qtbot, lambda: len(calls) >= 3)
+    periodic.stop()
+    ticks = periodic.ticks
+    assert not periodic.active and ticks == len(calls)
+    with qtbot.assertNotEmitted(periodic.ticked, wait=40):
+        pass
+    assert periodic.ticks == ticks
+
+    def boom() -> None:
+        raise ValueError("boom")
+
+    failing = Periodic("boom", boom, period_ms=10_000)
+    with caplog.at_level(logging.ERROR, logger="inspector.periodic"), qtbot.waitSignal(failing.ticked, timeout=ms(1)):
+        failing.tick()
+    assert "periodic boom: callback failed" in caplog.text

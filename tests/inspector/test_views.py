@@ -165,7 +165,7 @@ def test_failures_are_messages_in_the_window(
     AccountKey.generate().save(key)
     with qtbot.waitSignal(inspector.failed, timeout=ms(10)) as failed:
         inspector.open_later(TargetSpec("node", "ws://localhost:1", str(key)))
-    assert failed.args[0] == "needs_sync_layer"
+    assert failed.args[0] == "connection_refused" and "Could not connect to the node" in window.banner_text.text()
     dismiss = window.banner.findChild(QToolButton)
     assert dismiss is not None
     dismiss.click()

@@ -1,0 +1,227 @@
+"""Peers of the node a target shows, and its recent peer log.
+
+- :class:`PeersModel`: one row per connected peer (:class:`~engine.diagnostics.peers.PeerInfo`:
+  direction, account, kind, admin, CoValues followed, transactions behind, queued frames and
+  bytes, backlog). A peer far behind or with a full queue is highlighted.
+- :class:`PeerLogModel`: connections and disconnections, newest first, with the close code;
+  a peer the node closed as lagged (close code 4412) is highlighted.
+
+Both re-read the target on :meth:`refresh` (the inspector's periodic ``poll`` refresh) and keep
+only what they last read as a row cache. :class:`PeersModel` emits ``modelReset`` when the set
+of peers changed and ``dataChanged`` when only their numbers did; :class:`PeerLogModel` emits
+``rowsInserted`` at the top for new entries and ``rowsRemoved`` at the bottom for entries the
+node no longer keeps (see :class:`~inspector.models.batch.NewestFirstModel`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, Qt
+from PySide6.QtGui import QColor, QFont
+
+from engine.diagnostics.peers import PeerInfo
+from engine.net.shell import PeerLogEntry
+from engine.protocol.limits import CloseCode
+from inspector.models.batch import Index, NewestFirstModel
+from inspector.models.roles import Role
+from inspector.style import LAGGED_BACKGROUND, LOST_BACKGROUND, MUTED, format_ms_short, short_id
+from inspector.targets.base import Target
+
+__all__ = ["BEHIND_WARNING", "PeerLogModel", "PeersModel", "close_text"]
+
+#: A peer this many transactions behind is highlighted.
+BEHIND_WARNING = 1000
+
+#: What the close codes the node uses mean (docs/protocol.md).
+CLOSE_NAMES = {
+    CloseCode.NORMAL: "normal",
+    CloseCode.GOING_AWAY: "going away",
+    1006: "dropped",
+    CloseCode.TOO_BIG: "frame too big",
+    CloseCode.PROTOCOL_ERROR: "protocol error",
+    CloseCode.AUTH_FAILED: "auth failed",
+    CloseCode.HANDSHAKE_TIMEOUT: "handshake timeout",
+    CloseCode.TOO_MANY_CONNECTIONS: "too many connections",
+    CloseCode.LAGGED: "lagged",
+    CloseCode.RATE_LIMITED: "rate limited",
+    CloseCode.UNSUPPORTED_VERSION: "unsupported version",
+}
+
+
+def close_text(code: int | None) -> str:
+    """``4412 lagged``; '' for None."""
+    if code is None:
+        return ""
+    name = CLOSE_NAMES.get(code)
+    return f"{code} {name}" if name else str(code)
+
+
+class PeersModel(QAbstractTableModel):
+    PEER, DIRECTION, ACCOUNT, KIND, ADMIN, FOLLOWING, BEHIND, FRAMES, BYTES, BACKLOG = range(10)
+    HEADERS = (
+        "Peer", "Dir", "Account", "Kind", "Admin", "Following", "Behind", "Queue frames", "Queue bytes", "Backlog",
+    )
+    NUMERIC = frozenset({FOLLOWING, BEHIND, FRAMES, BYTES, BACKLOG})
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._target: Target | None = None
+        self._rows: list[PeerInfo] = []
+
+    def set_target(self, target: Target | None) -> None:
+        self.beginResetModel()
+        self._target = target
+        self._rows = self._read()
+        self.endResetModel()
+
+    def _read(self) -> list[PeerInfo]:
+        peers = self._target.peers() if self._target is not None else None
+        return peers or []
+
+    @property
+    def available(self) -> bool:
+        """False when the target cannot show peers (see :meth:`note`)."""
+        return self._target is not None and self._target.peers() is not None
+
+    def note(self) -> str:
+        if self._target is None:
+            return "No target open."
+        return self._target.peers_note()
+
+    def refresh(self) -> None:
+        rows = self._read()
+        if [r.peer_id for r in rows] != [r.peer_id for r in self._rows]:
+            self.beginResetModel()
+            self._rows = rows
+            self.endResetModel()
+        elif rows != self._rows:
+            self._rows = rows
+            self.dataChanged.emit(self.index(0, 0), self.index(len(rows) - 1, len(self.HEADERS) - 1))
+
+    def peer(self, row: int) -> PeerInfo | None:
+        return self._rows[row] if 0 <= row < len(self._rows) else None
+
+    def row_of(self, peer_id: str) -> int:
+        return next((i for i, p in enumerate(self._rows) if p.peer_id == peer_id), -1)
+
+    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008 - Qt's signature
+        return 0 if parent.isValid() else len(self._rows)
+
+    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.HEADERS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return self.HEADERS[section]
+        return None
+
+    def _raw(self, peer: PeerInfo, column: int) -> Any:
+        return (
+            peer.peer_id,
+            peer.direction,
+            peer.account,
+            peer.kind,
+            peer.admin,
+            peer.following,
+            peer.behind,
+            peer.queue_frames,
+            peer.queue_bytes,
+            peer.backlog,
+        )[column]
+
+    def _strained(self, peer: PeerInfo) -> bool:
+        return peer.behind >= BEHIND_WARNING or peer.backlog > 0
+
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        peer = self.peer(index.row()) if index.isValid() else None
+        if peer is None:
+            return None
+        column = index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            if column == self.ACCOUNT:
+                return short_id(peer.account, 12, 4)
+            if column == self.ADMIN:
+                return "admin" if peer.admin else ""
+            if column == self.BYTES:
+                return f"{peer.queue_bytes:,}"
+            value = self._raw(peer, column)
+            return f"{value:,}" if isinstance(value, int) else str(value)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            if column in (self.PEER, self.ACCOUNT):
+                return f"{peer.peer_id}\naccount {peer.account}"
+            if column == self.BEHIND:
+                return "transactions this node holds (of the CoValues the peer follows) it has not acknowledged"
+            if column == self.BACKLOG:
+                return "messages waiting to be encoded for this peer (frames are encoded as its queue drains)"
+            return None
+        if role == Qt.ItemDataRole.TextAlignmentRole and column in self.NUMERIC:
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if role == Qt.ItemDataRole.BackgroundRole and self._strained(peer):
+            return QColor(LOST_BACKGROUND)
+        if role == Role.ID:
+            return peer.peer_id
+        if role == Role.RAW:
+            return self._raw(peer, column)
+        return None
+
+
+class PeerLogModel(NewestFirstModel):
+    TIME, PEER, EVENT, CODE = range(4)
+    HEADERS = ("Time", "Peer", "Event", "Close code")
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._target: Target | None = None
+
+    def set_target(self, target: Target | None) -> None:
+        self._target = target
+        self.reset()
+
+    def read(self) -> list[PeerLogEntry]:
+        log = self._target.peer_log() if self._target is not None else None
+        return log or []
+
+    @property
+    def available(self) -> bool:
+        return self._target is not None and self._target.peer_log() is not None
+
+    def counts(self) -> dict[str, int]:
+        """``up``/``down``/``lagged`` entries among those the node keeps."""
+        entries = self.read()
+        return {
+            "up": sum(1 for e in entries if e.event == "up"),
+            "down": sum(1 for e in entries if e.event == "down"),
+            "lagged": sum(1 for e in entries if e.lagged),
+        }
+
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        entry: PeerLogEntry | None = self.entry(index.row()) if index.isValid() else None
+        if entry is None:
+            return None
+        column = index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            if column == self.TIME:
+                return format_ms_short(entry.at_ms)
+            if column == self.PEER:
+                return entry.peer_id
+            if column == self.EVENT:
+                return "down · lagged" if entry.lagged else entry.event
+            if column == self.CODE:
+                return close_text(entry.close_code)
+            return None
+        if role == Qt.ItemDataRole.ToolTipRole and entry.lagged:
+            return "the node closed this peer for not reading fast enough; it reconnects and catches up"
+        if role == Qt.ItemDataRole.BackgroundRole and entry.lagged:
+            return QColor(LAGGED_BACKGROUND)
+        if role == Qt.ItemDataRole.ForegroundRole and entry.event == "up":
+            return QColor(MUTED)
+        if role == Qt.ItemDataRole.FontRole and entry.lagged and column == self.EVENT:
+            font = QFont()
+            font.setBold(True)
+            return font
+        if role == Role.ID:
+            return entry.peer_id
+        if role == Role.RAW:
+            return {self.TIME: entry.at_ms, self.EVENT: entry.event, self.CODE: entry.close_code}.get(column)
+        return None

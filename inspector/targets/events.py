@@ -1,0 +1,80 @@
+"""Sync events of a live target, with the time they arrived, and the CoValues found forked.
+
+A :class:`~engine.net.shell.SyncShell` calls its ``event_listeners`` with each
+:class:`~engine.sync.manager.SyncEvent` (fork detected or suspected, correction sent, applied
+or rejected, content rejected) as its sync manager decides it. The event carries no time, so
+:class:`SyncEventRecorder` — one listener — stamps each with its arrival and keeps the recent
+ones; it also remembers which sessions of which CoValue were reported forked, for the
+``forked`` badge. Attach it before the shell starts syncing (the embedded demo forks while it
+starts) and it misses nothing.
+
+The recorder is what a target hands the inspector; it calls its own subscribers synchronously
+from inside the engine's callback, so they must only record (the inspector pushes into a
+throttle).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from engine.ids import CoValueID, SessionID
+from engine.sync.manager import SyncEvent
+
+__all__ = ["FORK_KINDS", "KEEP_EVENTS", "SyncEventRecorder", "TimedEvent"]
+
+#: Event kinds that put the ``forked`` badge on their CoValue: a fork seen by this replica
+#: (``fork_detected``, ``fork_suspected``) or a correction it had to apply because its own
+#: copy of a session had forked (``correction_applied``).
+FORK_KINDS = frozenset({"fork_detected", "fork_suspected", "correction_applied"})
+#: Recent events kept per target.
+KEEP_EVENTS = 500
+
+
+@dataclass(frozen=True, slots=True)
+class TimedEvent:
+    """A sync event and when (ms since the epoch) the inspector received it."""
+
+    at_ms: int
+    event: SyncEvent
+
+    @property
+    def is_fork(self) -> bool:
+        return self.event.kind in FORK_KINDS
+
+
+class SyncEventRecorder:
+    """Call it with each :class:`SyncEvent` (it is a shell event listener)."""
+
+    def __init__(self, keep: int = KEEP_EVENTS) -> None:
+        self.events: deque[TimedEvent] = deque(maxlen=keep)
+        #: CoValue → its sessions reported forked (None when the event named no session)
+        self.forked: dict[CoValueID, set[SessionID | None]] = {}
+        #: events received in all, including those no longer kept
+        self.received = 0
+        self._subscribers: list[Callable[[TimedEvent], None]] = []
+
+    def __call__(self, event: SyncEvent) -> None:
+        timed = TimedEvent(time.time_ns() // 1_000_000, event)
+        self.events.append(timed)
+        self.received += 1
+        if timed.is_fork:
+            self.forked.setdefault(event.covalue, set()).add(event.session)
+        for subscriber in list(self._subscribers):
+            subscriber(timed)
+
+    def subscribe(self, callback: Callable[[TimedEvent], None]) -> Callable[[], None]:
+        """Call ``callback`` with each later event; returns a function that unsubscribes."""
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def recent(self) -> list[TimedEvent]:
+        """The kept events, oldest first."""
+        return list(self.events)

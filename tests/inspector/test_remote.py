@@ -1,0 +1,251 @@
+"""``ws://`` targets against a node served in process (NodeServer + SyncShell + LocalNode on a
+copy of the demo store, on the test's loop): an admin sees everything and stays live, other
+accounts see what they may read, and every way of failing to connect is a message in the
+window, not an exception."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from pytestqt.qtbot import QtBot
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from engine.crypto import AccountKey
+from engine.demo import DemoResult
+from engine.diagnostics.covalue_summary import Badge
+from engine.ids import CoValueID
+from engine.net.server import NodeServer
+from engine.net.shell import SyncShell
+from engine.node import LocalNode
+from engine.protocol.frames import OP, encode_frame
+from engine.protocol.limits import FEATURES, PROTOCOL_VERSION
+from engine.protocol.messages import NONCE_SIZE, Challenge, Error
+from engine.sync.manager import SyncEvent
+from inspector.controller import Inspector
+from inspector.models.roles import Role
+from inspector.targets import RemoteTarget, TargetSpec
+from inspector.views.main_window import MainWindow
+from inspector.workers import WorkerPool
+from tests.inspector.conftest import ms, run, wait_for
+
+
+@dataclass
+class Served:
+    node: LocalNode
+    shell: SyncShell
+    server: NodeServer
+    url: str
+    admin_key: Path
+    keys: Path  # the demo accounts' key files
+
+
+@pytest.fixture
+def served(
+    loop: asyncio.AbstractEventLoop, qtbot: QtBot, demo_copy: Path, tmp_path: Path
+) -> Iterator[Served]:
+    """A node serving the demo copy as Alice (the group's admin, so the test can write), with a
+    separate operator account as its admin. Request it before ``inspector``: it stops last."""
+    admin = AccountKey.generate()
+    admin_key = tmp_path / "admin.key"
+    admin.save(admin_key)
+    node = LocalNode.open(demo_copy, AccountKey.load(demo_copy / "keys" / "alice.key"), instance_id="served")
+    shell = SyncShell(node)
+    server = NodeServer(shell, name="test-node", admins=[admin.account_id])
+    url = run(qtbot, server.start("127.0.0.1", 0))
+    yield Served(node, shell, server, url, admin_key, demo_copy / "keys")
+    run(qtbot, server.close())
+    shell.close()
+    node.close()
+
+
+def open_node(qtbot: QtBot, inspector: Inspector, url: str, key: Path) -> dict[str, int]:
+    with qtbot.waitSignal(inspector.loaded, timeout=ms(20)) as loaded:
+        inspector.open_later(TargetSpec("node", url, str(key)))
+    stats: dict[str, int] = loaded.args[0]
+    return stats
+
+
+def test_an_admin_sees_everything_and_stays_live(
+    qtbot: QtBot, served: Served, inspector: Inspector, window: MainWindow, demo_store: DemoResult
+) -> None:
+    stats = open_node(qtbot, inspector, served.url, served.admin_key)
+    assert stats == {"covalues": 4, "conflict_sessions": 1, "deleted": 1, "corrupt": 0, "forked": 0}
+    assert not window.banner.isVisibleTo(window)
+    opened = inspector.events.last("opened")
+    assert opened is not None and opened["node"]["name"] == "test-node" and opened["node"]["admin"] is True
+    assert window.node_label.text().startswith("node test-node · Kintsugi 0.1.0 · protocol 1")
+    target = inspector.target
+    assert isinstance(target, RemoteTarget)
+
+    # CAS slots: listed for every namespace (admin), values stay on the node
+    alice = demo_store.accounts["alice"]
+    assert inspector.kv_tree.key_index(alice, "prefs/recent").isValid()
+    row = inspector.cas_slots.row_of(alice, "prefs/recent")
+    assert row >= 0 and inspector.cas_slots.index(row, 4).data() == "(values stay on the node)"
+
+    # peers: the admin op lists this inspector's own connection
+    wait_for(qtbot, lambda: inspector.peers.rowCount() >= 1)
+    assert inspector.peers.peer(0).kind == "downstream" and inspector.peers.peer(0).admin  # type: ignore[union-attr]
+    assert not inspector.peer_log.available and "peer log" in window.peers.log_heading.text()
+
+    # view → engine: the lanes of a remote CoValue come from the replica
+    notes = demo_store.maps["notes"]
+    with qtbot.waitSignal(inspector.contentLoaded, timeout=ms(10)):
+        assert window.navigator.select_covalue(notes)
+    assert inspector.lanes.rowCount() == 4
+
+    # the replica's own sync manager reports a correction applied to its copy of a session
+    # (as when the node repaired a fork): the CoValue is badged forked and the event listed
+    assert target.shell is not None and target.recorder in target.shell.event_listeners
+    session = inspector.lanes.index(0).data(Role.ID)
+    event = SyncEvent("correction_applied", "out:1:" + served.url, CoValueID(notes), session, "diverged at 2")
+    assert target.shell.manager.on_event is not None
+    target.shell.manager.on_event(event)
+    with qtbot.waitSignal(inspector.forkDetected, timeout=ms(5)):  # after the events throttle
+        pass
+    assert Badge.FORKED in inspector.covalues.index(inspector.covalues.row_of(notes), 0).data(Role.BADGES)
+    inspector.navigator.set_badge(Badge.FORKED)
+    assert [inspector.navigator.index(r, 0).data(Role.ID) for r in range(inspector.navigator.rowCount())] == [notes]
+    inspector.navigator.set_badge(None)
+    fork = inspector.events.last("fork")
+    assert fork is not None and fork["kind"] == "correction_applied"
+    assert (fork["covalue"], fork["session"]) == (notes, session)
+    assert inspector.sync_events.row_of(notes, "correction_applied") == 0 and "forked" in window.chain.heading.text()
+
+    # engine → view: a write on the node arrives through the replica and the throttle
+    served.node.set(CoValueID(notes), "from-the-node", 42)
+    wait_for(qtbot, lambda: inspector.content.row_of("from-the-node") >= 0)
+    # a CoValue created on the node appears with the next periodic refresh
+    fresh = served.node.create_map(demo_store.group, meta={"name": "made on the node"}).id
+    wait_for(qtbot, lambda: inspector.covalues.row_of(fresh) >= 0, units=10)
+    assert inspector.covalues.index(inspector.covalues.row_of(fresh), 0).data() == "made on the node"
+    run(qtbot, inspector.close())
+    assert target.session is None
+    wait_for(qtbot, lambda: not served.shell.connections)  # closed cleanly: the node saw it go
+    assert [e.close_code for e in served.shell.peer_log if e.event == "down"] == [1000]
+
+
+def test_other_accounts_see_what_they_may_read(
+    qtbot: QtBot, served: Served, inspector: Inspector, window: MainWindow, tmp_path: Path
+) -> None:
+    bob_key = served.keys / "bob.key"
+    bob = AccountKey.load(bob_key).account_id
+    stats = open_node(qtbot, inspector, served.url, bob_key)
+    readable = {cid for cid in served.node.covalue_ids() if served.node.can_read(bob, cid)}
+    assert stats["covalues"] == len(readable) and set(inspector.target.ids()) == readable  # type: ignore[union-attr]
+    assert "not an admin" in window.node_label.text()
+    assert not inspector.peers.available and "Only admin accounts" in window.peers.summary.text()
+    assert [inspector.kv_tree.index(r, 0).data(Role.NAMESPACE) for r in range(inspector.kv_tree.rowCount())] == [bob]
+
+    mallory = tmp_path / "mallory.key"
+    AccountKey.generate().save(mallory)
+    stats = open_node(qtbot, inspector, served.url, mallory)
+    assert stats["covalues"] == 0 and inspector.covalues.rowCount() == 0
+
+
+class FakeNode:
+    """A WebSocket server on the test's loop that fails the handshake one way: ``silent``
+    (never sends a challenge), ``auth_failed`` (refuses the hello), ``proto2`` (a challenge
+    for protocol 2)."""
+
+    def __init__(self, behaviour: str) -> None:
+        self.behaviour = behaviour
+        self.server: Server | None = None
+        self.url = ""
+
+    async def start(self) -> str:
+        self.server = await serve(self._handle, "127.0.0.1", 0, compression=None)
+        self.url = f"ws://127.0.0.1:{next(iter(self.server.sockets)).getsockname()[1]}"
+        return self.url
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            if self.behaviour != "silent":
+                proto = 2 if self.behaviour == "proto2" else PROTOCOL_VERSION
+                challenge = Challenge("fake-node", os.urandom(NONCE_SIZE), proto, "9.9.9", FEATURES)
+                await ws.send(encode_frame(OP, [challenge]))
+            if self.behaviour == "auth_failed":
+                await ws.recv()
+                await ws.send(encode_frame(OP, [Error("auth_failed", "this account is not accepted here")]))
+                await ws.close(4401, "auth_failed")
+            await ws.wait_closed()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def failure(qtbot: QtBot, inspector: Inspector, window: MainWindow, target: RemoteTarget) -> tuple[str, str]:
+    """Open ``target``; it must fail as a message in the window."""
+    with qtbot.waitSignal(inspector.failed, timeout=ms(10)) as failed:
+        inspector.spawn(inspector.open(target.spec, target), "open")
+    code, message = failed.args
+    assert window.banner.isVisibleTo(window) and message in window.banner_text.text()
+    assert "Traceback" not in message
+    error = inspector.events.last("error")
+    assert error is not None and error["code"] == code
+    assert target.session is None  # nothing left open
+    return code, message
+
+
+def test_failures_to_connect_are_messages_in_the_window(
+    qtbot: QtBot, inspector: Inspector, window: MainWindow, pool: WorkerPool, tmp_path: Path
+) -> None:
+    good_key = tmp_path / "me.key"
+    AccountKey.generate().save(good_key)
+    bad_key = tmp_path / "bad.key"
+    bad_key.write_text("not a key")
+    os.chmod(bad_key, 0o600)
+
+    def remote(url: str, key: Path = good_key, timeout: float = 5.0) -> RemoteTarget:
+        return RemoteTarget(TargetSpec("node", url, str(key)), pool, timeout=timeout)
+
+    code, message = failure(qtbot, inspector, window, remote("ws://127.0.0.1:1", bad_key))
+    assert code == "key_file" and message.startswith("The key file cannot be used")
+
+    code, message = failure(qtbot, inspector, window, remote(f"ws://127.0.0.1:{free_port()}"))
+    assert code == "connection_refused" and message.startswith("Could not connect to the node: nothing accepts")
+
+    fakes = {name: FakeNode(name) for name in ("auth_failed", "proto2", "silent")}
+    for fake in fakes.values():
+        run(qtbot, fake.start())
+    try:
+        code, message = failure(qtbot, inspector, window, remote(fakes["auth_failed"].url))
+        assert code == "auth_failed" and "did not accept this account: this account is not accepted here" in message
+        code, message = failure(qtbot, inspector, window, remote(fakes["proto2"].url))
+        assert code == "unsupported_version" and "node speaks protocol 2" in message
+        code, message = failure(qtbot, inspector, window, remote(fakes["silent"].url, timeout=0.5))
+        assert code == "timeout" and "did not complete the handshake within 0.5 s" in message
+    finally:
+        for fake in fakes.values():
+            run(qtbot, fake.close())
+    assert inspector.target is None
+
+
+def test_version_skew_is_a_warning_not_a_failure(
+    qtbot: QtBot, monkeypatch: pytest.MonkeyPatch, served: Served, inspector: Inspector, window: MainWindow
+) -> None:
+    monkeypatch.setattr("engine.net.server.__version__", "0.0.9")  # what the node's challenge says
+    with qtbot.waitSignal(inspector.warned, timeout=ms(20)) as warned:
+        inspector.open_later(TargetSpec("node", served.url, str(served.admin_key)))
+    wait_for(qtbot, lambda: inspector.is_loaded)
+    assert warned.args[0] == "version_skew" and "runs Kintsugi 0.0.9" in warned.args[1]
+    assert window.banner.isVisibleTo(window) and window.banner.property("kind") == "warning"
+    assert "version skew" in window.node_label.text()
+    skew = inspector.events.last("version_skew")
+    assert skew == {"event": "version_skew", "node": "test-node", "node_version": "0.0.9", "inspector_version": "0.1.0"}

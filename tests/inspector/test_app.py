@@ -44,6 +44,8 @@ class App:
 
     def wait_event(self, name: str, units: float = 60) -> dict[str, Any]:
         wait_until(lambda: bool(self.events(name)) or self.proc.poll() is not None, units, f"{name} event")
+        if not self.events(name) and self.proc.poll() is not None:
+            self._reader.join(timeout(10))  # the process ended: read what it wrote last
         events = self.events(name)
         assert events, f"no {name} event; stderr:\n" + "\n".join(self.lines)
         return events[-1]
@@ -141,12 +143,18 @@ def test_a_real_node_with_the_demo_story_end_to_end(tmp_path: Path) -> None:
         assert story["deleted"] and len(story["conflict_sessions"]) >= 2
 
         app = App(url, "--key", str(key), "--quit-after-load")
-        loaded = app.wait_event("loaded")
-        assert loaded["covalues"] >= 4 and loaded["conflict_sessions"] >= 2 and loaded["deleted"] >= 1
-        assert loaded["corrupt"] == 0
-        opened = app.events("opened")[0]
-        assert opened["kind"] == "node" and opened["node"]["admin"] is True and opened["node"]["version"] == "0.1.0"
-        assert app.events("peers")[0]["connected"] >= 1  # the node's peers, read as its admin
+        try:
+            loaded = app.wait_event("loaded")
+            assert loaded["covalues"] >= 4 and loaded["conflict_sessions"] >= 2 and loaded["deleted"] >= 1
+            assert loaded["corrupt"] == 0
+            opened = app.events("opened")[0]
+            assert opened["kind"] == "node" and opened["node"]["admin"] is True
+            assert opened["node"]["version"] == "0.1.0"
+            assert app.wait_event("peers")["connected"] >= 1  # the node's peers, read as its admin
+        except BaseException:
+            app.proc.kill()  # never leave the inspector running behind a failed assertion
+            app.finish()
+            raise
         assert app.finish() == 0, app.stderr_text()
         assert app.events("exit") == [{"event": "exit", "code": 0}]
         assert "Traceback" not in app.stderr_text() and "Task was destroyed" not in app.stderr_text()

@@ -73,7 +73,7 @@ def peer_info(row: dict[str, Any]) -> PeerInfo:
     return PeerInfo(**values)
 
 
-def connect_error(url: str, exc: BaseException) -> Exception:
+def connect_error(url: str, exc: Exception) -> Exception:
     """The client's failure as the error to show (engine errors keep their codes)."""
     if isinstance(exc, KintsugiError):
         return exc
@@ -88,7 +88,7 @@ def connect_error(url: str, exc: BaseException) -> Exception:
         return TargetUnavailable("timeout", f"{url} did not complete the handshake in time")
     if isinstance(exc, OSError):
         return TargetUnavailable("connection_refused", f"nothing accepts connections at {url} ({exc.strerror or exc})")
-    return exc if isinstance(exc, Exception) else RuntimeError(str(exc))
+    return exc
 
 
 class RemoteTarget(NodeTarget):

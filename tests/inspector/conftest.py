@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import shutil
 from collections.abc import Callable, Coroutine, Iterator
@@ -129,6 +130,18 @@ def demo_copy(demo_store: DemoResult, tmp_path: Path) -> Path:
     target = tmp_path / "demo-copy"
     shutil.copytree(demo_store.store, target)
     return target
+
+
+@pytest.fixture
+def heap_frozen() -> Iterator[None]:
+    """For loop-lag measurements: keep the collector from walking what the *test session*
+    has allocated (after a thousand tests, one full collection of that heap alone stalls the
+    loop for ~0.1 s: the test runner's cost, not the inspector's). Objects made during the
+    test are collected as usual. Request it before the fixtures whose loop it measures."""
+    gc.collect()
+    gc.freeze()
+    yield
+    gc.unfreeze()
 
 
 @pytest.fixture

@@ -4,10 +4,7 @@ throttle and applied in batches, without stalling the loop."""
 from __future__ import annotations
 
 import asyncio
-import gc
-from collections.abc import Iterator
 
-import pytest
 from pytestqt.qtbot import QtBot
 
 from engine.demo import DemoResult
@@ -34,20 +31,8 @@ async def write_in_turns(node: object, covalue: str, prefix: str, turns: int, pe
         await asyncio.sleep(0.01)
 
 
-@pytest.fixture
-def test_heap_frozen() -> Iterator[None]:
-    """Keep the collector from walking what the *test session* has allocated: after a
-    thousand tests, one full collection of that heap alone stalls the loop for ~0.1 s, which
-    is the test runner's cost, not the inspector's. The app's own objects are collected as
-    usual."""
-    gc.collect()
-    gc.freeze()
-    yield
-    gc.unfreeze()
-
-
 def test_writes_appear_in_navigator_lanes_and_content_in_batches(  # noqa: PLR0917 - fixtures
-    test_heap_frozen: None,
+    heap_frozen: None,
     qtbot: QtBot,
     inspector: Inspector,
     window: MainWindow,

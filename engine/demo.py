@@ -188,14 +188,14 @@ def build_demo(
     result.deleted.append(scratch.id)
 
     say("contended CAS slots")
-    result.kv_conflicts = _contend_slots(path, alice.account_id)
+    result.kv_conflicts = contend_slots(path, alice.account_id)
     result.transactions = sum(node.get(cid).transaction_count() for cid in node.covalue_ids())
     node.close()
     result.seconds = time.perf_counter() - started
     return result
 
 
-def _contend_slots(path: Path, account: str) -> int:
+def contend_slots(path: Path, account: str) -> int:
     """Three writers (tabs) update shared slots with read-modify-write; returns lost races."""
     stores = [SQLiteStore(path, writer=f"tab-{i}") for i in range(3)]
     kvs: list[SQLiteKV] = [s.kv for s in stores]

@@ -23,7 +23,7 @@ from websockets.asyncio.client import connect
 
 from engine import __version__
 from engine.crypto import AccountKey
-from engine.demo import _contend_slots
+from engine.demo import contend_slots
 from engine.demo_live import LiveClient, run_live_demo
 from engine.ids import CoValueID
 from engine.model.known_state import KnownState
@@ -71,7 +71,7 @@ class EmbeddedDemo:
         self.url = await self.server.start("127.0.0.1", 0)
         self.report = await run_live_demo(self.url, self.workdir / "clients", edits=300)
         assert self.node.store is not None
-        _contend_slots(self.node.store.path.parent, self.node.account_id)
+        contend_slots(self.node.store.path.parent, self.node.account_id)
         keys = self.workdir / "clients" / "keys"
         alice = LiveClient("alice-live", AccountKey.load(keys / "alice.key"), self.url)
         bob = LiveClient("bob-live", AccountKey.load(keys / "bob.key"), self.url)

@@ -171,7 +171,7 @@ def inspector(
 @pytest.fixture
 def model_testers(
     request: pytest.FixtureRequest, qtbot: QtBot, inspector: Inspector
-) -> Iterator[Callable[[Any], None]]:
+) -> Iterator[Callable[[Any], Any]]:
     """``attach(model)``: watch ``model`` with its own pytest-qt ModelTester (a tester keeps
     per-model state) for the rest of the test and through the inspector's close. At teardown
     the inspector is closed and every tester detached before the models go: a tester left
@@ -181,10 +181,11 @@ def model_testers(
 
     testers: list[ModelTester] = []
 
-    def attach(model: Any) -> None:
+    def attach(model: Any) -> ModelTester:
         tester = ModelTester(request.config)
         tester.check(model, force_py=True)
         testers.append(tester)
+        return tester
 
     yield attach
     run(qtbot, inspector.close())

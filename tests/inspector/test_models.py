@@ -38,7 +38,7 @@ def cell(model: Any, row: int, column: int, role: int = DISPLAY, parent: QModelI
 
 
 def test_models_pass_the_model_tester(
-    qtbot: QtBot, inspector: Inspector, model_testers: Callable[[Any], None], demo_store: DemoResult
+    qtbot: QtBot, inspector: Inspector, model_testers: Callable[[Any], Any], demo_store: DemoResult
 ) -> None:
     open_store(qtbot, inspector, demo_store)
     inspector.select_covalue(demo_store.maps["notes"])
@@ -57,12 +57,17 @@ def test_models_pass_the_model_tester(
         inspector.peers,
         inspector.peer_log,
         inspector.sync_events,
-        *inspector.lanes.chains(),
     ):
         # One tester per model (pytest-qt's fixture is one tester, so it cannot watch several
         # models at once). They stay attached for the rest of the test, through the live
         # changes below and the reset at close.
         model_testers(model)
+    # The lane chains belong to the selected CoValue: selecting another frees them, so their
+    # testers are detached first (a tester left on a freed model crashes the collector).
+    chain_testers = [model_testers(chain) for chain in inspector.lanes.chains()]
+    assert chain_testers
+    for tester in chain_testers:
+        tester._cleanup()
     inspector.select_covalue(demo_store.maps["todo"])
     wait_for(qtbot, lambda: not inspector.busy)
     inspector.cas_slots.set_show_values(True)

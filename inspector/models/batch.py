@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, QPersistentModelIndex, Qt
+from PySide6.QtCore import QModelIndex, QObject
+
+# Index lives with the table base; it stays importable from here for the views that use it.
+from inspector.models.table import Index, TableModel
 
 __all__ = ["Index", "NewestFirstModel", "runs"]
-
-#: What Qt passes as a model index.
-Index = QModelIndex | QPersistentModelIndex
 
 
 def runs(rows: Iterable[int]) -> list[tuple[int, int]]:
@@ -24,14 +24,12 @@ def runs(rows: Iterable[int]) -> list[tuple[int, int]]:
     return out
 
 
-class NewestFirstModel(QAbstractTableModel):
+class NewestFirstModel(TableModel):
     """A table over a log the engine keeps oldest first and bounded (old entries drop off):
     shown newest first, and :meth:`refresh` turns what changed into one ``rowsRemoved`` run
     (entries that dropped off the end) and one ``rowsInserted`` run (new entries at the top),
     or a ``modelReset`` when the log changed some other way. Subclasses say how to read the
     log (:meth:`read`, oldest first); the rows are a cache of it."""
-
-    HEADERS: tuple[str, ...] = ()
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -71,13 +69,5 @@ class NewestFirstModel(QAbstractTableModel):
     def entry(self, row: int) -> Any:
         return self._rows[row] if 0 <= row < len(self._rows) else None
 
-    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008 - Qt's signature
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.HEADERS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return self.HEADERS[section]
-        return None
+    def row_count(self) -> int:
+        return len(self._rows)

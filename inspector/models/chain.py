@@ -23,14 +23,14 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, Qt, Signal
+from PySide6.QtCore import QModelIndex, QObject, Qt, Signal
 from PySide6.QtGui import QColor, QFont
 
 from engine.diagnostics.chain_verify import ChainVerifier, RowState
 from engine.diagnostics.session_rows import SessionSource, TxRow, decode_rows, is_checkpoint
 from engine.errors import KintsugiError
-from inspector.models.batch import Index
 from inspector.models.roles import Role
+from inspector.models.table import Index, TableModel
 from inspector.style import (
     BROKEN_BACKGROUND,
     INVALID_BACKGROUND,
@@ -110,12 +110,13 @@ _RIGHT = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
 _CENTER = int(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignVCenter)
 
 
-class SessionChainModel(QAbstractTableModel):
+class SessionChainModel(TableModel):
     """Rows of one session. ``invalid`` maps a row index to why that transaction is not
     part of content."""
 
     INDEX, MADE_AT, CHANGE, HASH, CHECKPOINT, STATE = range(6)
     HEADERS = ("#", "madeAt", "change", "hash", "cp", "ok")
+    HEADER_HELP = HEADER_HELP
 
     #: the verifier made progress (or finished, or found a break)
     verificationChanged = Signal()
@@ -246,20 +247,8 @@ class SessionChainModel(QAbstractTableModel):
 
     # -- Qt model API --------------------------------------------------------------------
 
-    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008 - Qt's signature
-        return 0 if parent.isValid() else self._rows
-
-    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.HEADERS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = DISPLAY) -> Any:
-        if orientation != Qt.Orientation.Horizontal or not 0 <= section < len(self.HEADERS):
-            return None
-        if role == DISPLAY:
-            return self.HEADERS[section]
-        if role == TOOLTIP:
-            return HEADER_HELP[section]
-        return None
+    def row_count(self) -> int:
+        return self._rows
 
     def data(self, index: Index, role: int = DISPLAY) -> Any:
         # Called for every visible cell and role on each paint: the common roles come

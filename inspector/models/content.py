@@ -18,14 +18,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, Qt
+from PySide6.QtCore import QModelIndex, QObject, Qt
 from PySide6.QtGui import QColor, QFont
 
 from engine.content.comap import Entry
 from engine.diagnostics.covalue_summary import ContentSnapshot, TombstoneInfo
 from engine.ids import CoValueID
-from inspector.models.batch import Index, runs
+from inspector.models.batch import runs
 from inspector.models.roles import Role
+from inspector.models.table import Index, TableModel
 from inspector.style import MUTED, format_ms, format_value, short_id, short_session
 from inspector.targets.base import Target
 
@@ -34,7 +35,7 @@ __all__ = ["ContentModel", "TombstonesModel"]
 DELETED_TEXT = "— deleted —"
 
 
-class ContentModel(QAbstractTableModel):
+class ContentModel(TableModel):
     KEY, VALUE, SESSION, TX, MADE_AT = range(5)
     HEADERS = ("Key", "Value", "Winning session", "Tx", "madeAt")
 
@@ -96,8 +97,7 @@ class ContentModel(QAbstractTableModel):
             self.beginInsertRows(QModelIndex(), first, last)
             self._keys[first:first] = keys[first : last + 1]
             self.endInsertRows()
-        if self._keys:
-            self.dataChanged.emit(self.index(0, 0), self.index(len(self._keys) - 1, len(self.HEADERS) - 1))
+        self.all_changed()
 
     def entry(self, row: int) -> tuple[str, Entry] | None:
         if not 0 <= row < len(self._keys):
@@ -112,19 +112,14 @@ class ContentModel(QAbstractTableModel):
         except ValueError:
             return -1
 
-    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008 - Qt's signature
-        return 0 if parent.isValid() else len(self._keys)
+    def row_count(self) -> int:
+        return len(self._keys)
 
-    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.HEADERS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            group = self.snapshot is not None and self.snapshot.type == "group"
-            if group and section in (self.KEY, self.VALUE):
-                return "Member" if section == self.KEY else "Role"
-            return self.HEADERS[section]
-        return None
+    def header(self, section: int) -> str:
+        group = self.snapshot is not None and self.snapshot.type == "group"
+        if group and section in (self.KEY, self.VALUE):
+            return "Member" if section == self.KEY else "Role"
+        return super().header(section)
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         item = self.entry(index.row()) if index.isValid() else None
@@ -166,7 +161,7 @@ class ContentModel(QAbstractTableModel):
         return None
 
 
-class TombstonesModel(QAbstractTableModel):
+class TombstonesModel(TableModel):
     COVALUE, SESSION, BY, AT, STATE = range(5)
     HEADERS = ("CoValue", "Delete session", "Deleted by", "At", "Marker")
 
@@ -195,8 +190,8 @@ class TombstonesModel(QAbstractTableModel):
         rows = self._scan()
         if rows != self._rows:
             self.set_target(self._target)
-        elif rows:
-            self.dataChanged.emit(self.index(0, 0), self.index(len(rows) - 1, len(self.HEADERS) - 1))
+        else:
+            self.all_changed()
 
     def tombstone(self, row: int) -> TombstoneInfo | None:
         if self._target is None or not 0 <= row < len(self._rows):
@@ -205,16 +200,8 @@ class TombstonesModel(QAbstractTableModel):
         summary = self._target.summary(cid)
         return summary.tombstones[n] if summary is not None and n < len(summary.tombstones) else None
 
-    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008 - Qt's signature
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.HEADERS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return self.HEADERS[section]
-        return None
+    def row_count(self) -> int:
+        return len(self._rows)
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         tomb = self.tombstone(index.row()) if index.isValid() else None

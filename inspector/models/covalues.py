@@ -12,26 +12,21 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from PySide6.QtCore import (
-    QAbstractTableModel,
-    QModelIndex,
-    QObject,
-    QSortFilterProxyModel,
-    Qt,
-)
+from PySide6.QtCore import QModelIndex, QObject, QSortFilterProxyModel, Qt
 from PySide6.QtGui import QColor, QFont
 
 from engine.diagnostics.covalue_summary import Badge, CoValueSummary
 from engine.ids import CoValueID
-from inspector.models.batch import Index, runs
+from inspector.models.batch import runs
 from inspector.models.roles import Role
+from inspector.models.table import RIGHT, Index, TableModel
 from inspector.style import BADGE_HELP, BADGE_LABELS, BADGE_ORDER, MUTED, short_id, type_icon
 from inspector.targets.base import Target
 
 __all__ = ["CoValueFilterModel", "CoValueListModel"]
 
 
-class CoValueListModel(QAbstractTableModel):
+class CoValueListModel(TableModel):
     """One row per CoValue of the target. Emits ``modelReset`` on a new target,
     ``rowsInserted`` for new CoValues and ``dataChanged`` for changed ones."""
 
@@ -82,16 +77,8 @@ class CoValueListModel(QAbstractTableModel):
 
     # -- Qt model API --------------------------------------------------------------------
 
-    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008 - Qt's signature
-        return 0 if parent.isValid() else len(self._ids)
-
-    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.HEADERS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return self.HEADERS[section]
-        return None
+    def row_count(self) -> int:
+        return len(self._ids)
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         summary = self.summary_at(index.row()) if index.isValid() else None
@@ -127,7 +114,7 @@ class CoValueListModel(QAbstractTableModel):
             font.setItalic(True)
             return font
         if role == Qt.ItemDataRole.TextAlignmentRole and column == self.TRANSACTIONS:
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            return RIGHT
         if role == Role.ID:
             return summary.id
         if role == Role.BADGES:

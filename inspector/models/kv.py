@@ -18,14 +18,14 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from PySide6.QtCore import QAbstractItemModel, QAbstractTableModel, QModelIndex, QObject, Qt, Signal
+from PySide6.QtCore import QAbstractItemModel, QModelIndex, QObject, Qt, Signal
 from PySide6.QtGui import QColor, QFont
 
 from engine.diagnostics.kv_slots import Redactor, SlotRow, timeline_summary
 from engine.errors import KintsugiError
 from engine.kv.store import CASRecord
-from inspector.models.batch import Index
 from inspector.models.roles import Role
+from inspector.models.table import RIGHT, Index, TableModel
 from inspector.style import LOST_BACKGROUND, MUTED, format_ms, format_value, short_id
 from inspector.targets.base import Target
 
@@ -144,7 +144,7 @@ class KvTreeModel(QAbstractItemModel):
         return None
 
 
-class CasSlotsModel(QAbstractTableModel):
+class CasSlotsModel(TableModel):
     """Every slot of the target. Emits ``showValuesChanged(bool)`` and ``dataChanged`` for
     the value column when redaction is toggled."""
 
@@ -180,7 +180,7 @@ class CasSlotsModel(QAbstractTableModel):
             self.endResetModel()
         elif rows != self._rows:
             self._rows = rows
-            self.dataChanged.emit(self.index(0, 0), self.index(len(rows) - 1, len(self.HEADERS) - 1))
+            self.all_changed()
 
     def set_show_values(self, show: bool) -> None:
         if show == self.show_values:
@@ -196,16 +196,8 @@ class CasSlotsModel(QAbstractTableModel):
     def row_of(self, namespace: str, key: str) -> int:
         return next((i for i, r in enumerate(self._rows) if (r.namespace, r.key) == (namespace, key)), -1)
 
-    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008 - Qt's signature
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.HEADERS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return self.HEADERS[section]
-        return None
+    def row_count(self) -> int:
+        return len(self._rows)
 
     def value_text(self, slot: SlotRow) -> str:
         if self._target is not None and not self._target.kv_values:
@@ -237,7 +229,7 @@ class CasSlotsModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ForegroundRole and (hidden or not slot.present):
             return QColor(MUTED)
         if role == Qt.ItemDataRole.TextAlignmentRole and column == self.GENERATION:
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            return RIGHT
         if role == Role.NAMESPACE:
             return slot.namespace
         if role == Role.KEY:
@@ -247,7 +239,7 @@ class CasSlotsModel(QAbstractTableModel):
         return None
 
 
-class CasTimelineModel(QAbstractTableModel):
+class CasTimelineModel(TableModel):
     """The CAS history of one key, oldest first."""
 
     TIME, EXPECTED, OUTCOME, GENERATION, WRITER = range(5)
@@ -296,16 +288,8 @@ class CasTimelineModel(QAbstractTableModel):
     def record(self, row: int) -> CASRecord | None:
         return self._records[row] if 0 <= row < len(self._records) else None
 
-    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008 - Qt's signature
-        return 0 if parent.isValid() else len(self._records)
-
-    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.HEADERS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return self.HEADERS[section]
-        return None
+    def row_count(self) -> int:
+        return len(self._records)
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         record = self.record(index.row()) if index.isValid() else None
@@ -332,7 +316,7 @@ class CasTimelineModel(QAbstractTableModel):
             font.setBold(True)
             return font
         if role == Qt.ItemDataRole.TextAlignmentRole and column in (self.EXPECTED, self.GENERATION):
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            return RIGHT
         if role == Role.RAW:
             return {
                 self.TIME: record.at_ms,

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, Qt
+from PySide6.QtCore import QObject, Qt
 from PySide6.QtGui import QColor, QFont
 
 from engine.diagnostics.peers import PeerInfo
 from engine.net.shell import PeerLogEntry
 from engine.protocol.limits import CloseCode
-from inspector.models.batch import Index, NewestFirstModel
+from inspector.models.batch import NewestFirstModel
 from inspector.models.roles import Role
+from inspector.models.table import RIGHT, Index, TableModel
 from inspector.style import LAGGED_BACKGROUND, LOST_BACKGROUND, MUTED, format_ms_short, short_id
 from inspector.targets.base import Target
 
@@ -57,10 +58,19 @@ def close_text(code: int | None) -> str:
     return f"{code} {name}" if name else str(code)
 
 
-class PeersModel(QAbstractTableModel):
+class PeersModel(TableModel):
     PEER, DIRECTION, ACCOUNT, KIND, ADMIN, FOLLOWING, BEHIND, FRAMES, BYTES, BACKLOG = range(10)
     HEADERS = (
-        "Peer", "Dir", "Account", "Kind", "Admin", "Following", "Behind", "Queue frames", "Queue bytes", "Backlog",
+        "Peer",
+        "Dir",
+        "Account",
+        "Kind",
+        "Admin",
+        "Following",
+        "Behind",
+        "Queue frames",
+        "Queue bytes",
+        "Backlog",
     )
     NUMERIC = frozenset({FOLLOWING, BEHIND, FRAMES, BYTES, BACKLOG})
 
@@ -97,7 +107,7 @@ class PeersModel(QAbstractTableModel):
             self.endResetModel()
         elif rows != self._rows:
             self._rows = rows
-            self.dataChanged.emit(self.index(0, 0), self.index(len(rows) - 1, len(self.HEADERS) - 1))
+            self.all_changed()
 
     def peer(self, row: int) -> PeerInfo | None:
         return self._rows[row] if 0 <= row < len(self._rows) else None
@@ -105,16 +115,8 @@ class PeersModel(QAbstractTableModel):
     def row_of(self, peer_id: str) -> int:
         return next((i for i, p in enumerate(self._rows) if p.peer_id == peer_id), -1)
 
-    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008 - Qt's signature
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.HEADERS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return self.HEADERS[section]
-        return None
+    def row_count(self) -> int:
+        return len(self._rows)
 
     def _raw(self, peer: PeerInfo, column: int) -> Any:
         return (
@@ -156,7 +158,7 @@ class PeersModel(QAbstractTableModel):
                 return "messages waiting to be encoded for this peer (frames are encoded as its queue drains)"
             return None
         if role == Qt.ItemDataRole.TextAlignmentRole and column in self.NUMERIC:
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            return RIGHT
         if role == Qt.ItemDataRole.BackgroundRole and self._strained(peer):
             return QColor(LOST_BACKGROUND)
         if role == Role.ID:

@@ -22,6 +22,7 @@ from inspector.models.content import DELETED_TEXT, ContentModel
 from inspector.models.covalues import CoValueListModel
 from inspector.models.kv import CasSlotsModel, CasTimelineModel
 from inspector.models.roles import Role
+from inspector.models.table import TableModel
 from inspector.targets import NodeTarget, TargetSpec
 from tests.inspector.conftest import ms, run, wait_for
 
@@ -255,3 +256,45 @@ def test_a_newest_first_log_prepends_trims_and_resets(request: pytest.FixtureReq
     ]
     assert model.rowCount() == 1 and cell(model, 0, 0) == "x"
     tester._cleanup()  # detached before the model goes (see conftest's model_testers)
+
+
+class Pairs(TableModel):
+    """A two-column table over a plain list, with help on the first header only."""
+
+    HEADERS = ("Name", "Value")
+    HEADER_HELP = ("what it is called",)
+
+    def __init__(self, rows: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self.rows = rows
+
+    def row_count(self) -> int:
+        return len(self.rows)
+
+    def data(self, index: Any, role: int = DISPLAY) -> Any:
+        return self.rows[index.row()][index.column()] if index.isValid() and role == DISPLAY else None
+
+
+def test_a_table_model_has_headers_with_help_and_rows_only_at_the_top(request: pytest.FixtureRequest) -> None:
+    model = Pairs([("a", "1"), ("b", "2")])
+    tester = ModelTester(request.config)
+    tester.check(model, force_py=True)
+    horizontal, tooltip = Qt.Orientation.Horizontal, Qt.ItemDataRole.ToolTipRole
+    assert [model.headerData(c, horizontal) for c in range(model.columnCount())] == ["Name", "Value"]
+    assert model.headerData(0, horizontal, tooltip) == "what it is called"
+    assert model.headerData(1, horizontal, tooltip) is None  # past the end of HEADER_HELP
+    assert model.headerData(2, horizontal) is None and model.headerData(-1, horizontal) is None
+    assert model.headerData(0, Qt.Orientation.Vertical) is None
+    assert (model.rowCount(), model.columnCount()) == (2, 2)
+    top = model.index(0, 0)
+    assert (model.rowCount(top), model.columnCount(top)) == (0, 0)
+
+    changed: list[tuple[int, int, int, int]] = []
+    model.dataChanged.connect(lambda a, b: changed.append((a.row(), a.column(), b.row(), b.column())))
+    model.all_changed()
+    model.beginResetModel()
+    model.rows = []
+    model.endResetModel()
+    model.all_changed()  # no rows: no signal
+    assert changed == [(0, 0, 1, 1)]
+    tester._cleanup()

@@ -55,7 +55,9 @@ class EmbeddedDemo:
         self.edit_interval = edit_interval
         self.node_key = AccountKey.generate()
         self.admin_key = AccountKey.generate()
-        self.node = LocalNode.open(workdir / "node", self.node_key, instance_id="embedded-node")
+        self.node = LocalNode.open(
+            workdir / "node", self.node_key, instance_id="embedded-node", background_commits=True
+        )
         self.shell = SyncShell(self.node, limits=EMBEDDED_LIMITS)
         self.server = NodeServer(
             self.shell, name="embedded-demo", admins=[self.admin_key.account_id], socket_send_buffer=SOCKET_SEND_BUFFER
@@ -104,7 +106,7 @@ class EmbeddedDemo:
             await client.stop()
         await self.server.close()
         self.shell.close()
-        self.node.close()
+        await self.node.aclose()
 
     async def _edit_forever(self, client: LiveClient, which: str) -> None:
         rng = random.Random(which)

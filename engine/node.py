@@ -11,6 +11,14 @@ batch is also cut every :data:`MAX_BATCH_TRANSACTIONS` transactions or
 :data:`MAX_BATCH_BYTES` bytes per session. :meth:`LocalNode.flush` signs, commits to the store
 (one transaction for the whole batch) and then notifies subscribers.
 
+Background commits: a node that shares its asyncio loop with other work (a serving node, the
+inspector's embedded node) is opened with ``background_commits=True``. Its batches are then
+committed, in order, by a writer thread with its own store connection
+(:class:`~engine.storage.queue.AsyncStore`), so an fsync never blocks the loop. Subscribers
+still hear of a change only after it committed; :attr:`LocalNode.committed_seq` and
+:meth:`LocalNode.durable` tell the sync layer when what it acknowledges is on disk. Replacing a
+session and tombstoning (rare) first wait for the queue, then commit on the loop thread.
+
 Example::
 
     node = LocalNode.open("~/.local/share/myapp/store", AccountKey.load("me.key"))
@@ -44,12 +52,16 @@ from engine.kv.store import MemoryKV, Stored, cas_in_transaction
 from engine.model.header import GroupRuleset, Header, OwnedByGroup, Ruleset, UnsafeAllowAll, new_header
 from engine.model.known_state import KnownState
 from engine.model.session_log import MAX_BATCH_BYTES, MAX_BATCH_TRANSACTIONS, Chunk
+from engine.storage.queue import AsyncStore
 from engine.storage.sqlite import SessionWrite, SQLiteStore
 
 logger = logging.getLogger(__name__)
 
 #: Renew the session lease when less than this fraction of its lifetime is left.
 LEASE_RENEW_FRACTION = 0.5
+#: Seconds before a failed background commit is tried again (doubling, up to the maximum).
+COMMIT_RETRY_INITIAL = 0.5
+COMMIT_RETRY_MAX = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +83,14 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 class LocalNode:
     """One account's replica. Not thread-safe: use it from one thread (or one asyncio loop)."""
 
@@ -83,6 +103,7 @@ class LocalNode:
         instance_id: str | None = None,
         session: SessionID | None = None,
         random_bytes: RandomBytes = os.urandom,
+        background_commits: bool = False,
     ) -> None:
         self.account = account
         #: source of header uniqueness and new session ids (a seeded one makes runs repeatable)
@@ -111,6 +132,20 @@ class LocalNode:
         self.persist_paused = False
         self._unpersisted: set[CoValueID] = set()
         self.closed = False
+        #: The background writer (``background_commits``), started with the node.
+        self._committer: AsyncStore | None = None
+        #: Background commits handed to the writer / finished (committed or failed), in order.
+        self.submitted_seq = 0
+        self.committed_seq = 0
+        self._in_flight: dict[int, asyncio.Future[Any]] = {}
+        self._commit_listeners: list[Callable[[], None]] = []
+        self._retry_delay = COMMIT_RETRY_INITIAL
+        self._retry: asyncio.TimerHandle | None = None
+        #: Background commits that failed (each is retried; the error is logged).
+        self.commit_failures = 0
+        if background_commits and store is not None:
+            self._committer = AsyncStore(store.path, writer=self.instance_id)
+            self._committer.start()
 
     @classmethod
     def open(cls, path: str | os.PathLike[str] | None, account: AccountKey, **kwargs: Any) -> LocalNode:
@@ -134,12 +169,22 @@ class LocalNode:
         if self.closed:
             return
         self.persist_paused = False
+        if self._retry is not None:
+            self._retry.cancel()
+        if self._committer is not None:
+            self._committer.close_blocking()
+            self._committer = None
         self.flush()
         if self._leased:
             self.leases.release(self.session)
         if self.store is not None:
             self.store.close()
         self.closed = True
+
+    async def aclose(self) -> None:
+        """:meth:`close`, after waiting (without blocking the loop) for background commits."""
+        await self.durable()
+        self.close()
 
     def __enter__(self) -> LocalNode:
         return self
@@ -250,7 +295,7 @@ class LocalNode:
         core.delete(self.account, new_delete_session_id(self.account_id, self.random_bytes), self._made_at())
         if self.store is not None:
             with self._reload_on_failure(core.id):
-                self.store.mark_deleted(core, purged)
+                self._store_now().mark_deleted(core, purged)
         for sid in purged:
             self._stored.pop((core.id, sid), None)
         for sid in core.delete_sessions():
@@ -308,8 +353,12 @@ class LocalNode:
                     stored = self._stored.get((cid, sid), 0)
                     if log.signed_count > stored:
                         writes.append(SessionWrite.pending_of(log, stored))
+            if self._committer is not None and _loop_running():
+                self._unpersisted.clear()
+                self._commit_in_background(headers, writes, dirty)
+                return
             try:
-                counts = self.store.write(headers, writes)
+                counts = self._store_now().write(headers, writes)
             except BaseException:
                 self._dirty.update(dirty)
                 raise
@@ -318,6 +367,100 @@ class LocalNode:
             self._renew_lease_if_due()
         for cid, kind in dirty.items():
             self._notify(ChangeEvent(cid, kind))
+
+    # -- background commits ------------------------------------------------------------------
+
+    def _commit_in_background(
+        self, headers: list[CoValueCore], writes: list[SessionWrite], dirty: dict[CoValueID, str]
+    ) -> None:
+        """Hand one batch to the writer thread; subscribers hear of it once it committed.
+
+        ``_stored`` advances now (the next batch appends after this one; appends continue from
+        what the store actually holds anyway) and goes back if the commit fails.
+        """
+        assert self._committer is not None
+        before = {(w.log.covalue, w.log.session): self._stored.get((w.log.covalue, w.log.session), 0) for w in writes}
+        for w in writes:
+            self._stored[(w.log.covalue, w.log.session)] = w.end
+
+        def op(store: SQLiteStore, conn: Any) -> Any:
+            return store.write_rows(conn, headers, writes)
+
+        self.submitted_seq += 1
+        seq = self.submitted_seq
+        future = self._committer.submit(op)
+        self._in_flight[seq] = future
+        future.add_done_callback(lambda f: self._background_done(seq, f, writes, before, dirty))
+
+    def _background_done(
+        self,
+        seq: int,
+        future: asyncio.Future[Any],
+        writes: list[SessionWrite],
+        before: dict[tuple[CoValueID, SessionID], int],
+        dirty: dict[CoValueID, str],
+    ) -> None:
+        self._in_flight.pop(seq, None)
+        self.committed_seq = max(self.committed_seq, seq)
+        error = None if future.cancelled() else future.exception()
+        if future.cancelled() or error is not None:
+            self.commit_failures += 1
+            logger.error("background commit failed; retrying in %.1f s: %s", self._retry_delay, error or "cancelled")
+            for w in writes:
+                key = (w.log.covalue, w.log.session)
+                core = self.covalues.get(w.log.covalue)
+                # Only if nothing (a replace, a purge) changed this session since.
+                if self._stored.get(key) == w.end and core is not None and core.sessions.get(w.log.session) is w.log:
+                    self._stored[key] = before[key]
+            for cid, kind in dirty.items():
+                if cid in self.covalues:
+                    self._dirty.setdefault(cid, kind)
+            if not self.closed and self._retry is None:
+                self._retry = asyncio.get_running_loop().call_later(self._retry_delay, self._retry_flush)
+                self._retry_delay = min(self._retry_delay * 2, COMMIT_RETRY_MAX)
+        else:
+            self._retry_delay = COMMIT_RETRY_INITIAL
+            if not self.closed:
+                self._renew_lease_if_due()
+            for cid, kind in dirty.items():
+                self._notify(ChangeEvent(cid, kind))
+        for listener in list(self._commit_listeners):
+            listener()
+
+    def _retry_flush(self) -> None:
+        self._retry = None
+        self.flush()
+
+    @property
+    def commits_in_flight(self) -> int:
+        """Background commits handed to the writer and not finished yet."""
+        return len(self._in_flight)
+
+    async def durable(self) -> None:
+        """Wait until every batch flushed so far has committed (at once without background
+        commits). A failed commit ends the wait too: it is retried as a new batch."""
+        self.flush()
+        last = self._in_flight.get(self.submitted_seq)
+        if last is not None:
+            await asyncio.wait({last})
+
+    def on_commit(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener`` after each background commit finishes; returns an unsubscriber."""
+        self._commit_listeners.append(listener)
+
+        def remove() -> None:
+            if listener in self._commit_listeners:
+                self._commit_listeners.remove(listener)
+
+        return remove
+
+    def _store_now(self) -> SQLiteStore:
+        """The store, for a commit on this thread: queued background commits go first, so
+        the order of commits is the order of changes."""
+        assert self.store is not None
+        if self._committer is not None:
+            self._committer.drain_blocking()
+        return self.store
 
     def _renew_lease_if_due(self) -> None:
         now = self.clock_ms()
@@ -375,7 +518,7 @@ class LocalNode:
         report = core.apply_content(new)
         if report.became_deleted:
             if self.store is not None:
-                self.store.mark_deleted(core, report.purged)
+                self._store_now().mark_deleted(core, report.purged)
             for sid in report.purged:
                 self._stored.pop((covalue, sid), None)
             for sid in core.delete_sessions():
@@ -401,7 +544,7 @@ class LocalNode:
             purged = core.recheck_deleted()
             if core.deleted:
                 if self.store is not None:
-                    self.store.mark_deleted(core, purged)
+                    self._store_now().mark_deleted(core, purged)
                 for sid in purged:
                     self._stored.pop((core.id, sid), None)
                 for sid in core.delete_sessions():
@@ -430,7 +573,7 @@ class LocalNode:
             if switch and self._leased:
                 extra = self._session_switch_writer(session, next_session)
             with self._reload_on_failure(covalue):
-                self.store.replace_session(core, outcome, extra=extra)
+                self._store_now().replace_session(core, outcome, extra=extra)
             self._stored[(covalue, session)] = core.sessions[session].signed_count
             if outcome.conflict_session is not None:
                 cs = outcome.conflict_session

@@ -89,8 +89,7 @@ class SyncClient:
         """Send what is queued, close the connection cleanly and stop reconnecting."""
         self._stopping = True
         if self._conn is not None:
-            self.shell.node.flush()
-            self.shell.dispatch()
+            await self.shell.settle()
             self._conn.close(CloseCode.NORMAL, "client stopping")
             await self._conn.wait_closed()
         elif self._ws is not None:

@@ -55,7 +55,7 @@ async def serve(
     limits: Limits = DEFAULT_LIMITS,
 ) -> None:
     key = node_key(store, key_file)
-    node = LocalNode.open(store, key, instance_id=f"node-{os.getpid()}")
+    node = LocalNode.open(store, key, instance_id=f"node-{os.getpid()}", background_commits=True)
     shell = SyncShell(node, limits=limits)
     admin_ids: list[AccountID] = [parse_account_id(a) for a in admins]
     server = NodeServer(shell, admins=admin_ids)
@@ -78,7 +78,7 @@ async def serve(
             await link.stop()
         await server.close()
         shell.close()
-        node.close()
+        await node.aclose()
         if ready_file is not None:
             with contextlib.suppress(FileNotFoundError):
                 ready_file.unlink()

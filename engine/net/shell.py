@@ -3,7 +3,10 @@
 :class:`SyncShell` owns the reading side of every connection (rate limit, frame decoding,
 feeding messages to the sync manager inside one store batch per frame) and the routing of
 the manager's outbox to each peer's bounded queue. Acknowledgements leave only after the
-batch has committed, so a ``known`` always describes durable data.
+batch has committed, so a ``known`` always describes durable data: with background commits
+(:class:`~engine.node.LocalNode`), what the manager produced waits in :attr:`SyncShell.held`
+until the node's commits up to then have finished. A reader with more than
+:data:`MAX_COMMITS_IN_FLIGHT` commits outstanding waits for them before reading on.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 #: Peer connections and disconnections remembered for the inspector.
 PEER_LOG_SIZE = 200
+#: Background commits a node may have outstanding before its readers stop reading frames.
+MAX_COMMITS_IN_FLIGHT = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +63,9 @@ class SyncShell:
         self.manager.on_event = self._on_event
         self._dispatch_scheduled = False
         self._unsubscribe = node.subscribe(lambda _event: self.schedule_dispatch())
+        self._unlisten = node.on_commit(self.schedule_dispatch)
+        #: Outgoing messages waiting for a commit: (node.submitted_seq when drained, peer, message).
+        self.held: deque[tuple[int, str, Message]] = deque()
         self.frames_received = 0
         self.peer_log: deque[PeerLogEntry] = deque(maxlen=PEER_LOG_SIZE)
         self.manager.peers_report = self._peers_report
@@ -73,6 +81,7 @@ class SyncShell:
             self._lease_keeper.cancel()
             self._lease_keeper = None
         self._unsubscribe()
+        self._unlisten()
         self.manager.close()
 
     def _keep_lease(self) -> None:
@@ -95,15 +104,32 @@ class SyncShell:
             asyncio.get_running_loop().call_soon(self.dispatch)
 
     def dispatch(self) -> None:
-        """Drain the manager's outbox into the peers' queues, packed into frames."""
+        """Drain the manager's outbox into the peers' queues, packed into frames.
+
+        A message may describe (acknowledge, relay) anything flushed before it was drained, so
+        it leaves once the node's commits up to then have finished.
+        """
         self._dispatch_scheduled = False
         by_peer: dict[str, list[Message]] = defaultdict(list)
-        for peer_id, message in self.manager.drain():
-            by_peer[peer_id].append(message)
+        outbox = self.manager.drain()
+        submitted, committed = self.node.submitted_seq, self.node.committed_seq
+        if self.held or submitted > committed:
+            self.held.extend((submitted, peer_id, message) for peer_id, message in outbox)
+            while self.held and self.held[0][0] <= committed:
+                _seq, peer_id, message = self.held.popleft()
+                by_peer[peer_id].append(message)
+        else:
+            for peer_id, message in outbox:
+                by_peer[peer_id].append(message)
         for peer_id, messages in by_peer.items():
             conn = self.connections.get(peer_id)
             if conn is not None:
                 conn.send_messages(messages)
+
+    async def settle(self) -> None:
+        """Wait for the node's commits, then send everything the manager produced."""
+        await self.node.durable()
+        self.dispatch()
 
     def send_error(self, conn: PeerConnection, exc: KintsugiError) -> None:
         conn.send_frame(encode_frame(OP, [Error.of(exc)]))
@@ -166,6 +192,8 @@ class SyncShell:
                         except KintsugiError as exc:
                             self.send_error(conn, exc)
                 self.dispatch()
+                if self.node.commits_in_flight > MAX_COMMITS_IN_FLIGHT:
+                    await self.node.durable()
         except ConnectionClosed:
             return
 

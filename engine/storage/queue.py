@@ -10,6 +10,7 @@ resolves after the group's COMMIT: an acknowledgement sent from it is durable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import queue
 import threading
@@ -73,6 +74,18 @@ class AsyncStore:
             raise UsageError(f"store queue full ({MAX_QUEUED_OPERATIONS} operations)") from exc
         return future
 
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and not self._closing
+
+    def drain_blocking(self) -> None:
+        """Block until every operation submitted so far has committed (or failed).
+
+        Their futures are settled on their loops afterwards, when those loops run again.
+        """
+        if self._thread is not None:
+            self._queue.join()
+
     async def close(self) -> None:
         """Finish every queued operation, then stop the worker and close its connection."""
         if self._thread is None or self._closing:
@@ -80,6 +93,15 @@ class AsyncStore:
         self._closing = True
         self._queue.put(_STOP)
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+        self._thread = None
+
+    def close_blocking(self) -> None:
+        """:meth:`close` for callers outside a running loop (or that may block it briefly)."""
+        if self._thread is None or self._closing:
+            return
+        self._closing = True
+        self._queue.put(_STOP)
+        self._thread.join()
         self._thread = None
 
     # -- worker thread -----------------------------------------------------------------------
@@ -104,8 +126,12 @@ class AsyncStore:
                 if _STOP in group:
                     stop = True
                     group = [item for item in group if item is not _STOP]
-                if group:
-                    self._commit_group(store, group)
+                try:
+                    if group:
+                        self._commit_group(store, group)
+                finally:
+                    for _ in range(len(group) + stop):
+                        self._queue.task_done()
         finally:
             store.close()
             self._fail_leftovers()
@@ -119,7 +145,9 @@ class AsyncStore:
                 return
             if item is not _STOP:
                 _op, loop, future = item
-                loop.call_soon_threadsafe(_settle, future, False, UsageError("AsyncStore closed"))
+                with contextlib.suppress(RuntimeError):  # its loop is closed: nobody waits
+                    loop.call_soon_threadsafe(_settle, future, False, UsageError("AsyncStore closed"))
+            self._queue.task_done()
 
     def _commit_group(self, store: SQLiteStore, group: list[Any]) -> None:
         results: list[tuple[bool, Any]] = []
@@ -143,7 +171,8 @@ class AsyncStore:
             results = [(False, exc)] * len(group)
         self.groups_committed += 1
         for (_op, loop, future), (ok, value) in zip(group, results, strict=True):
-            loop.call_soon_threadsafe(_settle, future, ok, value)
+            with contextlib.suppress(RuntimeError):  # its loop is closed: nobody waits
+                loop.call_soon_threadsafe(_settle, future, ok, value)
 
 
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:

@@ -196,9 +196,12 @@ class SQLiteStore:
                 for b in (min(a + BLOCK_TRANSACTIONS, end),)
             ],
         )
+        # A copy first (one C call, atomic under the GIL): a queued write runs on the store's
+        # thread while the loop thread may sign more of this log.
+        sigs = log.sigs.copy()
         conn.executemany(
             "INSERT OR IGNORE INTO signatures (sid, n, sig) VALUES (?, ?, ?)",
-            [(sid, n, s) for n, s in log.sigs.items() if start < n <= end],
+            [(sid, n, s) for n, s in sigs.items() if start < n <= end],
         )
         conn.execute("UPDATE sessions SET count = ?, head = ? WHERE sid = ?", (end, log.hash_at(end), sid))
         return end

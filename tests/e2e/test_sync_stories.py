@@ -647,3 +647,32 @@ def test_correction_signed_by_another_key_is_rejected(
     assert not any(key.startswith("forged-") for key in after_report["keys"])
     after = json.loads(run_cli("inspect", str(bob_store), "--json").stdout)
     assert after == before
+
+
+def test_node_killed_right_after_acknowledging_holds_everything_it_acknowledged(
+    processes: Processes, accounts: Callable[[str], Account]
+) -> None:
+    """The node commits in the background (its event loop never waits for an fsync), yet an
+    acknowledgement still means "on my disk". Alice writes 300 keys one batch at a time, so
+    the node has many commits in flight, then 20,000 in one batch; the moment her client has the node's acknowledgement
+    of all of them, the node is SIGKILLed. Its store, opened afterwards, holds every
+    transaction of Alice's session, with an intact chain."""
+    node = processes.node("node1")
+    alice = accounts("alice")
+    a, _group, comap = setup_shared_map(processes.client, alice, node.url, [])
+    a.do("write", comap, "k-", "300", "1")
+    a.do("write", comap, "big-", "20000")  # a last batch whose commit takes a while
+    a.do("ack", comap)
+    node.reap()  # SIGKILL: a crash, not a shutdown
+    processes.nodes.remove(node)
+    mine = a.report(comap)["sessions"]
+    stored = SQLiteStore(node.store, readonly=True)
+    try:
+        core = stored.load_covalue(CoValueID(comap))
+    finally:
+        stored.close()
+    assert core is not None and not core.corrupt
+    for sid, info in mine.items():
+        assert core.sessions[SessionID(sid)].signed_count == info["count"], sid
+        assert core.sessions[SessionID(sid)].head()[1].hex() == info["head"], sid
+    a.quit()

@@ -28,6 +28,8 @@ from tests.util import UNIT
 
 #: The live clients' pace here (the app's default too): brisk, so the stalled peer lags soon.
 EDIT_INTERVAL = 0.02
+#: The UI budget (DESIGN §11: the loop never stalls longer than 50 ms), scaled like every wait.
+STALL_BUDGET = 0.05 * UNIT
 
 
 def click(qtbot: QtBot, view: object, index: object) -> None:
@@ -96,12 +98,10 @@ def test_the_embedded_demo_live_in_the_window(  # noqa: PLR0917 - fixtures
     wait_for(qtbot, lambda: (inspector.events.last("peers") or {}).get("lagged", 0) >= 1, units=5)
     wait_for(qtbot, lambda: demo.edit_interval == target.calm_interval, units=5)  # calm after the first lag
     print(f"\nembedded demo, live: max loop lag {lag_ms:.1f} ms, {stalls} stalls > 50 ms in {samples} samples")
-    # The 50 ms budget holds for almost every sample. The few over it are the engine's own
-    # work on the shared loop: the demo node commits each frame to SQLite synchronously
-    # (synchronous=FULL, WAL checkpoints), and on this machine such a commit alone sometimes
-    # takes 0.1-0.7 s, with or without the inspector. So bound how often and how long (a
-    # hang or a systematic stall fails), not that they never happen.
-    assert stalls <= samples // 20 and lag_ms < 2000 * UNIT, monitor.recent(100)
+    # The whole live stretch, with the demo's clients editing, the node committing every frame
+    # (in the background: an fsync never blocks the shared loop) and the stalled peer being
+    # closed, stays within the 50 ms budget.
+    assert monitor.max_lag < STALL_BUDGET, monitor.recent(100)
 
     # -- view → engine: an event links to its CoValue; the navigator shows its lanes -------------
     event_row = events.row_of(notes, "fork_detected")

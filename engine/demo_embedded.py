@@ -27,6 +27,7 @@ from engine.demo import contend_slots
 from engine.demo_live import LiveClient, run_live_demo
 from engine.ids import CoValueID
 from engine.model.known_state import KnownState
+from engine.net.connection import CLOSE_TIMEOUT
 from engine.net.server import NodeServer
 from engine.net.shell import SyncShell
 from engine.node import LocalNode
@@ -47,6 +48,9 @@ SOCKET_SEND_BUFFER = 32 * 1024
 TELEMETRY_TRANSACTIONS = 20_000
 #: Seconds the stalled peer waits before it reconnects after being closed.
 STALL_RETRY = 3.0
+#: Seconds the stalled peer stays connected without reading: past the node's lag timeout and
+#: its close timeout, so the node has closed it as lagged by then.
+STALL_HOLD = EMBEDDED_LIMITS.lag_timeout + 2 * CLOSE_TIMEOUT + 1.0
 
 
 class EmbeddedDemo:
@@ -143,4 +147,9 @@ class EmbeddedDemo:
             await ws.send(encode_frame(OP, [Load(cid, KnownState(cid, False, {})) for cid in covalues][:1]))
             for cid in covalues[1:]:
                 await ws.send(encode_frame(OP, [Load(cid, KnownState(cid, False, {}))]))
-            await ws.wait_closed()  # and never read again
+            # Never read again: not even the WebSocket library's own reader, which would
+            # otherwise take in up to its queue's worth of frames. The kernel's buffers fill,
+            # the node's sends stall, and it closes this peer as lagged.
+            ws.transport.pause_reading()
+            await asyncio.sleep(STALL_HOLD)
+            ws.transport.abort()

@@ -46,6 +46,8 @@ EMBEDDED_LIMITS = Limits(max_queue_frames=16, max_queue_bytes=256 * 1024, lag_ti
 SOCKET_SEND_BUFFER = 32 * 1024
 #: Transactions in the "telemetry" CoMap the stalled peer asks for and never reads.
 TELEMETRY_TRANSACTIONS = 20_000
+#: Telemetry transactions written per loop turn (a few milliseconds each).
+TELEMETRY_BATCH = 250
 #: Seconds the stalled peer waits before it reconnects after being closed.
 STALL_RETRY = 3.0
 #: Seconds the stalled peer stays connected without reading: past the node's lag timeout and
@@ -77,7 +79,8 @@ class EmbeddedDemo:
         self.url = await self.server.start("127.0.0.1", 0)
         self.report = await run_live_demo(self.url, self.workdir / "clients", edits=300)
         assert self.node.store is not None
-        contend_slots(self.node.store.path.parent, self.node.account_id)
+        # Some forty CAS commits, each synced: on a thread, so the shared loop keeps running.
+        await asyncio.to_thread(contend_slots, self.node.store.path.parent, self.node.account_id)
         keys = self.workdir / "clients" / "keys"
         alice = LiveClient("alice-live", AccountKey.load(keys / "alice.key"), self.url)
         bob = LiveClient("bob-live", AccountKey.load(keys / "bob.key"), self.url)
@@ -87,9 +90,11 @@ class EmbeddedDemo:
                 await client.load(CoValueID(cid))
         self.clients = [alice, bob]
         telemetry = alice.node.create_map(CoValueID(self.report["group"]), meta={"name": "telemetry"})
-        with alice.node.batch():
-            for i in range(TELEMETRY_TRANSACTIONS):
-                alice.node.set(telemetry.id, f"sample-{i % 500}", i)
+        for start in range(0, TELEMETRY_TRANSACTIONS, TELEMETRY_BATCH):
+            with alice.node.batch():
+                for i in range(start, min(start + TELEMETRY_BATCH, TELEMETRY_TRANSACTIONS)):
+                    alice.node.set(telemetry.id, f"sample-{i % 500}", i)
+            await asyncio.sleep(0)  # let the window breathe between batches
         await alice.acked(telemetry.id)
         self.report["maps"]["telemetry"] = telemetry.id
         loop = asyncio.get_running_loop()

@@ -34,7 +34,7 @@ from engine import __version__
 from engine.diagnostics.covalue_summary import Badge
 from inspector.controller import Inspector
 from inspector.eventlog import EventLog
-from inspector.lag import LoopLagMonitor
+from inspector.lag import STALL_THRESHOLD, LoopLagMonitor
 from inspector.loop import run
 from inspector.recent import RecentTargets, default_settings
 from inspector.targets.base import TargetSpec
@@ -112,7 +112,15 @@ async def run_inspector(app: QApplication, args: argparse.Namespace, events: Eve
     inspector = Inspector(events=events, recent=RecentTargets(default_settings()), monitor=monitor)
     inspector.start()
     window = MainWindow(inspector)
-    monitor.on_sample = window.on_lag_sample
+    started = asyncio.get_running_loop().time()
+
+    def on_sample(lag: float) -> None:
+        window.on_lag_sample(lag)
+        if lag > STALL_THRESHOLD:
+            at = asyncio.get_running_loop().time() - started
+            events.emit("stall", ms=round(lag * 1000, 1), at_s=round(at, 2), busy=inspector.busy)
+
+    monitor.on_sample = on_sample
     closed = asyncio.Event()
     window.closing.connect(closed.set)
     restore_sigterm = _close_on_sigterm(window)

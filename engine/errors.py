@@ -34,7 +34,13 @@ Hierarchy::
     ├── KVError                          base of CAS-slot failures
     │   ├── KVAccessDenied               kv_access_denied: another account's namespace
     │   └── CASRetriesExhausted          cas_retries_exhausted: read-modify-write gave up
-    └── LeaseError                       lease_unavailable: could not lease a session
+    ├── LeaseError                       lease_unavailable: could not lease a session
+    ├── ConnectFailed                    connect_failed: no session with a node could be opened
+    │   ├── NodeUnreachable              connection_refused: nothing accepts connections there
+    │   ├── NotANode                     not_a_node: no WebSocket, or no Kintsugi handshake, there
+    │   ├── HandshakeClosed              handshake_closed: the node closed during the handshake
+    │   └── HandshakeTimeout             timeout: no completed handshake within the time given
+    └── AdminRefused                     admin_refused: the node answered an admin request ok=false
 
 Misuse of the API (calling a closed node, say) raises ``UsageError``, which also inherits
 ``RuntimeError`` because it is a bug in the caller, not a condition to handle.
@@ -43,10 +49,14 @@ Misuse of the API (calling a closed node, say) raises ``UsageError``, which also
 from __future__ import annotations
 
 __all__ = [
+    "AdminRefused",
     "CASRetriesExhausted",
     "ChainError",
     "CoValueDeleted",
+    "ConnectFailed",
     "ForkError",
+    "HandshakeClosed",
+    "HandshakeTimeout",
     "IntegrityError",
     "InvalidCBOR",
     "InvalidEnvelope",
@@ -61,6 +71,8 @@ __all__ = [
     "KintsugiError",
     "LeaseError",
     "MissingPrefix",
+    "NodeUnreachable",
+    "NotANode",
     "PermissionDenied",
     "ProtocolError",
     "FrameTooLarge",
@@ -272,3 +284,63 @@ class CASRetriesExhausted(KVError):
 
 class LeaseError(KintsugiError):
     code = "lease_unavailable"
+
+
+class ConnectFailed(KintsugiError):
+    """No session with the node at ``url`` could be opened (the subclasses say why)."""
+
+    code = "connect_failed"
+
+    def __init__(self, url: str, detail: str) -> None:
+        super().__init__(detail)
+        self.url = url
+
+
+class NodeUnreachable(ConnectFailed):
+    """Nothing accepts connections at ``url`` (refused, unknown host, network down)."""
+
+    code = "connection_refused"
+
+
+class NotANode(ConnectFailed):
+    """Something answers at ``url`` but not a WebSocket, or not the Kintsugi handshake."""
+
+    code = "not_a_node"
+
+
+class HandshakeClosed(ConnectFailed):
+    """The node closed the connection during the handshake without saying why in an
+    ``error`` message. ``close_code`` is the WebSocket close code it sent (None: none, the
+    connection just dropped); ``reason`` its close reason."""
+
+    code = "handshake_closed"
+
+    def __init__(self, url: str, close_code: int | None, reason: str = "") -> None:
+        what = f"close code {close_code}" if close_code is not None else "no close code"
+        if reason:
+            what += f": {reason}"
+        super().__init__(url, f"{url} closed the connection during the handshake ({what})")
+        self.close_code = close_code
+        self.reason = reason
+
+
+class HandshakeTimeout(ConnectFailed):
+    """The handshake with ``url`` did not complete within ``seconds``."""
+
+    code = "timeout"
+
+    def __init__(self, url: str, seconds: float) -> None:
+        super().__init__(url, f"{url} did not complete the handshake within {seconds:g} s")
+        self.seconds = seconds
+
+
+class AdminRefused(KintsugiError):
+    """The node answered the admin request ``op`` with ``ok: false``. ``reason`` is the stable
+    code the node gave (``permission_denied``, ``kv_access_denied``, ``invalid_message``, ...)."""
+
+    code = "admin_refused"
+
+    def __init__(self, op: str, reason: str, detail: str = "") -> None:
+        super().__init__(f"{op}: {reason}{f' ({detail})' if detail and detail != reason else ''}")
+        self.op = op
+        self.reason = reason

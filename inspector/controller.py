@@ -369,6 +369,7 @@ class Inspector(QObject):
         # CAS writes do not notify: pick them up here too (only emits when they changed)
         self.kv_tree.refresh()
         self.cas_slots.refresh()
+        self.cas_timeline.refresh()  # a lost race changes a history, not a generation
         if self.is_loaded:
             self._report_peers()
         self.polled.emit(self.poller.ticks)

@@ -1,27 +1,109 @@
 """One-shot remote operations for the CLI and the inspector: connect, ask, load, report.
 
-:func:`inspect_remote` connects to a node as an ``inspector`` peer with an account key, asks
-which CoValues and CAS namespaces that account may see (admins: all), loads them into an
-in-memory replica and describes them in the same JSON shape as ``kintsugi inspect STORE``.
+:class:`RemoteSession` is an in-memory replica connected to a node as an ``inspector`` peer
+with an account key. :meth:`RemoteSession.open` returns once the handshake completed and
+raises a typed error (:mod:`engine.errors`) as soon as it cannot: nothing accepts
+connections there (``connection_refused``), no WebSocket or no Kintsugi handshake
+(``not_a_node``), the node refused the account (``auth_failed``), speaks another protocol
+(``unsupported_version``) or closed during the handshake (``handshake_closed``) — or, only
+when the node says nothing at all, at the deadline (``timeout``).
+
+Requests (:meth:`RemoteSession.admin`, :meth:`RemoteSession.request`) are matched to their
+replies by ``rid``; a refusal (``admin_result{ok: false}``) raises
+:class:`~engine.errors.AdminRefused` with the node's code. The admin reads an inspector
+needs have typed helpers: :meth:`~RemoteSession.peers` (rows and peer log),
+:meth:`~RemoteSession.kv_slot` (a slot's value and CAS history) and
+:meth:`~RemoteSession.events` (the node's sync events after a cursor, :class:`EventCursor`).
+
+:func:`inspect_remote` asks which CoValues and CAS namespaces the account may see (admins:
+all), loads them into the replica and describes them in the same JSON shape as
+``kintsugi inspect STORE``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+from dataclasses import dataclass
 from typing import Any
 
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
 from engine.crypto import AccountKey
+from engine.diagnostics.kv_slots import SlotDetail, slot_detail_from_json
+from engine.diagnostics.peers import PeerInfo, peer_info_from_json, peer_log_from_json
 from engine.diagnostics.report import describe_covalue
-from engine.errors import KintsugiError, ProtocolError
+from engine.errors import (
+    AdminRefused,
+    ConnectFailed,
+    HandshakeClosed,
+    HandshakeTimeout,
+    KintsugiError,
+    NodeUnreachable,
+    NotANode,
+    ProtocolError,
+)
 from engine.ids import CoValueID
 from engine.net.client import Backoff, SyncClient
-from engine.net.shell import SyncShell
+from engine.net.shell import PeerLogEntry, SyncShell
 from engine.node import LocalNode
-from engine.protocol.messages import Admin, AdminResult, Error, KvKeys, KvList, Message
+from engine.protocol.messages import MAX_ADMIN_EVENTS, MAX_ADMIN_HISTORY, Admin, AdminResult, KvKeys, KvList, Message
+from engine.sync.manager import SyncEvent
+
+__all__ = ["REMOTE_TIMEOUT", "EventCursor", "RemoteSession", "connect_error", "inspect_remote"]
 
 #: Seconds a remote inspection may take before it gives up.
 REMOTE_TIMEOUT = 60.0
+
+
+def connect_error(url: str, exc: BaseException, handshake_timeout: float = 0.0) -> KintsugiError:
+    """The client's failure to connect to ``url`` as the typed error to raise (engine errors
+    keep their codes). ``handshake_timeout``: the client's own limit, named when it is what
+    ran out."""
+    if isinstance(exc, KintsugiError):
+        return exc
+    if isinstance(exc, InvalidURI):
+        return NotANode(url, f"{url} is not a WebSocket URL ({exc})")
+    if isinstance(exc, InvalidHandshake):
+        return NotANode(url, f"{url} did not accept a WebSocket connection ({exc})")
+    if isinstance(exc, ConnectionClosed):
+        received = exc.rcvd
+        return HandshakeClosed(url, received.code if received else None, received.reason if received else "")
+    if isinstance(exc, TimeoutError):
+        return HandshakeTimeout(url, handshake_timeout)
+    if isinstance(exc, OSError):
+        return NodeUnreachable(url, f"nothing accepts connections at {url} ({exc.strerror or exc})")
+    return ConnectFailed(url, f"could not connect to {url}: {exc}")
+
+
+class _FailureSignal(Backoff):
+    """The client's backoff, which also tells :meth:`RemoteSession.open` about each failure:
+    the client asks it for the next delay right after recording ``last_error``."""
+
+    __slots__ = ("on_failure",)
+
+    def __init__(self, initial: float, cap: float) -> None:
+        super().__init__(initial, cap)
+        self.on_failure: asyncio.Event | None = None
+
+    def next_delay(self) -> float:
+        if self.on_failure is not None:
+            self.on_failure.set()
+        return Backoff.next_delay(self)
+
+
+@dataclass(slots=True)
+class EventCursor:
+    """Where a reader of a node's sync events is: the node's event ``epoch`` (None: not read
+    yet) and the sequence number of the last event read. ``missed`` counts events the node
+    dropped from its ring before they were read (or sent unreadable); ``more`` says the last
+    read stopped short of the node's newest event (ask again)."""
+
+    epoch: int | None = None
+    after: int = 0
+    missed: int = 0
+    more: bool = False
 
 
 class RemoteSession:
@@ -30,7 +112,8 @@ class RemoteSession:
     def __init__(self, url: str, key: AccountKey) -> None:
         self.node = LocalNode(key, instance_id="inspector")
         self.shell = SyncShell(self.node)
-        self.client = SyncClient(self.shell, url, key=key, role="inspector", backoff=Backoff(initial=0.2, cap=1.0))
+        self._failures = _FailureSignal(initial=0.2, cap=1.0)
+        self.client = SyncClient(self.shell, url, key=key, role="inspector", backoff=self._failures)
         self._rids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[Message]] = {}
         self.shell.manager.on_reply = self._on_reply
@@ -42,6 +125,10 @@ class RemoteSession:
             future.set_result(message)
 
     @property
+    def url(self) -> str:
+        return self.client.url
+
+    @property
     def peer_id(self) -> str:
         upstream = [pid for pid in self.shell.connections if pid.startswith("out:")]
         if not upstream:
@@ -49,23 +136,107 @@ class RemoteSession:
         return upstream[-1]
 
     async def open(self, timeout: float) -> None:
+        """Connect and complete the handshake within ``timeout`` seconds.
+
+        Raises at the first failure, with nothing left open: :class:`NodeUnreachable`,
+        :class:`NotANode`, :class:`HandshakeClosed`, ``AuthFailed`` (``auth_failed``),
+        :class:`~engine.errors.UnsupportedVersion`, another :class:`ProtocolError` the node
+        sent instead of ``welcome``, or :class:`HandshakeTimeout` at the deadline.
+        """
+        failed = asyncio.Event()
+        self._failures.on_failure = failed
         task = self.client.start()
-        waiter = asyncio.ensure_future(self.client.connected.wait())
-        done, _ = await asyncio.wait({task, waiter}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        if waiter not in done:
-            waiter.cancel()
-            error = self.client.last_error
-            await self.close()
-            if isinstance(error, KintsugiError):
-                raise error
-            raise ProtocolError(f"could not connect to {self.client.url}: {error}", code="connect_failed")
+        waiters = {asyncio.ensure_future(self.client.connected.wait()), asyncio.ensure_future(failed.wait())}
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+            self._failures.on_failure = None
+        if self.client.connected.is_set():
+            return
+        error = self.client.last_error
+        task.cancel()  # waiting to retry (or still trying): no retry, and nothing to wait for
+        await self.close()
+        if failed.is_set() and error is not None:
+            raise connect_error(self.url, error, self.client.limits.handshake_timeout)
+        raise HandshakeTimeout(self.url, timeout)
 
     async def request(self, message: Admin | KvList, timeout: float) -> Message:
+        """Send ``message`` and return the reply with its ``rid``. Raises ``TimeoutError``
+        when none comes in ``timeout`` seconds, ``ProtocolError(not_connected)`` when not
+        connected."""
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._waiting[message.rid] = future
-        self.shell.manager.send_to(self.peer_id, message)
-        self.shell.dispatch()
-        return await asyncio.wait_for(future, timeout)
+        try:
+            self.shell.manager.send_to(self.peer_id, message)
+            self.shell.dispatch()
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self._waiting.pop(message.rid, None)
+
+    async def admin(self, op: str, args: dict[str, Any] | None, timeout: float) -> Any:
+        """The ``result`` of admin request ``op``. Raises :class:`AdminRefused` when the node
+        answers ``ok: false`` (its code in ``reason``), :class:`ProtocolError` when it answers
+        something else, ``TimeoutError`` when it does not answer in time."""
+        reply = await self.request(Admin(self.next_rid(), op, dict(args or {})), timeout)
+        if not isinstance(reply, AdminResult):
+            raise ProtocolError(f"the node answered admin {op} with {reply.T}", code="unexpected_message")
+        if not reply.ok:
+            result = reply.result if isinstance(reply.result, dict) else {}
+            raise AdminRefused(op, str(result.get("code", "refused")), str(result.get("detail", "")))
+        return reply.result
+
+    async def peers(self, timeout: float) -> tuple[list[PeerInfo], list[PeerLogEntry] | None]:
+        """The node's connected peers and its peer log, oldest first (None: the node sends no
+        log). Admins only (:class:`AdminRefused` ``permission_denied`` otherwise)."""
+        result = await self.admin("peers", None, timeout)
+        if not isinstance(result, dict):
+            raise ProtocolError("peers reply is not a map", code="invalid_message")
+        rows = [peer_info_from_json(row) for row in result.get("peers", []) if isinstance(row, dict)]
+        return rows, peer_log_from_json(result["log"]) if "log" in result else None
+
+    async def kv_slot(
+        self, namespace: str, key: str, timeout: float, *, history: int = MAX_ADMIN_HISTORY
+    ) -> SlotDetail:
+        """One slot of the node with its value and newest ``history`` CAS records. The caller's
+        own namespace, or any for an admin (:class:`AdminRefused` ``kv_access_denied``)."""
+        args = Admin.kv_slot(0, namespace, key, history).args
+        return slot_detail_from_json(await self.admin("kv_slot", args, timeout))
+
+    async def events(self, cursor: EventCursor, timeout: float, *, limit: int = MAX_ADMIN_EVENTS) -> list[SyncEvent]:
+        """The node's sync events after ``cursor`` (at most ``limit``), oldest first; advances
+        ``cursor``. A cursor from another epoch (the node restarted) starts over from the
+        node's oldest kept event. Admins only. Events that do not parse are skipped (and
+        counted in ``cursor.missed``)."""
+        result = await self._events_reply(cursor, timeout, limit)
+        if cursor.epoch is not None and result["epoch"] != cursor.epoch:
+            cursor.after = 0  # numbered anew: read the new epoch's events from its start
+            result = await self._events_reply(cursor, timeout, limit)
+        cursor.epoch = result["epoch"]
+        first = result.get("first")
+        if type(first) is int and first > cursor.after + 1:
+            cursor.missed += first - cursor.after - 1
+        out: list[SyncEvent] = []
+        for row in result.get("events", []):
+            seq = row.get("seq") if isinstance(row, dict) else None
+            if type(seq) is not int or seq <= cursor.after:
+                cursor.missed += 1
+                continue
+            cursor.after = seq
+            try:
+                out.append(SyncEvent.from_json(row))
+            except KintsugiError:
+                cursor.missed += 1
+        cursor.more = result.get("more") is True
+        return out
+
+    async def _events_reply(self, cursor: EventCursor, timeout: float, limit: int) -> dict[str, Any]:
+        result = await self.admin("events", {"after": cursor.after, "limit": limit}, timeout)
+        if not isinstance(result, dict) or type(result.get("epoch")) is not int:
+            raise ProtocolError("events reply without an epoch", code="invalid_message")
+        return result
 
     def next_rid(self) -> int:
         return next(self._rids)
@@ -92,10 +263,11 @@ async def inspect_remote(url: str, key: AccountKey, timeout: float = REMOTE_TIME
     session = RemoteSession(url, key)
     await session.open(timeout)
     try:
-        listing = await session.request(Admin(session.next_rid(), "list"), timeout)
-        if isinstance(listing, Error) or not isinstance(listing, AdminResult) or not listing.ok:
-            raise ProtocolError("the node refused to list CoValues", code="admin_refused")
-        ids = [CoValueID(c) for c in listing.result.get("covalues", [])]
+        try:
+            listing = await session.admin("list", None, timeout)
+        except (AdminRefused, ProtocolError) as exc:
+            raise ProtocolError(f"the node refused to list CoValues ({exc})", code="admin_refused") from None
+        ids = [CoValueID(c) for c in listing.get("covalues", [])]
         await session.load_all(ids, timeout)
         covalues = []
         for cid in sorted(ids):
@@ -103,7 +275,7 @@ async def inspect_remote(url: str, key: AccountKey, timeout: float = REMOTE_TIME
             if core is not None:
                 covalues.append(describe_covalue(core))
         kv: list[dict[str, Any]] = []
-        for namespace in listing.result.get("namespaces", []):
+        for namespace in listing.get("namespaces", []):
             reply = await session.request(KvList(session.next_rid(), namespace, ""), timeout)
             if isinstance(reply, KvKeys):
                 kv += [{"namespace": namespace, **item} for item in reply.items]
@@ -114,3 +286,5 @@ async def inspect_remote(url: str, key: AccountKey, timeout: float = REMOTE_TIME
         }
     finally:
         await session.close()
+        with contextlib.suppress(KintsugiError):
+            session.node.close()

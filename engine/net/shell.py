@@ -69,12 +69,18 @@ class SyncShell:
         self.frames_received = 0
         self.peer_log: deque[PeerLogEntry] = deque(maxlen=PEER_LOG_SIZE)
         self.manager.peers_report = self._peers_report
+        self.manager.peer_log_report = self._peer_log_report
         self._lease_keeper: asyncio.TimerHandle | None = None
 
     def _peers_report(self) -> list[dict[str, Any]]:
         from engine.diagnostics.peers import peer_report
 
         return [info.to_json() for info in peer_report(self)]
+
+    def _peer_log_report(self) -> list[dict[str, Any]]:
+        from engine.diagnostics.peers import peer_log_json
+
+        return peer_log_json(self.peer_log)
 
     def close(self) -> None:
         if self._lease_keeper is not None:

@@ -11,7 +11,16 @@ from dataclasses import dataclass
 #: Protocol version spoken by this build (the envelope's ``v``).
 PROTOCOL_VERSION = 1
 #: Features this build announces in the handshake.
-FEATURES = ("sync", "correction", "tombstone", "kv_list", "admin_list")
+FEATURES = (
+    "sync",
+    "correction",
+    "tombstone",
+    "kv_list",
+    "admin_list",
+    "admin_peer_log",
+    "admin_kv_slot",
+    "admin_events",
+)
 
 
 @dataclass(frozen=True, slots=True)

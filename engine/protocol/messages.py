@@ -375,18 +375,40 @@ class Correction(Message):
 
 # -- listing (inspect over the network) -------------------------------------------------------
 
+#: Most CAS records one ``admin{kv_slot}`` reply carries, newest kept (a store keeps at most
+#: 256 per key, so by default a whole history fits). A request may ask for fewer.
+MAX_ADMIN_HISTORY = 256
+#: Most sync events one ``admin{events}`` reply carries, oldest first from the cursor; a
+#: request may ask for fewer. The rest come with the next request.
+MAX_ADMIN_EVENTS = 256
+
 
 @dataclass(frozen=True, slots=True)
 class Admin(Message):
-    """An operator request. Ops: ``list`` (CoValue ids and CAS namespaces the caller may see),
-    ``peers`` (admins only: connected peers with lag and queue depth)."""
+    """An operator request; the answer is an :class:`AdminResult` with the same ``rid``.
+
+    Ops (``args`` in brackets; see :func:`admin_args`):
+
+    - ``list`` (none): CoValue ids and CAS namespaces the caller may see.
+    - ``peers`` (none; admins only): connected peers with lag and queue depth, and the peer
+      log (connections and disconnections, with close codes and the lagged flag).
+    - ``kv_slot`` (``namespace``, ``key``, ``history``?): one CAS slot with its value and
+      its newest ``history`` CAS records (at most :data:`MAX_ADMIN_HISTORY`); the caller's own
+      namespace, or any for admins.
+    - ``events`` (``after``?, ``limit``?; admins only): the node's recent sync events with a
+      sequence number above ``after``, at most ``limit`` (:data:`MAX_ADMIN_EVENTS`).
+
+    Decoding checks the op and that ``args`` is a map, nothing more, so a node always knows
+    the ``rid`` to answer; the arguments of each op are checked by :func:`admin_args` when
+    the request is handled, and bad ones get ``admin_result{ok: false, code}``.
+    """
 
     T: ClassVar[str] = "admin"
     rid: int
     op: str
     args: dict[str, Any] = field(default_factory=dict)
 
-    OPS: ClassVar[tuple[str, ...]] = ("list", "peers")
+    OPS: ClassVar[tuple[str, ...]] = ("list", "peers", "kv_slot", "events")
 
     def to_obj(self) -> dict[str, Any]:
         return {"t": self.T, "rid": self.rid, "op": self.op, "args": self.args}
@@ -397,6 +419,63 @@ class Admin(Message):
         _need(obj["op"] in cls.OPS, f"unknown admin op {obj['op']!r}")
         _need(isinstance(obj["args"], dict), "args must be a map")
         return cls(_int(obj, "rid"), obj["op"], obj["args"])
+
+    @classmethod
+    def kv_slot(cls, rid: int, namespace: str, key: str, history: int = MAX_ADMIN_HISTORY) -> Admin:
+        return cls(rid, "kv_slot", {"namespace": namespace, "key": key, "history": history})
+
+    @classmethod
+    def events(cls, rid: int, after: int = 0, limit: int = MAX_ADMIN_EVENTS) -> Admin:
+        return cls(rid, "events", {"after": after, "limit": limit})
+
+
+@dataclass(frozen=True, slots=True)
+class NoArgs:
+    """Arguments of ``list`` and ``peers``: none (whatever is sent is ignored, as it always was)."""
+
+
+@dataclass(frozen=True, slots=True)
+class KvSlotArgs:
+    """Arguments of ``kv_slot``: which slot, and how many of its newest CAS records to send."""
+
+    namespace: str
+    key: str
+    history: int = MAX_ADMIN_HISTORY
+
+
+@dataclass(frozen=True, slots=True)
+class EventsArgs:
+    """Arguments of ``events``: events with a sequence number above ``after``, at most ``limit``."""
+
+    after: int = 0
+    limit: int = MAX_ADMIN_EVENTS
+
+
+AdminArgs = NoArgs | KvSlotArgs | EventsArgs
+
+
+def _bounded_int(args: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
+    if key not in args:
+        return default
+    value = args[key]
+    _need(type(value) is int and low <= value <= high, f"{key} must be an integer in {low}..{high}")
+    return int(value)
+
+
+def admin_args(message: Admin) -> AdminArgs:
+    """The checked arguments of an admin request. Raises :class:`ProtocolError`
+    (``invalid_message``) for missing, extra or ill-typed arguments of ``kv_slot`` and
+    ``events``."""
+    args = message.args
+    if message.op == "kv_slot":
+        _keys(args, {"namespace", "key"}, frozenset({"history"}))
+        history = _bounded_int(args, "history", MAX_ADMIN_HISTORY, 0, MAX_ADMIN_HISTORY)
+        return KvSlotArgs(_text(args, "namespace"), _text(args, "key"), history)
+    if message.op == "events":
+        _keys(args, set(), frozenset({"after", "limit"}))
+        after = _bounded_int(args, "after", 0, 0, 2**63 - 1)
+        return EventsArgs(after, _bounded_int(args, "limit", MAX_ADMIN_EVENTS, 1, MAX_ADMIN_EVENTS))
+    return NoArgs()
 
 
 @dataclass(frozen=True, slots=True)

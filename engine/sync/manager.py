@@ -24,37 +24,64 @@ Rules, in the order they matter:
    refused, so stale peers stop re-uploading.
 6. A downstream peer may read a CoValue only if its account may read it under the owner
    group's roles (or is an admin); otherwise the node behaves as if the id did not exist.
+7. Admin requests only read. Each gets exactly one ``admin_result`` with its ``rid``: a
+   refusal (not an admin, another account's namespace, bad arguments) is ``ok: false`` with
+   a stable ``code``, and every reply fits in one frame of ``limits.max_frame_size``.
+
+Sync events (forks, corrections, rejections) go to ``on_event`` as they are decided, stamped
+with the host's clock, and into a ring of the last :data:`EVENT_RING_SIZE` with sequence
+numbers, which admins read with ``admin{events, after}`` (a cursor: a remote inspector polls).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+from collections import deque
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol
 
+from engine import codec
 from engine.covalue import ApplyReport, CoValueCore, ReplaceOutcome
-from engine.errors import ForkError, IntegrityError, KintsugiError, MissingPrefix, SignatureError
-from engine.ids import AccountID, CoValueID, SessionID
+from engine.diagnostics.kv_slots import slot_detail_json
+from engine.errors import (
+    ForkError,
+    IntegrityError,
+    KintsugiError,
+    KVAccessDenied,
+    MissingPrefix,
+    PermissionDenied,
+    ProtocolError,
+    SignatureError,
+)
+from engine.ids import AccountID, CoValueID, SessionID, parse_covalue_id, parse_session_id
+from engine.kv.envelope import Slot
+from engine.kv.store import CASRecord
 from engine.model.header import Header, OwnedByGroup
 from engine.model.known_state import KnownState
 from engine.model.session_log import Chunk, SessionLog
 from engine.protocol.limits import DEFAULT_LIMITS, Limits
 from engine.protocol.messages import (
+    MAX_TEXT,
     Admin,
+    AdminArgs,
     AdminResult,
     Content,
     Correction,
     Deleted,
     Done,
     Error,
+    EventsArgs,
     Known,
     KvKeys,
     KvList,
+    KvSlotArgs,
     Load,
     Message,
+    admin_args,
 )
 
 logger = logging.getLogger(__name__)
@@ -62,10 +89,24 @@ security_log = logging.getLogger("kintsugi.security")
 
 Heads = dict[SessionID, tuple[int, bytes]]
 
+#: Sync events kept for admins to read (``admin{events}``); older ones are dropped first.
+EVENT_RING_SIZE = 1000
+#: Bytes of a frame kept free around an admin reply's ``result``: the frame envelope, the
+#: ``admin_result`` map and its ``rid``. Everything else of a reply must fit in the rest.
+ADMIN_REPLY_HEADROOM = 1024
+
 
 class PeerKind(StrEnum):
     UPSTREAM = "upstream"
     DOWNSTREAM = "downstream"
+
+
+class SlotReader(Protocol):
+    """The reading half of :class:`engine.kv.store.KVStore`."""
+
+    def get(self, namespace: str, key: str) -> tuple[int, Slot | None]: ...
+
+    def history(self, namespace: str, key: str) -> list[CASRecord]: ...
 
 
 class SyncHost(Protocol):
@@ -90,6 +131,16 @@ class SyncHost(Protocol):
 
     def kv_namespaces(self) -> list[str]: ...
 
+    @property
+    def kv(self) -> SlotReader:
+        """The replica's CAS slots (only read here, for admins' ``kv_slot``)."""
+        ...
+
+    @property
+    def clock_ms(self) -> Callable[[], int]:
+        """The host's clock (ms since the epoch): what sync events are stamped with."""
+        ...
+
     def batch(self) -> AbstractContextManager[None]: ...
 
     def subscribe(self, callback: Callable[[Any], None], covalue: CoValueID | None = None) -> Callable[[], None]: ...
@@ -113,14 +164,49 @@ class PeerState:
 
 @dataclass(frozen=True, slots=True)
 class SyncEvent:
-    """Something an operator wants to see (the inspector's event stream, the demo report)."""
+    """Something an operator wants to see (the inspector's event stream, the demo report).
 
-    # fork_detected | fork_suspected | correction_sent | correction_applied | correction_rejected | rejected
+    ``kind``: ``fork_detected``, ``fork_suspected``, ``correction_sent``,
+    ``correction_applied``, ``correction_rejected`` or ``rejected``. ``peer`` is the peer id
+    as the deciding replica names it. ``at_ms`` is when it was decided, by the host's clock
+    (ms since the epoch; 0 for an event made without a clock).
+    """
+
     kind: str
     peer: str
     covalue: CoValueID
     session: SessionID | None = None
     detail: str = ""
+    at_ms: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The event as admins read it (``admin{events}``)."""
+        return {
+            "kind": self.kind,
+            "peer": self.peer,
+            "covalue": self.covalue,
+            "session": self.session,
+            "detail": self.detail[:MAX_TEXT],
+            "at_ms": self.at_ms,
+        }
+
+    @classmethod
+    def from_json(cls, obj: object) -> SyncEvent:
+        """An event read from a node. Raises :class:`ProtocolError` (``invalid_message``) or
+        :class:`InvalidId` for anything but the shape :meth:`to_json` writes."""
+        if not isinstance(obj, dict):
+            raise ProtocolError("an event is a map", code="invalid_message")
+        texts = ("kind", "peer", "detail")
+        if not all(isinstance(obj.get(k), str) and len(obj[k]) <= MAX_TEXT for k in texts):
+            raise ProtocolError("event kind, peer and detail must be short text", code="invalid_message")
+        at_ms = obj.get("at_ms", 0)
+        if type(at_ms) is not int or at_ms < 0:
+            raise ProtocolError("event at_ms must be a non-negative integer", code="invalid_message")
+        session = None
+        if obj.get("session") is not None:
+            parse_session_id(obj["session"])
+            session = SessionID(obj["session"])
+        return cls(obj["kind"], obj["peer"], parse_covalue_id(obj.get("covalue")), session, obj["detail"], at_ms)
 
 
 Outbox = list[tuple[str, Message]]
@@ -133,12 +219,21 @@ class SyncManager:
         self.host = host
         self.limits = limits
         self.peers: dict[str, PeerState] = {}
-        self.events: list[SyncEvent] = []
+        #: the last :data:`EVENT_RING_SIZE` sync events, oldest first; the newest has sequence
+        #: number ``event_seq`` (numbers start at 1 and have no gaps)
+        self.events: deque[SyncEvent] = deque(maxlen=EVENT_RING_SIZE)
+        self.event_seq = 0
+        #: names this manager's event numbering: a reader whose cursor came from another epoch
+        #: (the node restarted) starts over
+        self.epoch = host.clock_ms()
         self.on_event: Callable[[SyncEvent], None] | None = None
         #: receives replies to our own requests (``admin_result``, ``kv_keys``) with the peer id
         self.on_reply: Callable[[str, Message], None] | None = None
         #: answers admin ``peers`` requests (the shell installs it; None: not offered)
         self.peers_report: Callable[[], list[dict[str, Any]]] | None = None
+        #: the peer log for admin ``peers`` replies, oldest first
+        #: (:func:`engine.diagnostics.peers.peer_log_json` rows; None: not offered)
+        self.peer_log_report: Callable[[], list[dict[str, Any]]] | None = None
         self._out: Outbox = []
         self._forwarded_loads: set[CoValueID] = set()
         self._unsubscribe = host.subscribe(lambda event: self.local_changed(event.covalue))
@@ -370,15 +465,94 @@ class SyncManager:
         logger.info("peer %s reported %s for %s: %s", peer.id, msg.code, msg.id, msg.detail)
 
     def _on_admin(self, peer: PeerState, msg: Admin) -> None:
-        if msg.op == "list":
-            ids = [cid for cid in self.host.covalue_ids() if peer.admin or self.host.can_read(peer.account, cid)]
-            namespaces = self.host.kv_namespaces() if peer.admin else [peer.account]
-            self._send(peer, AdminResult(msg.rid, True, {"covalues": ids, "namespaces": namespaces}))
-        elif msg.op == "peers":
-            if not peer.admin or self.peers_report is None:
-                self._send(peer, AdminResult(msg.rid, False, {"code": "permission_denied"}))
-                return
-            self._send(peer, AdminResult(msg.rid, True, {"peers": self.peers_report()}))
+        """Answer an admin request: exactly one ``admin_result``; a refusal changes nothing."""
+        try:
+            result = self._admin_ops[msg.op](self, peer, admin_args(msg))
+        except KintsugiError as exc:
+            logger.info("admin %s from %s refused: %s %s", msg.op, peer.id, exc.code, exc.detail)
+            self._send(peer, AdminResult(msg.rid, False, {"code": exc.code, "detail": exc.detail[:MAX_TEXT]}))
+            return
+        self._send(peer, AdminResult(msg.rid, True, result))
+
+    def _reply_budget(self) -> int:
+        """Bytes an admin reply's ``result`` may take."""
+        return max(0, self.limits.max_frame_size - ADMIN_REPLY_HEADROOM)
+
+    def _admin_list(self, peer: PeerState, _args: AdminArgs) -> dict[str, Any]:
+        ids = [cid for cid in self.host.covalue_ids() if peer.admin or self.host.can_read(peer.account, cid)]
+        namespaces = self.host.kv_namespaces() if peer.admin else [peer.account]
+        return {"covalues": ids, "namespaces": namespaces}
+
+    def _admin_peers(self, peer: PeerState, _args: AdminArgs) -> dict[str, Any]:
+        """``{peers: [row], log: [entry], log_dropped: n}``: the log keeps its newest entries
+        that fit in a frame next to the rows (``log_dropped`` counts the ones left out). Rows
+        that would not fit a frame (tens of thousands of peers) are cut, ``peers_dropped``
+        saying how many."""
+        _require_admin(peer, "peers")
+        if self.peers_report is None:
+            raise ProtocolError("this node does not report its peers", code="unsupported_op")
+        budget = self._reply_budget() - 64
+        rows, rows_dropped = first_within(self.peers_report(), budget)
+        result: dict[str, Any] = {"peers": rows}
+        if rows_dropped:
+            result["peers_dropped"] = rows_dropped
+        if self.peer_log_report is not None:
+            log, dropped = newest_within(self.peer_log_report(), budget - len(codec.encode(rows)))
+            result.update(log=log, log_dropped=dropped)
+        return result
+
+    def _admin_kv_slot(self, peer: PeerState, args: AdminArgs) -> dict[str, Any]:
+        """One slot with its value and newest CAS records (see :func:`slot_detail_json`)."""
+        assert isinstance(args, KvSlotArgs)
+        if args.namespace != peer.account and not peer.admin:
+            raise KVAccessDenied(f"{peer.account} may not read namespace {args.namespace!r}")
+        generation, slot = self.host.kv.get(args.namespace, args.key)
+        history = self.host.kv.history(args.namespace, args.key) if args.history else []
+        return slot_detail_json(
+            args.namespace,
+            args.key,
+            generation,
+            slot,
+            history,
+            max_records=args.history,
+            max_bytes=self._reply_budget(),
+        )
+
+    def _admin_events(self, peer: PeerState, args: AdminArgs) -> dict[str, Any]:
+        """``{epoch, events: [{seq, ...event}], first, last, more}``: events numbered above
+        ``after``, oldest first, as many as ``limit`` and the frame allow. ``first`` and
+        ``last`` are the numbers of the oldest and newest events kept (``first > after + 1``
+        means some were dropped before they were read); ``more`` says another request would
+        get more."""
+        assert isinstance(args, EventsArgs)
+        _require_admin(peer, "events")
+        first = self.event_seq - len(self.events) + 1
+        start = max(0, args.after + 1 - first)
+        budget = self._reply_budget() - 128
+        out: list[dict[str, Any]] = []
+        for seq, event in enumerate(itertools.islice(self.events, start, None), first + start):
+            if len(out) == args.limit:
+                break
+            row = {"seq": seq, **event.to_json()}
+            budget -= len(codec.encode(row))
+            if budget < 0:
+                break
+            out.append(row)
+        last_sent = out[-1]["seq"] if out else max(args.after, first - 1)
+        return {
+            "epoch": self.epoch,
+            "events": out,
+            "first": first,
+            "last": self.event_seq,
+            "more": last_sent < self.event_seq,
+        }
+
+    _admin_ops: ClassVar[dict[str, Callable[[SyncManager, PeerState, AdminArgs], dict[str, Any]]]] = {
+        "list": _admin_list,
+        "peers": _admin_peers,
+        "kv_slot": _admin_kv_slot,
+        "events": _admin_events,
+    }
 
     def _on_reply(self, peer: PeerState, msg: Message) -> None:
         if self.on_reply is not None:
@@ -505,12 +679,41 @@ class SyncManager:
         self._out.append((peer.id, message))
 
     def _event(self, kind: str, peer: PeerState, covalue: CoValueID, session: SessionID | None, detail: str) -> None:
-        event = SyncEvent(kind, peer.id, covalue, session, detail)
+        event = SyncEvent(kind, peer.id, covalue, session, detail, self.host.clock_ms())
         self.events.append(event)
-        del self.events[:-1000]
+        self.event_seq += 1
         logger.info("%s: %s %s/%s %s", kind, peer.id, covalue, session, detail)
         if self.on_event is not None:
             self.on_event(event)
+
+
+def _require_admin(peer: PeerState, op: str) -> None:
+    if not peer.admin:
+        raise PermissionDenied(f"{op} is for admin accounts only")
+
+
+def first_within(items: list[Any], budget: int) -> tuple[list[Any], int]:
+    """The first of ``items`` whose canonical CBOR fits in ``budget`` bytes together, and how
+    many later ones were left out."""
+    kept = 0
+    for item in items:
+        budget -= len(codec.encode(item))
+        if budget < 0:
+            break
+        kept += 1
+    return items[:kept], len(items) - kept
+
+
+def newest_within(items: list[Any], budget: int) -> tuple[list[Any], int]:
+    """The newest (last) of ``items`` whose canonical CBOR fits in ``budget`` bytes together,
+    oldest first, and how many older ones were left out."""
+    kept = 0
+    for item in reversed(items):
+        budget -= len(codec.encode(item))
+        if budget < 0:
+            break
+        kept += 1
+    return items[len(items) - kept :], len(items) - kept
 
 
 #: Bytes of a frame kept free for the envelope, the header and encoding overhead (a quarter
@@ -591,4 +794,17 @@ def session_heads(logs: Iterable[SessionLog]) -> Heads:
     return {log.session: log.head() for log in logs}
 
 
-__all__ = ["ForkError", "Outbox", "PeerKind", "PeerState", "SyncEvent", "SyncHost", "SyncManager"]
+__all__ = [
+    "ADMIN_REPLY_HEADROOM",
+    "EVENT_RING_SIZE",
+    "ForkError",
+    "Outbox",
+    "PeerKind",
+    "PeerState",
+    "SlotReader",
+    "SyncEvent",
+    "SyncHost",
+    "SyncManager",
+    "first_within",
+    "newest_within",
+]

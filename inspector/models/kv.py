@@ -282,7 +282,8 @@ class CasTimelineModel(TableModel):
 
     @property
     def available(self) -> bool:
-        """False when the target does not have CAS histories (a remote node keeps them)."""
+        """False when the target does not have CAS histories (a node older than the
+        ``kv_slot`` admin read keeps them)."""
         return self._target is None or self._target.kv_values
 
     def record(self, row: int) -> CASRecord | None:

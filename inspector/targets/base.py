@@ -170,7 +170,8 @@ class Target(abc.ABC):
 
     #: True when the target changes while open and notifies subscribers
     live = False
-    #: False when CAS slots are listed without their values and histories (a remote node)
+    #: False when CAS slots are listed without their values and histories (a node older than
+    #: the ``kv_slot`` admin read)
     kv_values = True
 
     def __init__(self, spec: TargetSpec, pool: WorkerPool) -> None:

@@ -4,107 +4,121 @@ ws://HOST:PORT --key FILE``.
 :meth:`RemoteTarget.open` loads the operator's account key, connects as an ``inspector`` peer
 (:class:`~engine.net.remote.RemoteSession`: challenge, signed hello, welcome), asks the node
 which CoValues and CAS namespaces this account may see (``admin{list}``; admins see all),
-loads them all into the replica and lists the namespaces' slots (``kv_list``). From then on
-the target is a :class:`~inspector.targets.node.NodeTarget` over the replica's
+loads them all into the replica, lists the namespaces' slots (``kv_list``) and reads each
+slot's value and CAS history (``admin{kv_slot}``). From then on the target is a
+:class:`~inspector.targets.node.NodeTarget` over the replica's
 :class:`~engine.node.LocalNode`: the node pushes every change of a loaded CoValue, the
 replica notifies, and the inspector's throttled update path does the rest. What the node does
 not push is fetched by :meth:`RemoteTarget.poll`, which the inspector calls every second: the
-peers (``admin{peers}``, admins only), CoValues created since (a fresh ``list``, then a
-``load`` of each new one) and the CAS slots. The replica keeps reconnecting by itself if the
-connection drops (:class:`~engine.net.client.SyncClient`).
+peers and the node's peer log (``admin{peers}``), the node's own sync events after the last
+one read (``admin{events}``, a cursor), CoValues created since (a fresh ``list``, then a
+``load`` of each new one) and the CAS slots — a slot's value and history again when its
+generation changed, and every poll for the few slots whose history was last looked at
+(:data:`FOLLOWED_SLOTS`), so lost races, which leave the generation alone, show too. The
+replica keeps reconnecting by itself if the connection drops
+(:class:`~engine.net.client.SyncClient`).
+
+Peers, the peer log and the node's events are for admin accounts; another account sees its
+own CAS slots (values and histories included) and no peers.
+
+A node older than ``kv_slot``, ``events`` and the peer log does not announce them (features
+``admin_kv_slot``, ``admin_events``, ``admin_peer_log``) and is not asked; should a node that
+announces them not answer, the target waits :data:`REQUEST_TIMEOUT` for the first of each
+(one request, so the node never counts many bad messages). Either way it then shows what the
+node sends — slots without values (``kv_values`` False), peers without a log, no node events.
+
+The node's events go into the target's recorder (origin ``node``), next to those of the
+replica's own sync manager, so a fork the node detected between itself and one of its
+clients puts the ``forked`` badge on the CoValue, with the node's time.
 
 Failures to open are messages, never tracebacks: the client's first failure is final here
 (a person is waiting; the connect dialog is the retry button). Codes: ``key_file``,
 ``connection_refused``, ``not_a_node`` (no WebSocket or no Kintsugi handshake there),
+``handshake_closed`` (the node closed during the handshake without an error message),
 ``auth_failed`` (the node did not accept the account), ``unsupported_version``, ``timeout``
 (no handshake, or no answer to ``list``/``load``, within the timeout), ``admin_refused``.
-
-What the wire does not carry, this target does not show: CAS values and histories stay on the
-node (slots show key, generation and state), and the node's peer log is not sent (the peers
-table is).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
-from typing import Any
-
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from engine.crypto import AccountKey
-from engine.diagnostics.kv_slots import SlotRow
-from engine.diagnostics.peers import PeerInfo
-from engine.errors import KintsugiError, ProtocolError
+from engine.diagnostics.kv_slots import SlotDetail, SlotRow
+from engine.diagnostics.peers import PeerInfo, peer_info_from_json
+from engine.errors import AdminRefused, KintsugiError, ProtocolError
 from engine.ids import CoValueID
 from engine.kv.store import CASRecord
-from engine.net.remote import RemoteSession
+from engine.net.remote import EventCursor, RemoteSession, connect_error
 from engine.net.shell import PeerLogEntry
 from engine.protocol.messages import Admin, AdminResult, KvKeys, KvList, Message
 from inspector.targets.base import NodeInfo, TargetSpec, TargetUnavailable
 from inspector.targets.node import NodeTarget
 from inspector.workers import WorkerPool
 
-__all__ = ["CONNECT_TIMEOUT", "REQUEST_TIMEOUT", "RemoteTarget"]
+__all__ = [
+    "CONNECT_TIMEOUT",
+    "FOLLOWED_SLOTS",
+    "MAX_EVENT_READS",
+    "MAX_SLOT_READS",
+    "REQUEST_TIMEOUT",
+    "RemoteTarget",
+    "connect_error",
+    "peer_info",
+]
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Seconds to complete the connection and handshake before giving up (``timeout``).
 CONNECT_TIMEOUT = 10.0
-#: Seconds one request (``list``, ``peers``, ``kv_list``) may wait for its answer.
+#: Seconds one request (``list``, ``peers``, ``kv_list``, ``kv_slot``, ``events``) may wait
+#: for its answer.
 REQUEST_TIMEOUT = 10.0
 #: Seconds loading every listed CoValue may take.
 LOAD_TIMEOUT = 60.0
-#: Seconds between two looks at the connecting client.
-CONNECT_POLL = 0.02
+#: Slots whose value and history are (re)read in one open or poll, at most; slots asked for
+#: most recently go first, the rest wait for the next poll.
+MAX_SLOT_READS = 200
+#: ``kv_slot`` requests in flight at once (they travel packed in a few frames).
+SLOT_READS_IN_FLIGHT = 50
+#: Slots whose history was asked for most recently, re-read on every poll (a lost race does
+#: not change the generation, so nothing else would show it).
+FOLLOWED_SLOTS = 8
+#: ``events`` requests in one open or poll, at most (each brings up to 256 events).
+MAX_EVENT_READS = 8
 
-_PEER_FIELDS = {f.name: f for f in dataclasses.fields(PeerInfo)}
-
-
-def peer_info(row: dict[str, Any]) -> PeerInfo:
-    """A ``peers`` row from the wire; fields this build does not know are ignored, missing
-    ones take a neutral value (another node version may send other fields)."""
-    values: dict[str, Any] = {}
-    for name, spec in _PEER_FIELDS.items():
-        default: Any = 0 if spec.type in ("int", int) else False if spec.type in ("bool", bool) else ""
-        values[name] = row.get(name, default)
-    return PeerInfo(**values)
-
-
-def connect_error(url: str, exc: Exception) -> Exception:
-    """The client's failure as the error to show (engine errors keep their codes)."""
-    if isinstance(exc, KintsugiError):
-        return exc
-    if isinstance(exc, InvalidURI):
-        return TargetUnavailable("not_a_node", f"{url} is not a WebSocket URL ({exc})")
-    if isinstance(exc, InvalidHandshake):
-        return TargetUnavailable("not_a_node", f"{url} did not accept a WebSocket connection ({exc})")
-    if isinstance(exc, ConnectionClosed):
-        code = exc.rcvd.code if exc.rcvd is not None else None
-        return TargetUnavailable("not_a_node", f"{url} closed the connection during the handshake (code {code})")
-    if isinstance(exc, TimeoutError):
-        return TargetUnavailable("timeout", f"{url} did not complete the handshake in time")
-    if isinstance(exc, OSError):
-        return TargetUnavailable("connection_refused", f"nothing accepts connections at {url} ({exc.strerror or exc})")
-    return exc
+#: A ``peers`` row from the wire (kept under its old name).
+peer_info = peer_info_from_json
 
 
 class RemoteTarget(NodeTarget):
     """``timeout``: seconds for the connection and handshake (:data:`CONNECT_TIMEOUT`)."""
 
-    #: CAS values stay on the node: slots are listed without them
-    kv_values = False
-
     def __init__(self, spec: TargetSpec, pool: WorkerPool, *, timeout: float = CONNECT_TIMEOUT) -> None:
         super().__init__(spec, pool, owns_node=False)
         self.timeout = timeout
+        #: False once the node turned out not to send slot values (older than ``kv_slot``)
+        self.kv_values = True
+        #: True once the node answered a kv_slot request (None: not yet asked)
+        self._slot_answered: bool | None = None
         self.session: RemoteSession | None = None
         self._peers: list[PeerInfo] | None = None
+        self._peer_log: list[PeerLogEntry] | None = None
         self._peers_note = "Peers are read once connected."
         self._kv: dict[str, list[SlotRow]] = {}
+        #: value and history of each slot read, by (namespace, key)
+        self._slots: dict[tuple[str, str], SlotDetail] = {}
+        #: slots whose history was asked for, least recent first (at most FOLLOWED_SLOTS)
+        self._followed: dict[tuple[str, str], None] = {}
         self._listed: set[CoValueID] = set()
+        #: where reading the node's sync events is (None epoch: not read yet)
+        self.event_cursor = EventCursor()
+        self._node_events = True
 
     @property
     def url(self) -> str:
@@ -113,6 +127,10 @@ class RemoteTarget(NodeTarget):
     @property
     def connected(self) -> bool:
         return self.session is not None and self.session.client.connected.is_set()
+
+    @property
+    def _admin(self) -> bool:
+        return self.node_info is not None and self.node_info.admin
 
     # -- opening -----------------------------------------------------------------------------
 
@@ -125,12 +143,17 @@ class RemoteTarget(NodeTarget):
         self.shell = session.shell
         self.listen()
         try:
-            await self._connect(session)
+            await session.open(self.timeout)
             challenge = session.client.challenge
             assert challenge is not None  # set before the client counts as connected
             self.node_info = NodeInfo(
                 challenge.node, challenge.version, challenge.proto, challenge.features, self.url, session.client.admin
             )
+            # A node announces the admin reads it answers; an older one is not asked at all.
+            if "admin_kv_slot" not in challenge.features:
+                self.kv_values = False
+            if "admin_events" not in challenge.features:
+                self._node_events = False
             ids, namespaces = await self._list()
             try:
                 await session.load_all(ids, LOAD_TIMEOUT)
@@ -139,33 +162,27 @@ class RemoteTarget(NodeTarget):
             self._listed = set(ids)
             self.node = session.node
             await self._read_kv(namespaces)
+            if self._admin:
+                # before the summaries: a fork the node saw before we came marks its CoValue
+                await self._read_events()
             await super().open()
             await self._read_peers()
         except BaseException:
             await self.close()
             raise
 
-    async def _connect(self, session: RemoteSession) -> None:
-        client = session.client
-        client.start()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
-        while not client.connected.is_set():
-            if client.last_error is not None:
-                raise connect_error(self.url, client.last_error)
-            if loop.time() > deadline:
-                detail = f"{self.url} did not complete the handshake within {self.timeout:g} s"
-                raise TargetUnavailable("timeout", detail)
-            await asyncio.sleep(CONNECT_POLL)
+    async def _ask(self, request: Awaitable[T], what: str) -> T:
+        """Await a request of the session; its timeout becomes ``TargetUnavailable(timeout)``."""
+        try:
+            return await request
+        except TimeoutError:
+            raise TargetUnavailable("timeout", f"{self.url} did not answer {what} in time") from None
 
     async def _request(self, message: Admin | KvList) -> Message:
         session = self.session
         if session is None:
             raise ProtocolError("not connected", code="not_connected")
-        try:
-            return await session.request(message, REQUEST_TIMEOUT)
-        except TimeoutError:
-            raise TargetUnavailable("timeout", f"{self.url} did not answer {message.T} in time") from None
+        return await self._ask(session.request(message, REQUEST_TIMEOUT), message.T)
 
     async def _list(self) -> tuple[list[CoValueID], list[str]]:
         assert self.session is not None
@@ -174,6 +191,8 @@ class RemoteTarget(NodeTarget):
             raise TargetUnavailable("admin_refused", f"{self.url} answered {reply}")
         ids = sorted(CoValueID(c) for c in reply.result.get("covalues", []))
         return ids, [str(n) for n in reply.result.get("namespaces", [])]
+
+    # -- CAS slots ---------------------------------------------------------------------------
 
     async def _read_kv(self, namespaces: list[str]) -> None:
         assert self.session is not None
@@ -186,17 +205,101 @@ class RemoteTarget(NodeTarget):
                     for i in reply.items
                 ]
         self._kv = kv
+        listed = {(ns, row.key) for ns, rows in kv.items() for row in rows}
+        for gone in set(self._slots) - listed:
+            del self._slots[gone]
+        await self._read_slots()
 
-    async def _read_peers(self) -> None:
-        assert self.session is not None
-        reply = await self._request(Admin(self.session.next_rid(), "peers"))
-        if isinstance(reply, AdminResult) and reply.ok:
-            self._peers = [peer_info(row) for row in reply.result.get("peers", []) if isinstance(row, dict)]
-        else:
-            self._peers = None
-            info = self.node_info
-            who = f"{info.name}" if info is not None else self.url
-            self._peers_note = f"Only admin accounts see the peers of {who}; this key's account is not one."
+    def _stale_slots(self) -> list[tuple[str, str]]:
+        """Slots to read now: the followed ones (most recent first), then those not read yet or
+        whose generation changed; at most :data:`MAX_SLOT_READS`."""
+        wanted = [slot for slot in reversed(self._followed) if slot[0] in self._kv]
+        for namespace, rows in self._kv.items():
+            for row in rows:
+                held = self._slots.get((namespace, row.key))
+                if (held is None or held.row.generation != row.generation) and (namespace, row.key) not in wanted:
+                    wanted.append((namespace, row.key))
+        return wanted[:MAX_SLOT_READS]
+
+    async def _read_slots(self) -> None:
+        session = self.session
+        assert session is not None
+        if not self.kv_values:
+            return
+        wanted = self._stale_slots()
+        # Until the node has answered one kv_slot, ask one: a node older than the op answers
+        # each with an error, and closes a connection that sends too many bad messages.
+        first = 1 if self._slot_answered is None else SLOT_READS_IN_FLIGHT
+        while wanted and self.kv_values:
+            batch, wanted = wanted[:first], wanted[first:]
+            first = SLOT_READS_IN_FLIGHT
+            replies = await asyncio.gather(
+                *(session.kv_slot(ns, key, REQUEST_TIMEOUT) for ns, key in batch), return_exceptions=True
+            )
+            for slot, reply in zip(batch, replies, strict=True):
+                if isinstance(reply, SlotDetail):
+                    self._slots[slot] = reply
+                    self._slot_answered = True
+                elif isinstance(reply, TimeoutError):
+                    if self._slot_answered is None:
+                        # Never answered: a node older than kv_slot (it answers the unknown op
+                        # with an error that names no request). Slots show without values.
+                        logger.warning("%s does not answer kv_slot: CAS values and histories stay there", self.url)
+                        self.kv_values = False
+                        return
+                    raise TargetUnavailable("timeout", f"{self.url} did not answer kv_slot in time")
+                elif isinstance(reply, KintsugiError):
+                    # refused (a namespace this account may not read): the slot shows without
+                    # its value and history
+                    self._slot_answered = True
+                    logger.info("reading slot %s/%s of %s failed: %s", *slot, self.url, reply)
+                elif isinstance(reply, BaseException):
+                    raise reply
+
+    def kv_namespaces(self) -> list[str]:
+        return sorted(self._kv)
+
+    def kv_slots(self, namespace: str) -> list[SlotRow]:
+        """The slots as last listed, with the value last read for each (a slot whose value is
+        not read yet shows ``None``; it is read by the next poll)."""
+        out = []
+        for row in self._kv.get(namespace, []):
+            held = self._slots.get((namespace, row.key))
+            out.append(held.row if held is not None and held.row.generation == row.generation else row)
+        return out
+
+    def kv_history(self, namespace: str, key: str) -> list[CASRecord]:
+        """The slot's CAS history as last read (the node's newest records, oldest first). Asking
+        makes the slot *followed*: it is read again on every poll."""
+        slot = (namespace, key)
+        self._followed.pop(slot, None)
+        self._followed[slot] = None
+        while len(self._followed) > FOLLOWED_SLOTS:
+            del self._followed[next(iter(self._followed))]
+        held = self._slots.get(slot)
+        return list(held.history) if held is not None else []
+
+    # -- the node's sync events --------------------------------------------------------------
+
+    async def _read_events(self) -> None:
+        """Feed the node's events after the cursor to the recorder (origin ``node``)."""
+        session = self.session
+        if session is None or not self._node_events:
+            return
+        for _ in range(MAX_EVENT_READS):
+            try:
+                events = await session.events(self.event_cursor, REQUEST_TIMEOUT)
+            except (AdminRefused, TimeoutError) as exc:
+                if self.event_cursor.epoch is not None and isinstance(exc, TimeoutError):
+                    raise TargetUnavailable("timeout", f"{self.url} did not answer events in time") from None
+                # refused, or never answered (a node older than the events op)
+                logger.warning("%s does not send its sync events: %s", self.url, str(exc) or "no answer")
+                self._node_events = False
+                return
+            for event in events:
+                self.recorder.record(event, origin="node")
+            if not self.event_cursor.more:
+                return
 
     # -- live --------------------------------------------------------------------------------
 
@@ -204,8 +307,9 @@ class RemoteTarget(NodeTarget):
         if not self.connected or self.node is None or self.session is None:
             return
         try:
-            if self.node_info is not None and self.node_info.admin:
+            if self._admin:
                 await self._read_peers()
+                await self._read_events()
             ids, namespaces = await self._list()
             new = [cid for cid in ids if cid not in self._listed]
             if new:
@@ -219,6 +323,16 @@ class RemoteTarget(NodeTarget):
         except (KintsugiError, TargetUnavailable, KeyError) as exc:
             logger.info("polling %s failed: %s", self.url, exc)
 
+    async def _read_peers(self) -> None:
+        assert self.session is not None
+        try:
+            self._peers, self._peer_log = await self._ask(self.session.peers(REQUEST_TIMEOUT), "peers")
+        except AdminRefused:
+            self._peers = self._peer_log = None
+            info = self.node_info
+            who = f"{info.name}" if info is not None else self.url
+            self._peers_note = f"Only admin accounts see the peers of {who}; this key's account is not one."
+
     # -- closing -----------------------------------------------------------------------------
 
     async def close(self) -> None:
@@ -231,22 +345,13 @@ class RemoteTarget(NodeTarget):
 
     # -- what the node shows over the wire ---------------------------------------------------
 
-    def kv_namespaces(self) -> list[str]:
-        return sorted(self._kv)
-
-    def kv_slots(self, namespace: str) -> list[SlotRow]:
-        return list(self._kv.get(namespace, []))
-
-    def kv_history(self, namespace: str, key: str) -> list[CASRecord]:
-        return []
-
     def peers(self) -> list[PeerInfo] | None:
         return None if self._peers is None else list(self._peers)
 
     def peer_log(self) -> list[PeerLogEntry] | None:
-        return None
+        return None if self._peer_log is None else list(self._peer_log)
 
     def peers_note(self) -> str:
         if self._peers is None:
             return self._peers_note
-        return "The node does not send its peer log over the wire: connections and lagged closes show in its own log."
+        return "The node sends no peer log (it runs an older Kintsugi): its own log shows connections."

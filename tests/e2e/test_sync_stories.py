@@ -7,11 +7,13 @@ known states, session counts and heads, conflict sessions), not log lines alone.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,11 @@ from typing import Any
 import pytest
 
 from engine.crypto import AccountKey, chain_base, chain_extend, signed_message
+from engine.errors import AdminRefused
 from engine.ids import CoValueID, SessionID
 from engine.model.transaction import encode_transaction
+from engine.net.remote import EventCursor, RemoteSession
+from engine.net.shell import PeerLogEntry
 from engine.protocol.messages import (
     Correction,
     Error,
@@ -28,7 +33,8 @@ from engine.protocol.messages import (
     Message,
 )
 from engine.storage.sqlite import SQLiteStore
-from tests.e2e.conftest import Account, ClientProc, NodeProcess, Processes, Reply, ScriptedNode
+from engine.sync.manager import SyncEvent
+from tests.e2e.conftest import STEP_UNITS, Account, ClientProc, NodeProcess, Processes, Reply, ScriptedNode
 from tests.util import run_cli, timeout, wait_until
 
 
@@ -337,6 +343,51 @@ def test_sessions_unrelated_to_the_fork_are_untouched(crash_story: CrashStory) -
         assert unrelated(client_sessions(report)) == before, name
     assert unrelated(client_sessions(story.restarted_offline)) == before
     assert unrelated(client_sessions(story.fresh)) == before
+
+
+def test_an_admin_reads_the_fork_and_the_peer_log_from_the_node_process(crash_story: CrashStory) -> None:
+    """An operator connecting to the node process with the admin account (as the inspector
+    does for a ws:// target) reads the node's own detection of Bob's fork — ``fork_detected``
+    then ``correction_sent`` for his session, stamped by the node's clock while the story
+    ran — and its peer log, where the SIGKILLed client's connection went down without a
+    normal close. Bob's account, not an admin, is refused both."""
+    story, sid = crash_story, crash_story.session
+    admin_key = AccountKey.load(story.node.store.parent / "keys" / "admin.key")
+    bob_key = AccountKey.load(story.node.store.parent / "keys" / "bob.key")
+
+    async def read() -> tuple[list[SyncEvent], list[PeerLogEntry] | None, list[str]]:
+        refusals = []
+        async with remote_session(story.node.url, admin_key) as session:
+            events = await session.events(EventCursor(), timeout(STEP_UNITS))
+            _rows, log = await session.peers(timeout(STEP_UNITS))
+        async with remote_session(story.node.url, bob_key) as session:
+            for ask in (session.events(EventCursor(), timeout(STEP_UNITS)), session.peers(timeout(STEP_UNITS))):
+                try:
+                    await ask
+                except AdminRefused as exc:
+                    refusals.append(exc.reason)
+        return events, log, refusals
+
+    events, log, refusals = asyncio.run(asyncio.wait_for(read(), timeout(3 * STEP_UNITS)))
+    mine = [e for e in events if e.session == sid]
+    assert [e.kind for e in mine][:2] == ["fork_detected", "correction_sent"]
+    assert {e.covalue for e in mine} == {story.comap}
+    assert all(0 < e.at_ms <= time.time() * 1000 for e in mine)
+    assert log is not None and [e for e in log if e.event == "up"]
+    assert any(e.event == "down" and e.close_code != 1000 for e in log), "the SIGKILLed client"
+    assert all(not e.lagged for e in log)
+    assert refusals == ["permission_denied", "permission_denied"]
+
+
+@contextlib.asynccontextmanager
+async def remote_session(url: str, key: AccountKey) -> AsyncIterator[RemoteSession]:
+    session = RemoteSession(url, key)
+    await session.open(timeout(STEP_UNITS))
+    try:
+        yield session
+    finally:
+        await session.close()
+        session.node.close()
 
 
 # -- two processes, one session ---------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """``ws://`` targets against a node served in process (NodeServer + SyncShell + LocalNode on a
-copy of the demo store, on the test's loop): an admin sees everything and stays live, other
-accounts see what they may read, and every way of failing to connect is a message in the
-window, not an exception."""
+copy of the demo store, on the test's loop): an admin sees everything and stays live — CAS
+values and histories with their lost races, the node's peer log, and forks the node itself
+detected — other accounts see what they may read, and every way of failing to connect is a
+message in the window, not an exception."""
 
 from __future__ import annotations
 
@@ -21,7 +22,10 @@ from websockets.exceptions import ConnectionClosed
 from engine.crypto import AccountKey
 from engine.demo import DemoResult
 from engine.diagnostics.covalue_summary import Badge
+from engine.diagnostics.kv_slots import timeline_summary
 from engine.ids import CoValueID
+from engine.kv.envelope import Present
+from engine.kv.store import Conflict
 from engine.net.server import NodeServer
 from engine.net.shell import SyncShell
 from engine.node import LocalNode
@@ -34,7 +38,9 @@ from inspector.models.roles import Role
 from inspector.targets import RemoteTarget, TargetSpec
 from inspector.views.main_window import MainWindow
 from inspector.workers import WorkerPool
+from tests.engine.net.conftest import ForkingTab
 from tests.inspector.conftest import ms, run, wait_for
+from tests.util import UNIT
 
 
 @dataclass
@@ -85,16 +91,28 @@ def test_an_admin_sees_everything_and_stays_live(
     target = inspector.target
     assert isinstance(target, RemoteTarget)
 
-    # CAS slots: listed for every namespace (admin), values stay on the node
+    # CAS slots: listed for every namespace (admin), with their values (hidden until asked)
     alice = demo_store.accounts["alice"]
     assert inspector.kv_tree.key_index(alice, "prefs/recent").isValid()
     row = inspector.cas_slots.row_of(alice, "prefs/recent")
-    assert row >= 0 and inspector.cas_slots.index(row, 4).data() == "(values stay on the node)"
+    generation, slot = served.node.kv.get(alice, "prefs/recent")
+    assert isinstance(slot, Present)
+    assert row >= 0 and inspector.cas_slots.index(row, 4).data().startswith("‹hidden · ")
+    assert inspector.cas_slots.index(row, 4).data(Role.RAW) == slot.value
+    assert inspector.cas_slots.index(row, 2).data(Role.RAW) == generation
+    # ... and the selected slot's timeline, lost races included, as the node keeps it
+    inspector.select_slot(alice, "prefs/recent")
+    counts = inspector.cas_timeline.counts()
+    assert counts == timeline_summary(served.node.kv.history(alice, "prefs/recent")) and counts["lost"] >= 1
+    outcomes = [inspector.cas_timeline.index(r, 2).data() for r in range(inspector.cas_timeline.rowCount())]
+    assert outcomes.count("lost (conflict)") == counts["lost"]
+    assert "lost races (highlighted)" in window.cas.timeline_heading.text()
 
-    # peers: the admin op lists this inspector's own connection
+    # peers: the admin op lists this inspector's own connection, and the node's peer log
     wait_for(qtbot, lambda: inspector.peers.rowCount() >= 1)
     assert inspector.peers.peer(0).kind == "downstream" and inspector.peers.peer(0).admin  # type: ignore[union-attr]
-    assert not inspector.peer_log.available and "peer log" in window.peers.log_heading.text()
+    assert inspector.peer_log.available and window.peers.log_heading.text().startswith("Peer log (newest first): 1")
+    assert [e.event for e in target.peer_log() or []] == ["up"]
 
     # view → engine: the lanes of a remote CoValue come from the replica
     notes = demo_store.maps["notes"]
@@ -127,10 +145,43 @@ def test_an_admin_sees_everything_and_stays_live(
     fresh = served.node.create_map(demo_store.group, meta={"name": "made on the node"}).id
     wait_for(qtbot, lambda: inspector.covalues.row_of(fresh) >= 0, units=10)
     assert inspector.covalues.index(inspector.covalues.row_of(fresh), 0).data() == "made on the node"
+
+    # a lost race on the node shows in the timeline of the slot being looked at (the target
+    # reads that slot again on every poll)
+    assert isinstance(served.node.kv.cas(alice, "prefs/recent", 0, Present(["stale"])), Conflict)
+    wait_for(qtbot, lambda: inspector.cas_timeline.counts()["lost"] == counts["lost"] + 1)  # no reselect needed
+    assert inspector.cas_timeline.index(inspector.cas_timeline.rowCount() - 1, 2).data() == "lost (conflict)"
+
+    # a fork the node detects between itself and another client reaches the inspector as the
+    # node's own event, with the node's time, and badges the CoValue forked
+    tab = ForkingTab(served.node, served.url)
+    forked = run(qtbot, tab.start())
+    try:
+        wait_for(qtbot, lambda: inspector.sync_events.row_of(forked, "fork_detected") >= 0)
+        wait_for(qtbot, lambda: inspector.covalues.row_of(forked) >= 0)
+        wait_for(
+            qtbot,
+            lambda: Badge.FORKED in inspector.covalues.index(inspector.covalues.row_of(forked), 0).data(Role.BADGES),
+        )
+    finally:
+        run(qtbot, tab.stop())
+    (timed,) = [t for t in target.recorder.recent() if t.event.kind == "fork_detected"]
+    assert timed.origin == "node" and timed.event.session == tab.session and timed.event.peer.startswith("in:")
+    node_event = next(e for e in served.shell.manager.events if e.kind == "fork_detected")
+    assert timed.at_ms == node_event.at_ms == timed.event.at_ms and timed.at_ms <= timed.received_ms
+    row = inspector.sync_events.row_of(forked, "fork_detected")
+    assert inspector.sync_events.index(row, 0).data(Role.RAW) == node_event.at_ms
+    assert [t.event.kind for t in target.recorder.recent() if t.origin == "node"] == [
+        "fork_detected",
+        "correction_sent",
+    ]
+    # the node's peer log shows the forking tab coming and going
+    wait_for(qtbot, lambda: [e.event for e in target.peer_log() or []] == ["up", "up", "down"])
+
     run(qtbot, inspector.close())
     assert target.session is None
     wait_for(qtbot, lambda: not served.shell.connections)  # closed cleanly: the node saw it go
-    assert [e.close_code for e in served.shell.peer_log if e.event == "down"] == [1000]
+    assert [e.close_code for e in served.shell.peer_log if e.event == "down"] == [1000, 1000]
 
 
 def test_other_accounts_see_what_they_may_read(
@@ -138,12 +189,23 @@ def test_other_accounts_see_what_they_may_read(
 ) -> None:
     bob_key = served.keys / "bob.key"
     bob = AccountKey.load(bob_key).account_id
+    served.node.kv.cas(bob, "bob/theme", 0, Present("dark"))
+    served.node.kv.cas(bob, "bob/theme", 0, Present("light"))  # a lost race
     stats = open_node(qtbot, inspector, served.url, bob_key)
     readable = {cid for cid in served.node.covalue_ids() if served.node.can_read(bob, cid)}
     assert stats["covalues"] == len(readable) and set(inspector.target.ids()) == readable  # type: ignore[union-attr]
     assert "not an admin" in window.node_label.text()
     assert not inspector.peers.available and "Only admin accounts" in window.peers.summary.text()
+    assert not inspector.peer_log.available and inspector.target.peer_log() is None  # type: ignore[union-attr]
     assert [inspector.kv_tree.index(r, 0).data(Role.NAMESPACE) for r in range(inspector.kv_tree.rowCount())] == [bob]
+    # Bob's own slots, with value and history; the node's events are for admins only
+    row = inspector.cas_slots.row_of(bob, "bob/theme")
+    assert row >= 0 and inspector.cas_slots.index(row, 4).data(Role.RAW) == "dark"
+    inspector.select_slot(bob, "bob/theme")
+    assert inspector.cas_timeline.counts() == {"attempts": 2, "stored": 1, "lost": 1}
+    target = inspector.target
+    assert isinstance(target, RemoteTarget) and target.event_cursor.epoch is None
+    assert not [t for t in target.recorder.recent() if t.origin == "node"]
 
     mallory = tmp_path / "mallory.key"
     AccountKey.generate().save(mallory)
@@ -249,3 +311,39 @@ def test_version_skew_is_a_warning_not_a_failure(
     assert "version skew" in window.node_label.text()
     skew = inspector.events.last("version_skew")
     assert skew == {"event": "version_skew", "node": "test-node", "node_version": "0.0.9", "inspector_version": "0.1.0"}
+
+
+@pytest.mark.parametrize("announced", [False, True], ids=["not-announced", "announced-but-unanswered"])
+def test_an_older_node_without_the_new_admin_ops_still_opens(  # noqa: PLR0917 - fixtures
+    qtbot: QtBot,
+    monkeypatch: pytest.MonkeyPatch,
+    served: Served,
+    inspector: Inspector,
+    window: MainWindow,
+    announced: bool,
+) -> None:
+    """A node from before ``kv_slot``, ``events`` and the peer log does not announce them, and
+    its decoder refuses them with an ``error`` that names no request; its ``peers`` reply has
+    no log. The inspector shows what the node does send: slots without values (and says so),
+    the peers without a log, no node events. It does not ask a node that does not announce
+    the ops; one that announces them but never answers gets one request of each, and after
+    one request timeout the same fallback — so the node never closes it for bad messages."""
+    monkeypatch.setattr("engine.protocol.messages.Admin.OPS", ("list", "peers"))  # the node's decoder
+    if not announced:
+        monkeypatch.setattr("engine.net.server.FEATURES", ("sync", "correction", "tombstone", "kv_list", "admin_list"))
+    served.shell.manager.peer_log_report = None  # its peers reply has no log
+    monkeypatch.setattr("inspector.targets.remote.REQUEST_TIMEOUT", 0.5 * UNIT)
+    open_node(qtbot, inspector, served.url, served.admin_key)
+    target = inspector.target
+    assert isinstance(target, RemoteTarget) and not target.kv_values
+    alice = AccountKey.load(served.keys / "alice.key").account_id
+    row = inspector.cas_slots.row_of(alice, "prefs/recent")
+    assert row >= 0 and inspector.cas_slots.index(row, 4).data() == "(values stay on the node)"
+    inspector.select_slot(alice, "prefs/recent")
+    assert "does not send CAS histories" in window.cas.timeline_heading.text()
+    wait_for(qtbot, lambda: inspector.peers.rowCount() >= 1)
+    assert not inspector.peer_log.available and "sends no peer log" in window.peers.log_heading.text()
+    assert target.event_cursor.epoch is None and not target.recorder.recent()
+    # it asked once for each: the node did not close the connection for too many bad requests
+    run(qtbot, target.poll())
+    assert target.connected and not [e for e in served.shell.peer_log if e.event == "down"]

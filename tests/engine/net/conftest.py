@@ -24,7 +24,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from engine.crypto import AccountKey
-from engine.ids import AccountID, CoValueID
+from engine.ids import AccountID, CoValueID, new_session_id
 from engine.model.known_state import KnownState
 from engine.net.client import Backoff, SyncClient
 from engine.net.connection import PeerConnection
@@ -93,10 +93,15 @@ class Served:
 
 @contextlib.asynccontextmanager
 async def serving(
-    limits: Limits = DEFAULT_LIMITS, *, admins: Iterable[AccountID] = (), key: AccountKey | None = None
+    limits: Limits = DEFAULT_LIMITS,
+    *,
+    admins: Iterable[AccountID] = (),
+    key: AccountKey | None = None,
+    clock_ms: Callable[[], int] | None = None,
 ) -> AsyncIterator[Served]:
-    """An in-memory node listening on 127.0.0.1 (a free port), closed on exit."""
-    node = LocalNode(key or AccountKey.generate())
+    """An in-memory node listening on 127.0.0.1 (a free port), closed on exit. ``clock_ms``:
+    the node's clock (default the wall clock)."""
+    node = LocalNode(key or AccountKey.generate(), **({"clock_ms": clock_ms} if clock_ms is not None else {}))
     shell = SyncShell(node, limits=limits)
     server = NodeServer(shell, admins=admins)
     try:
@@ -132,6 +137,53 @@ async def syncing(
         await client.stop()
         shell.close()
         node.close()
+
+
+class ForkingTab:
+    """Two "tabs" of one new account writing one session id, to make a node detect a fork.
+
+    :meth:`start`: tab A's first write of a new (unsafeAllowAll) CoMap is handed to ``node``
+    in process; tab B, which never saw it, writes a different first transaction to the same
+    session and connects to ``url``. Its ``load`` shows the node heads that differ at a
+    common length: the node reports ``fork_detected`` and ``correction_sent``, and tab B
+    applies the correction. :meth:`stop` disconnects tab B.
+    """
+
+    def __init__(self, node: LocalNode, url: str) -> None:
+        self.node = node
+        self.url = url
+        self.key = AccountKey.generate()
+        self.session = new_session_id(self.key.account_id, os.urandom)
+        self.tab: LocalNode | None = None
+        self.shell: SyncShell | None = None
+        self.client: SyncClient | None = None
+        self.covalue: CoValueID | None = None
+
+    async def start(self) -> CoValueID:
+        tab_a = LocalNode(self.key, session=self.session)
+        core = tab_a.create_map(None, meta={"name": "forked by two tabs"})
+        tab_a.set(core.id, "who", "tab a")
+        tab_a.flush()
+        self.node.add_header(core.header)
+        self.node.apply_content(core.id, {self.session: tab_a.get(core.id).sessions[self.session].chunk()})
+        tab_a.close()
+        self.tab = LocalNode(self.key, session=self.session)
+        self.tab.add_header(core.header)
+        self.tab.set(core.id, "who", "tab b")
+        self.tab.flush()
+        self.shell = SyncShell(self.tab)
+        self.client = SyncClient(self.shell, self.url, backoff=Backoff(initial=0.05, cap=0.2))
+        self.client.start()
+        self.covalue = core.id
+        return core.id
+
+    async def stop(self) -> None:
+        if self.client is not None:
+            await self.client.stop()
+        if self.shell is not None:
+            self.shell.close()
+        if self.tab is not None:
+            self.tab.close()
 
 
 def follow(replica: Synced, covalue: CoValueID) -> None:

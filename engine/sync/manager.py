@@ -12,7 +12,8 @@ Rules, in the order they matter:
    ``downstream`` (it connected to us: ours is authoritative for it). Corrections only flow
    downstream.
 2. On connect, a downstream peer (or we, towards an upstream) sends ``load{id, known}`` for
-   everything it holds. The answer is the content the other side lacks, then ``known``.
+   everything it holds. The answer is the content the other side lacks (cut at checkpoints
+   into frame-sized pieces by :mod:`engine.sync.chunks`), then ``known``.
 3. Content is applied only after it verifies (the host does that), and acknowledged with
    ``known`` only after the host has committed it: the shell runs ``receive`` inside the
    host's batch and sends the drained messages after the batch's commit.
@@ -26,7 +27,8 @@ Rules, in the order they matter:
    group's roles (or is an admin); otherwise the node behaves as if the id did not exist.
 7. Admin requests only read. Each gets exactly one ``admin_result`` with its ``rid``: a
    refusal (not an admin, another account's namespace, bad arguments) is ``ok: false`` with
-   a stable ``code``, and every reply fits in one frame of ``limits.max_frame_size``.
+   a stable ``code``, and every reply fits in one frame of ``limits.max_frame_size``
+   (:mod:`engine.sync.admin` answers them).
 
 Sync events (forks, corrections, rejections) go to ``on_event`` as they are decided, stamped
 with the host's clock, and into a ring of the last :data:`EVENT_RING_SIZE` with sequence
@@ -35,7 +37,6 @@ numbers, which admins read with ``admin{events, after}`` (a cursor: a remote ins
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -44,22 +45,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol
 
-from engine import codec
 from engine.covalue import ApplyReport, CoValueCore, ReplaceOutcome
-from engine.diagnostics.kv_slots import slot_detail_json
-from engine.errors import (
-    ForkError,
-    IntegrityError,
-    KintsugiError,
-    KVAccessDenied,
-    MissingPrefix,
-    PermissionDenied,
-    ProtocolError,
-    SignatureError,
-)
+from engine.errors import ForkError, IntegrityError, KintsugiError, MissingPrefix, ProtocolError, SignatureError
 from engine.ids import AccountID, CoValueID, SessionID, parse_covalue_id, parse_session_id
-from engine.kv.envelope import Slot
-from engine.kv.store import CASRecord
 from engine.model.header import Header, OwnedByGroup
 from engine.model.known_state import KnownState
 from engine.model.session_log import Chunk, SessionLog
@@ -67,22 +55,20 @@ from engine.protocol.limits import DEFAULT_LIMITS, Limits
 from engine.protocol.messages import (
     MAX_TEXT,
     Admin,
-    AdminArgs,
     AdminResult,
     Content,
     Correction,
     Deleted,
     Done,
     Error,
-    EventsArgs,
     Known,
     KvKeys,
     KvList,
-    KvSlotArgs,
     Load,
     Message,
-    admin_args,
 )
+from engine.sync.admin import AdminHost, answer_admin
+from engine.sync.chunks import longest_stretch, servable_stretch, split_content
 
 logger = logging.getLogger(__name__)
 security_log = logging.getLogger("kintsugi.security")
@@ -91,9 +77,6 @@ Heads = dict[SessionID, tuple[int, bytes]]
 
 #: Sync events kept for admins to read (``admin{events}``); older ones are dropped first.
 EVENT_RING_SIZE = 1000
-#: Bytes of a frame kept free around an admin reply's ``result``: the frame envelope, the
-#: ``admin_result`` map and its ``rid``. Everything else of a reply must fit in the rest.
-ADMIN_REPLY_HEADROOM = 1024
 
 
 class PeerKind(StrEnum):
@@ -101,21 +84,12 @@ class PeerKind(StrEnum):
     DOWNSTREAM = "downstream"
 
 
-class SlotReader(Protocol):
-    """The reading half of :class:`engine.kv.store.KVStore`."""
-
-    def get(self, namespace: str, key: str) -> tuple[int, Slot | None]: ...
-
-    def history(self, namespace: str, key: str) -> list[CASRecord]: ...
-
-
-class SyncHost(Protocol):
-    """What the state machine needs from the replica it serves (LocalNode provides it)."""
+class SyncHost(AdminHost, Protocol):
+    """What the state machine needs from the replica it serves (LocalNode provides it), on
+    top of what admin requests read (:class:`~engine.sync.admin.AdminHost`)."""
 
     @property
     def account_id(self) -> AccountID: ...
-
-    def covalue_ids(self) -> list[CoValueID]: ...
 
     def get_or_none(self, covalue: CoValueID) -> CoValueCore | None: ...
 
@@ -125,16 +99,7 @@ class SyncHost(Protocol):
 
     def replace_session(self, covalue: CoValueID, session: SessionID, chunk: Chunk) -> ReplaceOutcome: ...
 
-    def can_read(self, account: AccountID, covalue: CoValueID) -> bool: ...
-
     def kv_items(self, namespace: str, prefix: str) -> list[dict[str, Any]]: ...
-
-    def kv_namespaces(self) -> list[str]: ...
-
-    @property
-    def kv(self) -> SlotReader:
-        """The replica's CAS slots (only read here, for admins' ``kv_slot``)."""
-        ...
 
     @property
     def clock_ms(self) -> Callable[[], int]:
@@ -465,94 +430,9 @@ class SyncManager:
         logger.info("peer %s reported %s for %s: %s", peer.id, msg.code, msg.id, msg.detail)
 
     def _on_admin(self, peer: PeerState, msg: Admin) -> None:
-        """Answer an admin request: exactly one ``admin_result``; a refusal changes nothing."""
-        try:
-            result = self._admin_ops[msg.op](self, peer, admin_args(msg))
-        except KintsugiError as exc:
-            logger.info("admin %s from %s refused: %s %s", msg.op, peer.id, exc.code, exc.detail)
-            self._send(peer, AdminResult(msg.rid, False, {"code": exc.code, "detail": exc.detail[:MAX_TEXT]}))
-            return
-        self._send(peer, AdminResult(msg.rid, True, result))
-
-    def _reply_budget(self) -> int:
-        """Bytes an admin reply's ``result`` may take."""
-        return max(0, self.limits.max_frame_size - ADMIN_REPLY_HEADROOM)
-
-    def _admin_list(self, peer: PeerState, _args: AdminArgs) -> dict[str, Any]:
-        ids = [cid for cid in self.host.covalue_ids() if peer.admin or self.host.can_read(peer.account, cid)]
-        namespaces = self.host.kv_namespaces() if peer.admin else [peer.account]
-        return {"covalues": ids, "namespaces": namespaces}
-
-    def _admin_peers(self, peer: PeerState, _args: AdminArgs) -> dict[str, Any]:
-        """``{peers: [row], log: [entry], log_dropped: n}``: the log keeps its newest entries
-        that fit in a frame next to the rows (``log_dropped`` counts the ones left out). Rows
-        that would not fit a frame (tens of thousands of peers) are cut, ``peers_dropped``
-        saying how many."""
-        _require_admin(peer, "peers")
-        if self.peers_report is None:
-            raise ProtocolError("this node does not report its peers", code="unsupported_op")
-        budget = self._reply_budget() - 64
-        rows, rows_dropped = first_within(self.peers_report(), budget)
-        result: dict[str, Any] = {"peers": rows}
-        if rows_dropped:
-            result["peers_dropped"] = rows_dropped
-        if self.peer_log_report is not None:
-            log, dropped = newest_within(self.peer_log_report(), budget - len(codec.encode(rows)))
-            result.update(log=log, log_dropped=dropped)
-        return result
-
-    def _admin_kv_slot(self, peer: PeerState, args: AdminArgs) -> dict[str, Any]:
-        """One slot with its value and newest CAS records (see :func:`slot_detail_json`)."""
-        assert isinstance(args, KvSlotArgs)
-        if args.namespace != peer.account and not peer.admin:
-            raise KVAccessDenied(f"{peer.account} may not read namespace {args.namespace!r}")
-        generation, slot = self.host.kv.get(args.namespace, args.key)
-        history = self.host.kv.history(args.namespace, args.key) if args.history else []
-        return slot_detail_json(
-            args.namespace,
-            args.key,
-            generation,
-            slot,
-            history,
-            max_records=args.history,
-            max_bytes=self._reply_budget(),
-        )
-
-    def _admin_events(self, peer: PeerState, args: AdminArgs) -> dict[str, Any]:
-        """``{epoch, events: [{seq, ...event}], first, last, more}``: events numbered above
-        ``after``, oldest first, as many as ``limit`` and the frame allow. ``first`` and
-        ``last`` are the numbers of the oldest and newest events kept (``first > after + 1``
-        means some were dropped before they were read); ``more`` says another request would
-        get more."""
-        assert isinstance(args, EventsArgs)
-        _require_admin(peer, "events")
-        first = self.event_seq - len(self.events) + 1
-        start = max(0, args.after + 1 - first)
-        budget = self._reply_budget() - 128
-        out: list[dict[str, Any]] = []
-        for seq, event in enumerate(itertools.islice(self.events, start, None), first + start):
-            if len(out) == args.limit:
-                break
-            row = {"seq": seq, **event.to_json()}
-            budget -= len(codec.encode(row))
-            if budget < 0:
-                break
-            out.append(row)
-        last_sent = out[-1]["seq"] if out else max(args.after, first - 1)
-        return {
-            "epoch": self.epoch,
-            "events": out,
-            "first": first,
-            "last": self.event_seq,
-            "more": last_sent < self.event_seq,
-        }
-
-    _admin_ops: ClassVar[dict[str, Callable[[SyncManager, PeerState, AdminArgs], dict[str, Any]]]] = {
-        "list": _admin_list,
-        "peers": _admin_peers,
-        "kv_slot": _admin_kv_slot,
-        "events": _admin_events,
-    }
+        """Answer an admin request (:func:`~engine.sync.admin.answer_admin`): exactly one
+        ``admin_result``; a refusal changes nothing."""
+        self._send(peer, answer_admin(self, peer, msg))
 
     def _on_reply(self, peer: PeerState, msg: Message) -> None:
         if self.on_reply is not None:
@@ -687,107 +567,10 @@ class SyncManager:
             self.on_event(event)
 
 
-def _require_admin(peer: PeerState, op: str) -> None:
-    if not peer.admin:
-        raise PermissionDenied(f"{op} is for admin accounts only")
-
-
-def first_within(items: list[Any], budget: int) -> tuple[list[Any], int]:
-    """The first of ``items`` whose canonical CBOR fits in ``budget`` bytes together, and how
-    many later ones were left out."""
-    kept = 0
-    for item in items:
-        budget -= len(codec.encode(item))
-        if budget < 0:
-            break
-        kept += 1
-    return items[:kept], len(items) - kept
-
-
-def newest_within(items: list[Any], budget: int) -> tuple[list[Any], int]:
-    """The newest (last) of ``items`` whose canonical CBOR fits in ``budget`` bytes together,
-    oldest first, and how many older ones were left out."""
-    kept = 0
-    for item in reversed(items):
-        budget -= len(codec.encode(item))
-        if budget < 0:
-            break
-        kept += 1
-    return items[len(items) - kept :], len(items) - kept
-
-
-#: Bytes of a frame kept free for the envelope, the header and encoding overhead (a quarter
-#: of the frame when frames are small).
-FRAME_HEADROOM = 64 * 1024
-
-
 def _on_our_chain(core: CoValueCore | None, sid: SessionID, head: tuple[int, bytes]) -> bool:
     log = core.sessions.get(sid) if core is not None else None
     n, h = head
     return log is not None and n <= log.count and log.hash_at(n) == h
-
-
-def servable_stretch(max_frame_size: int) -> int:
-    """Largest run of transactions between checkpoints that can be passed on in one frame."""
-    return max_frame_size - min(FRAME_HEADROOM, max_frame_size // 4)
-
-
-def longest_stretch(chunk: Chunk) -> int:
-    """Encoded size (about) of the largest run of transactions between two checkpoints."""
-    longest = 0
-    start = chunk.after
-    for n in sorted(k for k in chunk.sigs if type(k) is int):
-        size = sum(len(tx) + 5 for tx in chunk.txs[start - chunk.after : n - chunk.after]) + 80
-        longest = max(longest, size)
-        start = n
-    return longest
-
-
-def split_chunk(chunk: Chunk, budget: int) -> list[Chunk]:
-    """Cut a chunk at its checkpoints into pieces of about ``budget`` bytes or less.
-
-    A stretch between two checkpoints is never cut (every piece must end at a checkpoint), so
-    a piece may exceed the budget when one batch alone does.
-    """
-    if not chunk.txs:
-        return [chunk]
-    pieces: list[Chunk] = []
-    start = chunk.after
-    size = 0
-    last_cut = start
-    checkpoints = sorted(chunk.sigs)
-    sizes = [len(tx) + 4 for tx in chunk.txs]
-    position = chunk.after
-    for n in checkpoints:
-        stretch = sum(sizes[position - chunk.after : n - chunk.after])
-        if size and size + stretch > budget:
-            pieces.append(_sub_chunk(chunk, start, last_cut))
-            start, size = last_cut, 0
-        size += stretch
-        last_cut = position = n
-    pieces.append(_sub_chunk(chunk, start, chunk.end))
-    return pieces
-
-
-def _sub_chunk(chunk: Chunk, start: int, end: int) -> Chunk:
-    lo, hi = start - chunk.after, end - chunk.after
-    return Chunk(start, chunk.txs[lo:hi], {n: s for n, s in chunk.sigs.items() if start < n <= end})
-
-
-def split_content(new: dict[SessionID, Chunk], budget: int) -> Iterable[dict[SessionID, Chunk]]:
-    """Group session chunks (split at checkpoints) into content payloads of about ``budget``."""
-    part: dict[SessionID, Chunk] = {}
-    size = 0
-    for sid, chunk in new.items():
-        for piece in split_chunk(chunk, budget):
-            piece_size = sum(len(tx) + 4 for tx in piece.txs) + 80 * len(piece.sigs) + 100
-            if part and (size + piece_size > budget or sid in part):
-                yield part
-                part, size = {}, 0
-            part[sid] = piece
-            size += piece_size
-    if part:
-        yield part
 
 
 def session_heads(logs: Iterable[SessionLog]) -> Heads:
@@ -795,16 +578,12 @@ def session_heads(logs: Iterable[SessionLog]) -> Heads:
 
 
 __all__ = [
-    "ADMIN_REPLY_HEADROOM",
     "EVENT_RING_SIZE",
     "ForkError",
     "Outbox",
     "PeerKind",
     "PeerState",
-    "SlotReader",
     "SyncEvent",
     "SyncHost",
     "SyncManager",
-    "first_within",
-    "newest_within",
 ]

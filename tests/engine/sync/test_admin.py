@@ -20,7 +20,8 @@ from engine.node import LocalNode
 from engine.protocol.frames import OP, encode_frame
 from engine.protocol.limits import Limits
 from engine.protocol.messages import MAX_ADMIN_EVENTS, MAX_ADMIN_HISTORY, Admin, AdminResult, Message
-from engine.sync.manager import EVENT_RING_SIZE, PeerKind, SyncEvent, SyncManager, first_within, newest_within
+from engine.sync.admin import first_within, newest_within
+from engine.sync.manager import EVENT_RING_SIZE, PeerKind, SyncEvent, SyncManager
 from tests.engine.factories import covalue_id
 from tests.engine.sync.sim import NODE, Faults, Simulation
 

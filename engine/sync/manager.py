@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -50,7 +50,7 @@ from engine.errors import ForkError, IntegrityError, KintsugiError, MissingPrefi
 from engine.ids import AccountID, CoValueID, SessionID, parse_covalue_id, parse_session_id
 from engine.model.header import Header, OwnedByGroup
 from engine.model.known_state import KnownState
-from engine.model.session_log import Chunk, SessionLog
+from engine.model.session_log import Chunk
 from engine.protocol.limits import DEFAULT_LIMITS, Limits
 from engine.protocol.messages import (
     MAX_TEXT,
@@ -571,10 +571,6 @@ def _on_our_chain(core: CoValueCore | None, sid: SessionID, head: tuple[int, byt
     log = core.sessions.get(sid) if core is not None else None
     n, h = head
     return log is not None and n <= log.count and log.hash_at(n) == h
-
-
-def session_heads(logs: Iterable[SessionLog]) -> Heads:
-    return {log.session: log.head() for log in logs}
 
 
 __all__ = [

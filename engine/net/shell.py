@@ -4,8 +4,9 @@
 feeding messages to the sync manager inside one store batch per frame) and the routing of
 the manager's outbox to each peer's bounded queue. Acknowledgements leave only after the
 batch has committed, so a ``known`` always describes durable data: with background commits
-(:class:`~engine.node.LocalNode`), what the manager produced waits in :attr:`SyncShell.held`
-until the node's commits up to then have finished. A reader with more than
+(:class:`~engine.node.LocalNode`), a ``known`` waits in :attr:`SyncShell.held` until the
+node's commits up to then have finished. Everything else leaves at once: content relayed to
+other peers asserts nothing about this node's disk. A reader with more than
 :data:`MAX_COMMITS_IN_FLIGHT` commits outstanding waits for them before reading on.
 """
 
@@ -28,7 +29,7 @@ from engine.net.ratelimit import TokenBucket
 from engine.node import LocalNode
 from engine.protocol.frames import OP, decode_frame, encode_frame
 from engine.protocol.limits import DEFAULT_LIMITS, CloseCode, Limits
-from engine.protocol.messages import Error, Message
+from engine.protocol.messages import Error, Known, Message
 from engine.sync.manager import SyncEvent, SyncManager
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ class SyncShell:
         self._dispatch_scheduled = False
         self._unsubscribe = node.subscribe(lambda _event: self.schedule_dispatch())
         self._unlisten = node.on_commit(self.schedule_dispatch)
-        #: Outgoing messages waiting for a commit: (node.submitted_seq when drained, peer, message).
+        #: Acknowledgements waiting for a commit: (node.submitted_seq when drained, peer, message).
         self.held: deque[tuple[int, str, Message]] = deque()
         self.frames_received = 0
         self.peer_log: deque[PeerLogEntry] = deque(maxlen=PEER_LOG_SIZE)
@@ -112,20 +113,20 @@ class SyncShell:
     def dispatch(self) -> None:
         """Drain the manager's outbox into the peers' queues, packed into frames.
 
-        A message may describe (acknowledge, relay) anything flushed before it was drained, so
-        it leaves once the node's commits up to then have finished.
+        A ``known`` may acknowledge anything flushed before it was drained, so it leaves once
+        the node's commits up to then have finished; acknowledgements keep their order.
         """
         self._dispatch_scheduled = False
         by_peer: dict[str, list[Message]] = defaultdict(list)
         outbox = self.manager.drain()
         submitted, committed = self.node.submitted_seq, self.node.committed_seq
-        if self.held or submitted > committed:
-            self.held.extend((submitted, peer_id, message) for peer_id, message in outbox)
-            while self.held and self.held[0][0] <= committed:
-                _seq, peer_id, message = self.held.popleft()
-                by_peer[peer_id].append(message)
-        else:
-            for peer_id, message in outbox:
+        while self.held and self.held[0][0] <= committed:
+            _seq, peer_id, message = self.held.popleft()
+            by_peer[peer_id].append(message)
+        for peer_id, message in outbox:
+            if isinstance(message, Known) and submitted > committed:
+                self.held.append((submitted, peer_id, message))
+            else:
                 by_peer[peer_id].append(message)
         for peer_id, messages in by_peer.items():
             conn = self.connections.get(peer_id)

@@ -380,6 +380,10 @@ class SyncManager:
             known = core.known_state()
             mine = {sid: head for sid, head in known.sessions.items() if sid in msg.new}
             self._send(peer, Known(cid, KnownState(cid, True, mine)))
+        if report.changed and not core.deleted:
+            # Pass it on now, not only when the host reports its commit: a relay asserts
+            # nothing about our disk (only a ``known`` must wait for it).
+            self.local_changed(cid)
 
     def _on_deleted(self, peer: PeerState, msg: Deleted) -> None:
         core = self.host.get_or_none(msg.id)

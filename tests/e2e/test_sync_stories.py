@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import random
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from engine.protocol.messages import (
     Load,
     Message,
 )
-from engine.storage.sqlite import SQLiteStore
+from engine.storage.sqlite import SQLiteStore, store_file
 from engine.sync.manager import SyncEvent
 from tests.e2e.conftest import STEP_UNITS, Account, ClientProc, NodeProcess, Processes, Reply, ScriptedNode
 from tests.util import run_cli, timeout, wait_until
@@ -705,15 +706,25 @@ def test_node_killed_right_after_acknowledging_holds_everything_it_acknowledged(
 ) -> None:
     """The node commits in the background (its event loop never waits for an fsync), yet an
     acknowledgement still means "on my disk". Alice writes 300 keys one batch at a time, so
-    the node has many commits in flight, then 20,000 in one batch; the moment her client has the node's acknowledgement
-    of all of them, the node is SIGKILLed. Its store, opened afterwards, holds every
-    transaction of Alice's session, with an intact chain."""
+    the node has many commits in flight, then 20,000 in one batch while another process holds
+    the node's store locked: no acknowledgement arrives while the node cannot commit. Once the
+    lock goes, the acknowledgement comes, and the node is SIGKILLed the moment Alice has it.
+    Its store, opened afterwards, holds every transaction of Alice's session, chain intact."""
     node = processes.node("node1")
     alice = accounts("alice")
     a, _group, comap = setup_shared_map(processes.client, alice, node.url, [])
     a.do("write", comap, "k-", "300", "1")
-    a.do("write", comap, "big-", "20000")  # a last batch whose commit takes a while
-    a.do("ack", comap)
+    lock = sqlite3.connect(store_file(node.store), isolation_level=None)
+    try:
+        lock.execute("BEGIN IMMEDIATE")
+        a.do("write", comap, "big-", "20000")
+        ack = a.send("ack", comap)
+        with pytest.raises(AssertionError, match="passed before an acknowledgement"):
+            a.wait_for(lambda m: m.get("seq") == ack, 1, "an acknowledgement while the store is locked")
+        lock.execute("ROLLBACK")
+    finally:
+        lock.close()
+    a.reply(ack)
     node.reap()  # SIGKILL: a crash, not a shutdown
     processes.nodes.remove(node)
     mine = a.report(comap)["sessions"]

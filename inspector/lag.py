@@ -41,6 +41,7 @@ class LoopLagMonitor:
         self.stalls = 0
         self._recent: deque[float] = deque(maxlen=KEEP_SAMPLES)
         self._task: asyncio.Task[None] | None = None
+        self._reset_at = float("-inf")  # loop time of the last reset
 
     @property
     def running(self) -> bool:
@@ -58,10 +59,13 @@ class LoopLagMonitor:
                 await task
 
     def reset(self) -> None:
-        """Forget what was measured so far (e.g. after start-up, which may stall)."""
+        """Forget what was measured so far (e.g. after start-up, which may stall). A stall
+        under way counts only from now: the sample in flight is measured from the reset."""
         self.max_lag = 0.0
         self.samples = self.stalls = 0
         self._recent.clear()
+        if self._task is not None:
+            self._reset_at = self._task.get_loop().time()
 
     def recent(self, n: int = 50) -> list[float]:
         """The last ``n`` delays in seconds, oldest first."""
@@ -74,9 +78,10 @@ class LoopLagMonitor:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            started = loop.time()
+            due = loop.time() + self.interval
             await asyncio.sleep(self.interval)
-            lag = max(0.0, loop.time() - started - self.interval)
+            # Late since it was due, or since the last reset if that came after.
+            lag = max(0.0, loop.time() - max(due, self._reset_at))
             self._recent.append(lag)
             self.samples += 1
             self.max_lag = max(self.max_lag, lag)

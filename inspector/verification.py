@@ -5,8 +5,10 @@ Each :class:`~engine.diagnostics.chain_verify.ChainVerifier` step is sized to ta
 :data:`SLICE_SECONDS`: the runner measures every step and scales the next one (between
 :data:`MIN_ROWS` and :data:`MAX_ROWS`), then yields to the loop so Qt can paint and handle
 input before the next slice. Verifiers are served round-robin, so a huge session does not
-starve a small one. When every verifier is done the task sleeps until :meth:`wake` (a live
-session grew) or :meth:`add`.
+starve a small one. A slice whose progress callback repainted something is followed by a
+pause of :data:`REPAINT_PAUSE` instead, so that several sessions finishing one after the
+other are painted one at a time, not all in one long turn. When every verifier is done the
+task sleeps until :meth:`wake` (a live session grew) or :meth:`add`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 
 from engine.diagnostics.chain_verify import ChainVerifier
 
-__all__ = ["MAX_ROWS", "MIN_ROWS", "SLICE_SECONDS", "VerificationRunner"]
+__all__ = ["MAX_ROWS", "MIN_ROWS", "REPAINT_PAUSE", "SLICE_SECONDS", "VerificationRunner"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +31,9 @@ SLICE_SECONDS = 0.005
 #: Pause before a newly added verifier's first slice: a new lane is being laid out and
 #: painted first, and its first verification repaint should not pile onto that.
 START_DELAY = 0.15
+#: Pause after a slice that repainted (seconds): Qt paints a few ms after an update is asked
+#: for, on a timer, so with no pause the next slices' repaints would join the same paint.
+REPAINT_PAUSE = 0.02
 #: Bounds on rows per slice.
 MIN_ROWS = 16
 MAX_ROWS = 50_000
@@ -38,7 +43,7 @@ FIRST_ROWS = 500
 @dataclass(slots=True)
 class _Entry:
     verifier: ChainVerifier
-    on_progress: Callable[[], None]
+    on_progress: Callable[[], bool | None]
     not_before: float
     rows: int = FIRST_ROWS
 
@@ -46,9 +51,15 @@ class _Entry:
 class VerificationRunner:
     """Owns one asyncio task; :meth:`start` once the loop runs, :meth:`stop` at shutdown."""
 
-    def __init__(self, slice_seconds: float = SLICE_SECONDS, start_delay: float = START_DELAY) -> None:
+    def __init__(
+        self,
+        slice_seconds: float = SLICE_SECONDS,
+        start_delay: float = START_DELAY,
+        repaint_pause: float = REPAINT_PAUSE,
+    ) -> None:
         self.slice_seconds = slice_seconds
         self.start_delay = start_delay
+        self.repaint_pause = repaint_pause
         self._entries: list[_Entry] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -56,8 +67,9 @@ class VerificationRunner:
         self.longest_slice = 0.0
         self.slices = 0
 
-    def add(self, verifier: ChainVerifier, on_progress: Callable[[], None]) -> None:
-        """Verify ``verifier``'s session; ``on_progress`` is called after each of its slices."""
+    def add(self, verifier: ChainVerifier, on_progress: Callable[[], bool | None]) -> None:
+        """Verify ``verifier``'s session; ``on_progress`` is called after each of its slices
+        and returns True when it asked for a repaint."""
         self._entries.append(_Entry(verifier, on_progress, time.monotonic() + self.start_delay))
         self.wake()
 
@@ -95,16 +107,21 @@ class VerificationRunner:
             if not due:
                 self._wake.clear()
                 timeout = min((e.not_before for e in work), default=now + 3600) - now
+                # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that comes
+                # as the event is set (a refresh's wake() just before stop()), and stop()
+                # then waits for this task forever.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
                 continue
             for entry in due:
                 if entry not in self._entries:
                     continue  # removed while we yielded
-                self._slice(entry)
-                await asyncio.sleep(0)
+                repainted = self._slice(entry)
+                await asyncio.sleep(self.repaint_pause if repainted else 0)
 
-    def _slice(self, entry: _Entry) -> None:
+    def _slice(self, entry: _Entry) -> bool:
+        """One step of ``entry``'s verifier; True when its progress callback repainted."""
         started = time.perf_counter()
         try:
             examined = entry.verifier.step(entry.rows)
@@ -113,7 +130,7 @@ class VerificationRunner:
             # log it and stop verifying that session rather than spin on it.
             logger.exception("verifying %s failed", entry.verifier.source.session)
             self.remove(entry.verifier)
-            return
+            return False
         elapsed = time.perf_counter() - started
         self.slices += 1
         self.longest_slice = max(self.longest_slice, elapsed)
@@ -122,6 +139,7 @@ class VerificationRunner:
             # grow gently, shrink at once
             entry.rows = max(MIN_ROWS, min(MAX_ROWS, scaled, entry.rows * 3 // 2))
         try:
-            entry.on_progress()
+            return bool(entry.on_progress())
         except Exception:
             logger.exception("verification progress callback failed")
+            return False

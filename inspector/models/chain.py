@@ -223,15 +223,16 @@ class SessionChainModel(TableModel):
             self._rows = count
             self.endInsertRows()
 
-    def on_verification_progress(self) -> None:
-        """Called by the runner after each slice of this session's verifier."""
+    def on_verification_progress(self) -> bool:
+        """Called by the runner after each slice of this session's verifier. True when it
+        emitted ``dataChanged`` (views repaint)."""
         v = self.verifier
         if v is None or self._rows == 0:
-            return
+            return False
         now = time.monotonic()
         finished = v.done
         if not finished and now - self._last_progress < PROGRESS_INTERVAL:
-            return
+            return False
         self._last_progress = now
         first = min(self._announced[0], v.verified)
         last = max(v.linked, self._announced[1], v.verified)
@@ -244,6 +245,7 @@ class SessionChainModel(TableModel):
             self.dataChanged.emit(self.index(first, 0), self.index(last, self.STATE))
         self._announced = (v.verified, v.linked)
         self.verificationChanged.emit()
+        return True
 
     # -- Qt model API --------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from PySide6.QtCore import QModelIndex, Qt
 from pytestqt.qtbot import QtBot
 
 from engine.crypto import AccountKey
+from engine.demo import DemoResult
 from engine.diagnostics.chain_verify import ChainVerifier, RowState
 from engine.diagnostics.covalue_summary import Badge
 from engine.diagnostics.session_rows import LogSessionSource, StoreSessionSource
@@ -22,10 +23,11 @@ from inspector.models.chain import PAGE_ROWS, SessionChainModel
 from inspector.models.roles import Role
 from inspector.style import BROKEN_BACKGROUND, INVALID_BACKGROUND
 from inspector.targets import TargetSpec
-from inspector.views.chain import ChainView
+from inspector.verification import VerificationRunner
+from inspector.views.chain import LANE_BUILD_DELAY_MS, ChainView, column_widths
 from inspector.views.main_window import MainWindow
 from tests.engine.diagnostics._build import T0, comap, fill, key, session_of, stored, tamper_tx
-from tests.inspector.conftest import ms, save_screenshot, wait_for
+from tests.inspector.conftest import ms, run, save_screenshot, wait_for
 
 BROKEN_AT = 1500
 
@@ -176,3 +178,53 @@ def test_an_empty_lanes_model_builds_no_lanes(qtbot: QtBot, inspector: Inspector
     qtbot.addWidget(view)
     assert view.lane_widgets == [] and not view.building
     assert inspector.lanes.rowCount(QModelIndex()) == 0
+
+
+def test_lane_widgets_are_rebound_not_rebuilt_and_wait_while_hidden(
+    qtbot: QtBot, inspector: Inspector, window: MainWindow, demo_store: DemoResult
+) -> None:
+    with qtbot.waitSignal(inspector.loaded, timeout=ms(20)):
+        inspector.open_later(TargetSpec("store", demo_store.store))
+    chain_view = window.chain
+    assert window.navigator.select_covalue(demo_store.maps["notes"])
+    wait_for(qtbot, lambda: len(chain_view.lane_widgets) == 4 and not chain_view.building)
+    first = list(chain_view.lane_widgets)
+    assert [lane.row for lane in first] == [0, 1, 2, 3]
+    assert all(lane.table.model() is inspector.lanes.chain(lane.row) for lane in first)
+
+    # another CoValue with two sessions: the first two lanes are bound again, the others
+    # let go of their chains and are hidden
+    assert window.navigator.select_covalue(demo_store.maps["todo"])
+    wait_for(qtbot, lambda: not chain_view.building)
+    assert chain_view.lane_widgets == first[:2]
+    assert all(lane.chain is inspector.lanes.chain(row) for row, lane in enumerate(first[:2]))
+    assert [lane.row for lane in first[2:]] == [-1, -1] and not any(lane.isVisible() for lane in first[2:])
+    assert all(lane.table.model().rowCount() == 0 and lane.title.text() == "" for lane in first[2:])
+    # columns keep the widths computed from the font, whatever was shown before
+    header = first[0].table.horizontalHeader()
+    assert header.sectionSize(SessionChainModel.INDEX) == column_widths(first[0].table.font())[SessionChainModel.INDEX]
+
+    # while the chains tab is hidden, no lane is bound; they follow once it is shown
+    window.tabs.setCurrentWidget(window.content)
+    assert window.navigator.select_covalue(demo_store.maps["notes"])
+    qtbot.wait(LANE_BUILD_DELAY_MS * 3)
+    assert chain_view.building and chain_view.lane_widgets == []
+    with qtbot.waitSignal(chain_view.lanesBuilt, timeout=ms(5)) as built:
+        window.tabs.setCurrentWidget(chain_view)
+    assert built.args == [4] and chain_view.lane_widgets == first
+
+
+def test_the_verification_runner_stops_even_when_woken_as_it_is_stopped(
+    loop: asyncio.AbstractEventLoop, qtbot: QtBot
+) -> None:
+    # A refresh wakes the runner just before the inspector closes: the stop must not be lost
+    # (with asyncio.wait_for, Python 3.11 swallowed it and close() waited forever).
+    runner = VerificationRunner()
+    runner.start()
+
+    async def wake_and_stop() -> None:
+        await asyncio.sleep(0.01)  # the runner now waits for work
+        runner.wake()
+        await runner.stop()
+
+    run(qtbot, wake_and_stop(), units=5)

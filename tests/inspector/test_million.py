@@ -2,7 +2,9 @@
 
 The store is generated once per session (encode_transaction + a SessionLog signed every
 1,000 transactions + SQLiteStore.write). The tests count rows read from storage and time
-the first rows and the jump to the end; times are printed, not asserted tightly.
+the first rows and the jump to the end (printed, not asserted tightly), and hold the loop to
+the UI budget (DESIGN §11: no stall over 50 ms, scaled by the test unit) from opening the
+store until the worker process has analysed it.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from tests.util import UNIT
 
 N = 1_000_000
 T0 = 1_700_000_000_000
+#: The UI budget (DESIGN §11), scaled like every other bound in the suite.
+STALL_BUDGET = 0.05 * UNIT
 
 
 @pytest.fixture(scope="session")
@@ -98,7 +102,8 @@ def test_verification_runs_in_slices_and_is_chunked(million_store: tuple[SQLiteS
     assert verifier.source.rows_read == 5000  # type: ignore[attr-defined]
 
 
-def test_the_window_opens_a_million_row_lane_quickly(
+def test_the_window_opens_a_million_row_lane_quickly_and_never_stalls_while_it_is_analysed(
+    heap_frozen: None,
     qtbot: QtBot,
     loop: object,
     settings: QSettings,
@@ -116,18 +121,25 @@ def test_the_window_opens_a_million_row_lane_quickly(
     window.resize(1440, 880)
     window.show()
     try:
-        started = time.perf_counter()
+        # The window is up, and painted once, before anyone opens a store in it.
+        qtbot.waitExposed(window)
+        wait_for(qtbot, lambda: monitor.samples >= 3)
+        monitor.reset()
+        opened = time.perf_counter()
         with qtbot.waitSignal(inspector.opened, timeout=ms(10)):
             inspector.open_later(TargetSpec("store", str(path)))
+        qtbot.wait(100)  # the window shows the store; then a click on the CoValue
+        started = time.perf_counter()
         assert window.navigator.select_covalue(covalue)
         wait_for(qtbot, lambda: len(window.chain.lane_widgets) == 1)
         lane = window.chain.lane_widgets[0]
         chain = lane.chain
+        assert chain is not None
         wait_for(qtbot, lambda: chain.cached_rows > 0)  # the first paint asked for rows
         first_rows = time.perf_counter() - started
         assert lane.table.rowAt(1) == 0 and chain.rowCount() == N
 
-        monitor.reset()
+        qtbot.wait(100)  # a look at the first rows, then a click on "last rows"
         started = time.perf_counter()
         lane.end_button.click()
         qtbot.wait(1)  # let the jump paint
@@ -140,14 +152,21 @@ def test_the_window_opens_a_million_row_lane_quickly(
         wait_for(qtbot, lambda: chain.verifier is not None and chain.verifier.linked >= 20_000)
         verifier = chain.verifier
         assert verifier is not None and not verifier.done  # still going, in slices
+        # Meanwhile the worker process loads, verifies and summarizes the CoValue (seconds):
+        # its results come back to the models, then the content.
+        wait_for(qtbot, lambda: inspector.is_loaded, units=90)
+        wait_for(qtbot, lambda: inspector.content.covalue == covalue, units=30)
+        analysed = time.perf_counter() - opened
         print(
-            f"\n1M rows in the window: first rows {first_rows * 1000:.0f} ms after opening the store, "
+            f"\n1M rows in the window: first rows {first_rows * 1000:.0f} ms after selecting the CoValue, "
             f"jump to end {jump * 1000:.0f} ms, rows read by the view {chain.rows_fetched}, "
-            f"longest verification slice {inspector.runner.longest_slice * 1000:.1f} ms, "
-            f"max loop lag {monitor.max_lag * 1000:.1f} ms"
+            f"longest verification slice {inspector.runner.longest_slice * 1000:.1f} ms; "
+            f"analysed by the worker in {analysed:.1f} s: max loop lag {monitor.max_lag * 1000:.1f} ms "
+            f"over {monitor.samples} samples, {monitor.stalls} stalls over 50 ms"
         )
         assert first_rows < 5 * UNIT and jump < 2 * UNIT  # loose: machines differ; see the print
         assert inspector.runner.longest_slice < 0.05 * UNIT
+        assert monitor.max_lag < STALL_BUDGET, [round(lag * 1000) for lag in monitor.recent(500) if lag > 0.02]
         save_screenshot(window, "million-rows.png")
     finally:
         window.close()

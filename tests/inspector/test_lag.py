@@ -35,3 +35,23 @@ def test_an_idle_loop_has_little_lag_and_a_blocking_callback_is_a_stall(
     run(qtbot, monitor.stop())
     assert not monitor.running
     run(qtbot, monitor.stop())  # idempotent
+
+
+def test_a_reset_counts_only_the_rest_of_a_stall_under_way(loop: asyncio.AbstractEventLoop, qtbot: QtBot) -> None:
+    monitor = LoopLagMonitor(interval=0.01)
+    monitor.start()
+    done: list[bool] = []
+
+    def stall_across_a_reset() -> None:
+        time.sleep(0.15)  # a stall before the reset: not measured after it
+        monitor.reset()
+        time.sleep(0.03)
+        done.append(True)
+
+    try:
+        wait_for(qtbot, lambda: monitor.samples >= 3)
+        loop.call_soon(stall_across_a_reset)
+        wait_for(qtbot, lambda: bool(done) and monitor.samples >= 1)
+        assert 0.025 <= monitor.max_lag < 0.1, monitor.recent()
+    finally:
+        run(qtbot, monitor.stop())

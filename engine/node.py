@@ -134,9 +134,12 @@ class LocalNode:
         self.closed = False
         #: The background writer (``background_commits``), started with the node.
         self._committer: AsyncStore | None = None
-        #: Background commits handed to the writer / finished (committed or failed), in order.
+        #: Background commits handed to the writer, numbered; every batch up to
+        #: ``committed_seq`` is on disk (a failed one holds it back until its retry commits).
         self.submitted_seq = 0
         self.committed_seq = 0
+        #: The last batch submitted when a commit failed: only a later one carries the retry.
+        self._redo_after = 0
         self._in_flight: dict[int, asyncio.Future[Any]] = {}
         self._commit_listeners: list[Callable[[], None]] = []
         self._retry_delay = COMMIT_RETRY_INITIAL
@@ -401,10 +404,10 @@ class LocalNode:
         dirty: dict[CoValueID, str],
     ) -> None:
         self._in_flight.pop(seq, None)
-        self.committed_seq = max(self.committed_seq, seq)
         error = None if future.cancelled() else future.exception()
         if future.cancelled() or error is not None:
             self.commit_failures += 1
+            self._redo_after = self.submitted_seq
             logger.error("background commit failed; retrying in %.1f s: %s", self._retry_delay, error or "cancelled")
             for w in writes:
                 key = (w.log.covalue, w.log.session)
@@ -419,6 +422,8 @@ class LocalNode:
                 self._retry = asyncio.get_running_loop().call_later(self._retry_delay, self._retry_flush)
                 self._retry_delay = min(self._retry_delay * 2, COMMIT_RETRY_MAX)
         else:
+            if seq > self._redo_after:
+                self.committed_seq = seq
             self._retry_delay = COMMIT_RETRY_INITIAL
             if not self.closed:
                 self._renew_lease_if_due()

@@ -99,15 +99,17 @@ def test_a_failed_commit_is_retried_and_loses_nothing(tmp_path: Path, monkeypatc
         await node.durable()
         events: list[ChangeEvent] = []
         node.subscribe(events.append, doc.id)
+        durable = node.committed_seq
         with write_lock(tmp_path):
             write_keys(node, doc.id, "k", 50)
             await wait_for(lambda: node.commit_failures >= 1, "the commit to fail")
             assert events == []
+            assert node.committed_seq == durable, "a failed batch is not on disk: nothing may acknowledge it"
             write_keys(node, doc.id, "k", 50, start=50)  # later batches queue behind the failure
         await wait_for(
             lambda: stored_map(tmp_path, doc.id) == expected_keys("k", 100), "the retried batches to commit", 20
         )
-        await node.durable()
+        await wait_for(lambda: node.committed_seq == node.submitted_seq, "the retry to make everything durable")
         assert events and all(e == ChangeEvent(doc.id, "local") for e in events)
         await node.aclose()
         reopened = LocalNode.open(tmp_path, KEY)

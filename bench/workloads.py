@@ -35,7 +35,7 @@ from typing import Any
 from engine.covalue import CoValueCore
 from engine.crypto import AccountKey
 from engine.ids import CoValueID
-from engine.node import LocalNode
+from engine.node.facade import LocalNode
 
 DEFAULT_SIZES = (10_000, 100_000)
 KEYS = [f"k{i}" for i in range(1000)]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from engine.content.comap import CoMapState, change_problem
@@ -40,6 +41,7 @@ from engine.ids import (
     SessionID,
     SessionKind,
     conflict_session_id,
+    is_delete_session,
     parse_session_id,
     session_account,
 )
@@ -54,17 +56,27 @@ Resolver = Callable[[CoValueID], "CoValueCore | None"]
 DELETE_CHANGE = ["delete"]
 
 
+class OutcomeStatus(StrEnum):
+    """What happened to one session of a content message."""
+
+    #: ``added`` new transactions were applied
+    APPLIED = "applied"
+    #: nothing new
+    DUPLICATE = "duplicate"
+    #: diverges at ``fork_index``; nothing merged
+    FORK = "fork"
+    #: ``error`` says why
+    REJECTED = "rejected"
+    #: the CoValue is deleted; content for this session is refused
+    DELETED = "deleted"
+
+
 @dataclass(frozen=True, slots=True)
 class SessionOutcome:
-    """What happened to one session of a content message.
-
-    ``status``: ``applied`` (``added`` new transactions), ``duplicate`` (nothing new),
-    ``fork`` (diverges at ``fork_index``; nothing merged), ``rejected`` (``error`` says why),
-    ``deleted`` (the CoValue is deleted; content for this session is refused).
-    """
+    """What happened to one session of a content message (see :class:`OutcomeStatus`)."""
 
     session: SessionID
-    status: str
+    status: OutcomeStatus
     added: int = 0
     fork_index: int | None = None
     error: KintsugiError | None = None
@@ -80,9 +92,9 @@ class ApplyReport:
 
     @property
     def changed(self) -> bool:
-        return self.became_deleted or any(o.status == "applied" for o in self.outcomes)
+        return self.became_deleted or any(o.status is OutcomeStatus.APPLIED for o in self.outcomes)
 
-    def by_status(self, status: str) -> list[SessionOutcome]:
+    def by_status(self, status: OutcomeStatus) -> list[SessionOutcome]:
         return [o for o in self.outcomes if o.status == status]
 
 
@@ -143,7 +155,7 @@ class CoValueCore:
         return sum(log.count for log in self.sessions.values())
 
     def delete_sessions(self) -> list[SessionID]:
-        return [sid for sid in self.sessions if sid.endswith("$")]
+        return [sid for sid in self.sessions if is_delete_session(sid)]
 
     def forks_in_known(self, known: KnownState) -> list[ForkError]:
         """Sessions where a peer's known state shows a different history from ours.
@@ -163,7 +175,7 @@ class CoValueCore:
     def apply_content(self, new: Mapping[SessionID, Chunk]) -> ApplyReport:
         """Verify and apply each session's chunk on its own; see :class:`SessionOutcome`."""
         report = ApplyReport()
-        for sid in sorted(sid for sid in new if sid.endswith("$")):
+        for sid in sorted(sid for sid in new if is_delete_session(sid)):
             report.outcomes.append(self._apply_one(sid, new[sid]))
         delete_applied = any(o.status == "applied" for o in report.outcomes)
         if not self.deleted and delete_applied and self._valid_delete_marker() is not None:
@@ -171,7 +183,7 @@ class CoValueCore:
             report.purged = self._purge()
         # Delete sessions go first, so the other sessions of a message that deletes the
         # CoValue are refused ("deleted") rather than applied and purged.
-        for sid in sorted(sid for sid in new if not sid.endswith("$")):
+        for sid in sorted(sid for sid in new if not is_delete_session(sid)):
             report.outcomes.append(self._apply_one(sid, new[sid]))
         if report.changed:
             self._touch()
@@ -181,11 +193,11 @@ class CoValueCore:
         try:
             kind = parse_session_id(sid).kind
         except KintsugiError as exc:
-            return SessionOutcome(sid, "rejected", error=exc)
+            return SessionOutcome(sid, OutcomeStatus.REJECTED, error=exc)
         if self.deleted and kind is not SessionKind.DELETE:
-            return SessionOutcome(sid, "deleted", error=CoValueDeleted(self.id))
+            return SessionOutcome(sid, OutcomeStatus.DELETED, error=CoValueDeleted(self.id))
         if sid in self.corrupt:
-            return SessionOutcome(sid, "rejected", error=self.corrupt[sid])
+            return SessionOutcome(sid, OutcomeStatus.REJECTED, error=self.corrupt[sid])
         log = self.sessions.get(sid) or SessionLog(self.id, sid)
         try:
             if log.pending and chunk.end > log.signed_count:
@@ -194,15 +206,15 @@ class CoValueCore:
             if kind is SessionKind.DELETE:
                 _check_delete_session(log, chunk)
         except ForkError as exc:
-            return SessionOutcome(sid, "fork", fork_index=exc.index, error=exc)
+            return SessionOutcome(sid, OutcomeStatus.FORK, fork_index=exc.index, error=exc)
         except KintsugiError as exc:
-            return SessionOutcome(sid, "rejected", error=exc)
+            return SessionOutcome(sid, OutcomeStatus.REJECTED, error=exc)
         added = log.apply_verified(chunk, new_hashes)
         if not added:
-            return SessionOutcome(sid, "duplicate")
+            return SessionOutcome(sid, OutcomeStatus.DUPLICATE)
         self.sessions[sid] = log
         self._merge_received(log, log.count - added)
-        return SessionOutcome(sid, "applied", added=added)
+        return SessionOutcome(sid, OutcomeStatus.APPLIED, added=added)
 
     # -- local writing -----------------------------------------------------------------------
 
@@ -278,7 +290,7 @@ class CoValueCore:
         key, local transactions not in the authoritative history move, re-signed, into a new
         conflict session. A deleted CoValue stays deleted (raises :class:`CoValueDeleted`).
         """
-        if self.deleted and not session.endswith("$"):
+        if self.deleted and not is_delete_session(session):
             raise CoValueDeleted(f"{self.id} is deleted; its sessions are not replaced")
         old = self.sessions.get(session)
         held = old.count if old is not None else 0
@@ -381,7 +393,7 @@ class CoValueCore:
         """Fold newly received transactions into a current CoMap view, else drop the cache."""
         current = self._content_key == self._current_key() and isinstance(self._content, CoMapState)
         self.version += 1
-        if not current or log.session.endswith("$"):
+        if not current or is_delete_session(log.session):
             self._content = None
             return
         assert isinstance(self._content, CoMapState)
@@ -466,7 +478,7 @@ class CoValueCore:
 
     def _purge(self) -> list[SessionID]:
         self.deleted = True
-        purged = [sid for sid in self.sessions if not sid.endswith("$")]
+        purged = [sid for sid in self.sessions if not is_delete_session(sid)]
         for sid in purged:
             del self.sessions[sid]
             self.corrupt.pop(sid, None)

@@ -135,6 +135,32 @@ def _parse_session_text(text: str) -> ParsedSession:
     return ParsedSession(account, SessionKind.CONFLICT, base, n)
 
 
+def is_delete_session(session: str) -> bool:
+    """Is ``session`` a delete session (it holds only a delete marker)? Reads the suffix
+    alone, so it is cheap enough for every session of every CoValue; it does not validate
+    the id (:func:`parse_session_id` does)."""
+    return session.endswith("$")
+
+
+def session_kind(session: str) -> SessionKind:
+    """The kind of ``session`` from its form alone, without validating it (see
+    :func:`is_delete_session`)."""
+    if session.endswith("$"):
+        return SessionKind.DELETE
+    return SessionKind.CONFLICT if "!" in session else SessionKind.ACTIVE
+
+
+def is_conflict_of(session: str, origin: str) -> bool:
+    """Is ``session`` a conflict session split off ``origin`` (``origin!``, ``origin!2``, …)?"""
+    return session.startswith(origin + "!")
+
+
+def owns_session(account: AccountID, session: str) -> bool:
+    """Was ``session`` opened by ``account`` (its id starts with the account)? Cheap: the
+    session id is not validated."""
+    return session.startswith(account + "_")
+
+
 def session_account(session: SessionID) -> AccountID:
     """The account that owns (and must sign) ``session``."""
     return parse_session_id(session).account

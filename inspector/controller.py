@@ -40,6 +40,7 @@ from PySide6.QtCore import QObject, Signal
 from engine import __version__
 from engine.diagnostics.covalue_summary import Badge
 from engine.ids import CoValueID
+from engine.sync.events import FORK_KINDS
 from inspector.eventlog import EventLog
 from inspector.lag import LoopLagMonitor
 from inspector.models.content import ContentModel, TombstonesModel
@@ -51,7 +52,6 @@ from inspector.models.peers import PeerLogModel, PeersModel
 from inspector.periodic import DEFAULT_PERIOD_MS, Periodic
 from inspector.recent import RecentTargets
 from inspector.targets import Target, TargetChange, TargetSpec, TimedEvent, describe_error, make_target
-from inspector.targets.events import FORK_KINDS
 from inspector.throttle import DEFAULT_INTERVAL_MS, Throttle
 from inspector.verification import VerificationRunner
 from inspector.workers import WorkerPool

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from engine.errors import InvalidTransaction
-from engine.ids import SessionID
+from engine.ids import SessionID, is_delete_session
 from engine.model.session_log import SessionLog
 from engine.model.transaction import Transaction, decode_transaction
 
@@ -54,4 +54,4 @@ def ordered_transactions(
 
 def sessions_for_content(sessions: Mapping[SessionID, SessionLog]) -> list[SessionLog]:
     """Active and conflict sessions (delete sessions carry only delete markers)."""
-    return [log for sid, log in sessions.items() if not sid.endswith("$")]
+    return [log for sid, log in sessions.items() if not is_delete_session(sid)]

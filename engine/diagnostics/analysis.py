@@ -20,21 +20,19 @@ import os
 import pickle
 from collections import OrderedDict
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 from engine.covalue import CoValueCore
-from engine.demo import build_demo
 from engine.diagnostics.covalue_summary import ContentSnapshot, CoValueSummary, content_snapshot, summarize
 from engine.errors import StorageBugError
 from engine.ids import CoValueID
-from engine.kv.store import sqlite_errors
 from engine.model.header import OwnedByGroup
-from engine.storage.sqlite import SQLiteStore
+from engine.storage.sqlite.kv import sqlite_errors
+from engine.storage.sqlite.store import SQLiteStore
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-__all__ = ["analyse", "build_demo_store", "close_stores", "content", "ping"]
+__all__ = ["analyse", "portable_errors", "close_stores", "content", "ping"]
 
 #: Loaded CoValues kept per process, and the most transactions kept in all of them.
 KEEP_CORES = 16
@@ -45,7 +43,7 @@ _stores: dict[str, SQLiteStore] = {}
 _cores: OrderedDict[tuple[str, str], tuple[tuple[Any, ...], tuple[Any, ...] | None, CoValueCore]] = OrderedDict()
 
 
-def _portable_errors(fn: F) -> F:
+def portable_errors(fn: F) -> F:
     """Errors must cross back to the caller's process: one whose class cannot be rebuilt
     from its pickle (several engine errors take more than a message) becomes a
     :class:`StorageBugError` saying what it was."""
@@ -137,7 +135,7 @@ def _evict() -> None:
         _cores.popitem(last=False)
 
 
-@_portable_errors
+@portable_errors
 def analyse(path: str, covalue: CoValueID) -> CoValueSummary | None:
     """The full summary of ``covalue`` in the store at ``path`` (None: not there)."""
     core = _load(path, covalue)
@@ -147,14 +145,8 @@ def analyse(path: str, covalue: CoValueID) -> CoValueSummary | None:
     return summarize(core, stored_counts=counts)
 
 
-@_portable_errors
+@portable_errors
 def content(path: str, covalue: CoValueID) -> ContentSnapshot | None:
     """The content of ``covalue`` with provenance (None: not there)."""
     core = _load(path, covalue)
     return None if core is None else content_snapshot(core)
-
-
-@_portable_errors
-def build_demo_store(path: str, edits: int) -> dict[str, Any]:
-    """:func:`engine.demo.build_demo` at ``path``; returns its JSON report."""
-    return build_demo(Path(path), edits=edits).to_json()

@@ -30,10 +30,10 @@ from engine.covalue import CoValueCore
 from engine.diagnostics.chain_verify import ChainBreak
 from engine.errors import KintsugiError
 from engine.ids import AccountID, CoValueID, SessionID, SessionKind, parse_session_id
-from engine.kv.store import sqlite_errors
 from engine.model.header import Header
 from engine.model.transaction import decode_transaction
-from engine.storage.sqlite import SQLiteStore
+from engine.storage.sqlite.kv import sqlite_errors
+from engine.storage.sqlite.store import SQLiteStore
 
 __all__ = [
     "Badge",

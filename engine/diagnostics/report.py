@@ -13,7 +13,7 @@ from engine.covalue import CoValueCore
 from engine.errors import KintsugiError
 from engine.ids import CoValueID, SessionKind, parse_session_id
 from engine.kv.envelope import Present, decode_envelope
-from engine.storage.sqlite import SQLiteStore
+from engine.storage.sqlite.store import SQLiteStore
 
 #: Called with (done, total) while a long report runs.
 Progress = Callable[[int, int], None]

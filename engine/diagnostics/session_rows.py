@@ -28,10 +28,10 @@ from typing import Any, Protocol
 from engine.crypto import chain_base
 from engine.errors import InvalidTransaction
 from engine.ids import CoValueID, SessionID
-from engine.kv.store import sqlite_errors
 from engine.model.session_log import SessionLog
 from engine.model.transaction import decode_transaction
-from engine.storage.sqlite import SQLiteStore
+from engine.storage.sqlite.kv import sqlite_errors
+from engine.storage.sqlite.store import SQLiteStore
 
 __all__ = [
     "HASH_PREFIX_BYTES",

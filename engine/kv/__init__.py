@@ -1,8 +1,8 @@
 """CAS slots (DESIGN §8): envelope bytes, stores, read-modify-write and session leases.
 
 - :mod:`engine.kv.envelope` — the normative ``0x01 ‖ u64le(generation) ‖ CBOR`` slot bytes.
-- :mod:`engine.kv.store` — the :class:`KVStore` protocol, :class:`MemoryKV`,
-  :class:`SQLiteKV` (+ :data:`KV_SCHEMA`, :func:`cas_in_transaction`) and :class:`AccountKV`.
+- :mod:`engine.kv.store` — the :class:`KVStore` protocol, :class:`MemoryKV` and
+  :class:`AccountKV` (the SQLite implementation is :mod:`engine.storage.sqlite.kv`).
 - :mod:`engine.kv.rmw` — read, merge, CAS, retry.
 - :mod:`engine.kv.lease` — one writer per session across processes (DESIGN §5).
 """
@@ -25,26 +25,12 @@ from engine.kv.lease import (
     parse_lease,
 )
 from engine.kv.rmw import DEFAULT_RMW_ATTEMPTS, read_modify_write, read_modify_write_many
-from engine.kv.store import (
-    KV_LOG_KEEP_PER_KEY,
-    KV_SCHEMA,
-    AccountKV,
-    CASRecord,
-    CASResult,
-    Conflict,
-    KVStore,
-    MemoryKV,
-    SQLiteKV,
-    Stored,
-    cas_in_transaction,
-    create_schema,
-)
+from engine.kv.store import KV_LOG_KEEP_PER_KEY, AccountKV, CASRecord, CASResult, Conflict, KVStore, MemoryKV, Stored
 
 __all__ = [
     "DEFAULT_LEASE_TTL_MS",
     "DEFAULT_RMW_ATTEMPTS",
     "KV_LOG_KEEP_PER_KEY",
-    "KV_SCHEMA",
     "MAX_SLOT_VALUE_SIZE",
     "AccountKV",
     "CASRecord",
@@ -55,13 +41,10 @@ __all__ = [
     "LeaseState",
     "MemoryKV",
     "Present",
-    "SQLiteKV",
     "SessionLeases",
     "Slot",
     "Stored",
     "Tombstone",
-    "cas_in_transaction",
-    "create_schema",
     "decode_envelope",
     "encode_envelope",
     "lease_key",

@@ -31,8 +31,6 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from engine.crypto import AccountKey
-from engine.diagnostics.kv_slots import SlotDetail, slot_detail_from_json
-from engine.diagnostics.peers import PeerInfo, peer_info_from_json, peer_log_from_json
 from engine.diagnostics.report import describe_covalue
 from engine.errors import (
     AdminRefused,
@@ -45,11 +43,13 @@ from engine.errors import (
     ProtocolError,
 )
 from engine.ids import CoValueID
+from engine.kv.detail import SlotDetail, slot_detail_from_json
 from engine.net.client import Backoff, SyncClient
-from engine.net.shell import PeerLogEntry, SyncShell
-from engine.node import LocalNode
+from engine.net.shell import SyncShell
+from engine.node.facade import LocalNode
 from engine.protocol.messages import MAX_ADMIN_EVENTS, MAX_ADMIN_HISTORY, Admin, AdminResult, KvKeys, KvList, Message
-from engine.sync.manager import SyncEvent
+from engine.sync.events import PeerLogEntry, SyncEvent, peer_log_from_json
+from engine.sync.peers import PeerInfo, peer_info_from_json
 
 __all__ = ["REMOTE_TIMEOUT", "EventCursor", "RemoteSession", "connect_error", "inspect_remote"]
 

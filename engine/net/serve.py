@@ -15,9 +15,9 @@ from engine.ids import AccountID, parse_account_id
 from engine.net.client import SyncClient
 from engine.net.server import NodeServer
 from engine.net.shell import SyncShell
-from engine.node import LocalNode
+from engine.node.facade import LocalNode
 from engine.protocol.limits import DEFAULT_LIMITS, Limits
-from engine.storage.sqlite import store_file
+from engine.storage.sqlite.store import store_file
 
 logger = logging.getLogger(__name__)
 

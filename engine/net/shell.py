@@ -17,7 +17,6 @@ import logging
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from websockets.asyncio.connection import Connection
@@ -26,30 +25,18 @@ from websockets.exceptions import ConnectionClosed
 from engine.errors import FrameTooLarge, KintsugiError, ProtocolError, UnsupportedVersion
 from engine.net.connection import PeerConnection
 from engine.net.ratelimit import TokenBucket
-from engine.node import LocalNode
+from engine.node.facade import LocalNode
 from engine.protocol.frames import OP, decode_frame, encode_frame
 from engine.protocol.limits import DEFAULT_LIMITS, CloseCode, Limits
 from engine.protocol.messages import Error, Known, Message
-from engine.sync.manager import SyncEvent, SyncManager
+from engine.sync.events import PEER_LOG_SIZE, PeerEvent, PeerLogEntry, SyncEvent, peer_log_json
+from engine.sync.manager import SyncManager
+from engine.sync.peers import PeerInfo, peer_report
 
 logger = logging.getLogger(__name__)
 
-#: Peer connections and disconnections remembered for the inspector.
-PEER_LOG_SIZE = 200
 #: Background commits a node may have outstanding before its readers stop reading frames.
 MAX_COMMITS_IN_FLIGHT = 8
-
-
-@dataclass(frozen=True, slots=True)
-class PeerLogEntry:
-    """A peer came or went. ``close_code`` is the WebSocket close code when it went;
-    ``lagged`` says the node closed it for not reading fast enough."""
-
-    at_ms: int
-    peer_id: str
-    event: str  # "up" | "down"
-    close_code: int | None = None
-    lagged: bool = False
 
 
 class SyncShell:
@@ -73,14 +60,14 @@ class SyncShell:
         self.manager.peer_log_report = self._peer_log_report
         self._lease_keeper: asyncio.TimerHandle | None = None
 
-    def _peers_report(self) -> list[dict[str, Any]]:
-        from engine.diagnostics.peers import peer_report
+    def peers(self) -> list[PeerInfo]:
+        """Every peer of this node with how far behind it is and its queue figures."""
+        return peer_report(self.manager, self.node.covalues, self.connections)
 
-        return [info.to_json() for info in peer_report(self)]
+    def _peers_report(self) -> list[dict[str, Any]]:
+        return [info.to_json() for info in self.peers()]
 
     def _peer_log_report(self) -> list[dict[str, Any]]:
-        from engine.diagnostics.peers import peer_log_json
-
         return peer_log_json(self.peer_log)
 
     def close(self) -> None:
@@ -147,14 +134,14 @@ class SyncShell:
         if self._lease_keeper is None:
             self._keep_lease()
         self.connections[conn.peer_id] = conn
-        self.peer_log.append(PeerLogEntry(_now_ms(), conn.peer_id, "up"))
+        self.peer_log.append(PeerLogEntry(_now_ms(), conn.peer_id, PeerEvent.UP))
 
     def detach(self, peer_id: str) -> None:
         conn = self.connections.pop(peer_id, None)
         self.manager.remove_peer(peer_id)
         if conn is not None:
             code = conn.close_code_sent if conn.close_code_sent is not None else conn.ws.close_code
-            self.peer_log.append(PeerLogEntry(_now_ms(), peer_id, "down", code, conn.lagged))
+            self.peer_log.append(PeerLogEntry(_now_ms(), peer_id, PeerEvent.DOWN, code, conn.lagged))
 
     async def read_loop(self, ws: Connection, conn: PeerConnection, *, rate_limited: bool) -> None:
         """Read frames until the connection ends; close it on abuse with a documented code."""

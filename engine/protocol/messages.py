@@ -16,7 +16,15 @@ from typing import Any, ClassVar
 
 from engine.crypto import HASH_SIZE, SIGNATURE_SIZE
 from engine.errors import InvalidContent, KintsugiError, ProtocolError
-from engine.ids import AccountID, CoValueID, SessionID, parse_account_id, parse_covalue_id, parse_session_id
+from engine.ids import (
+    AccountID,
+    CoValueID,
+    SessionID,
+    is_delete_session,
+    parse_account_id,
+    parse_covalue_id,
+    parse_session_id,
+)
 from engine.model.header import Header
 from engine.model.known_state import MAX_KNOWN_SESSIONS, KnownState
 from engine.model.session_log import Chunk
@@ -318,7 +326,9 @@ class Deleted(Message):
     def from_obj(cls, obj: dict[str, Any]) -> Deleted:
         _keys(obj, {"id", "tombstone"})
         tombstone = _sessions_map(obj["tombstone"], "tombstone")
-        _need(bool(tombstone) and all(s.endswith("$") for s in tombstone), "a tombstone holds delete sessions only")
+        _need(
+            bool(tombstone) and all(is_delete_session(s) for s in tombstone), "a tombstone holds delete sessions only"
+        )
         return cls(parse_covalue_id(obj["id"]), tombstone)
 
 

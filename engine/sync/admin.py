@@ -25,9 +25,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from engine import codec
-from engine.diagnostics.kv_slots import slot_detail_json
 from engine.errors import KintsugiError, KVAccessDenied, PermissionDenied, ProtocolError
 from engine.ids import AccountID, CoValueID
+from engine.kv.detail import slot_detail_json
 from engine.kv.envelope import Slot
 from engine.kv.store import CASRecord
 from engine.protocol.limits import Limits

@@ -45,15 +45,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol
 
-from engine.covalue import ApplyReport, CoValueCore, ReplaceOutcome
-from engine.errors import ForkError, IntegrityError, KintsugiError, MissingPrefix, ProtocolError, SignatureError
-from engine.ids import AccountID, CoValueID, SessionID, parse_covalue_id, parse_session_id
+from engine.covalue import ApplyReport, CoValueCore, OutcomeStatus, ReplaceOutcome
+from engine.errors import ForkError, IntegrityError, KintsugiError, MissingPrefix, SignatureError
+from engine.ids import AccountID, CoValueID, SessionID, is_delete_session
 from engine.model.header import Header, OwnedByGroup
 from engine.model.known_state import KnownState
 from engine.model.session_log import Chunk
 from engine.protocol.limits import DEFAULT_LIMITS, Limits
 from engine.protocol.messages import (
-    MAX_TEXT,
     Admin,
     AdminResult,
     Content,
@@ -69,14 +68,12 @@ from engine.protocol.messages import (
 )
 from engine.sync.admin import AdminHost, answer_admin
 from engine.sync.chunks import longest_stretch, servable_stretch, split_content
+from engine.sync.events import EventRing, SyncEvent, SyncEventKind
 
 logger = logging.getLogger(__name__)
 security_log = logging.getLogger("kintsugi.security")
 
 Heads = dict[SessionID, tuple[int, bytes]]
-
-#: Sync events kept for admins to read (``admin{events}``); older ones are dropped first.
-EVENT_RING_SIZE = 1000
 
 
 class PeerKind(StrEnum):
@@ -127,53 +124,6 @@ class PeerState:
     interested: set[CoValueID] = field(default_factory=set)
 
 
-@dataclass(frozen=True, slots=True)
-class SyncEvent:
-    """Something an operator wants to see (the inspector's event stream, the demo report).
-
-    ``kind``: ``fork_detected``, ``fork_suspected``, ``correction_sent``,
-    ``correction_applied``, ``correction_rejected`` or ``rejected``. ``peer`` is the peer id
-    as the deciding replica names it. ``at_ms`` is when it was decided, by the host's clock
-    (ms since the epoch; 0 for an event made without a clock).
-    """
-
-    kind: str
-    peer: str
-    covalue: CoValueID
-    session: SessionID | None = None
-    detail: str = ""
-    at_ms: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        """The event as admins read it (``admin{events}``)."""
-        return {
-            "kind": self.kind,
-            "peer": self.peer,
-            "covalue": self.covalue,
-            "session": self.session,
-            "detail": self.detail[:MAX_TEXT],
-            "at_ms": self.at_ms,
-        }
-
-    @classmethod
-    def from_json(cls, obj: object) -> SyncEvent:
-        """An event read from a node. Raises :class:`ProtocolError` (``invalid_message``) or
-        :class:`InvalidId` for anything but the shape :meth:`to_json` writes."""
-        if not isinstance(obj, dict):
-            raise ProtocolError("an event is a map", code="invalid_message")
-        texts = ("kind", "peer", "detail")
-        if not all(isinstance(obj.get(k), str) and len(obj[k]) <= MAX_TEXT for k in texts):
-            raise ProtocolError("event kind, peer and detail must be short text", code="invalid_message")
-        at_ms = obj.get("at_ms", 0)
-        if type(at_ms) is not int or at_ms < 0:
-            raise ProtocolError("event at_ms must be a non-negative integer", code="invalid_message")
-        session = None
-        if obj.get("session") is not None:
-            parse_session_id(obj["session"])
-            session = SessionID(obj["session"])
-        return cls(obj["kind"], obj["peer"], parse_covalue_id(obj.get("covalue")), session, obj["detail"], at_ms)
-
-
 Outbox = list[tuple[str, Message]]
 
 
@@ -184,24 +134,33 @@ class SyncManager:
         self.host = host
         self.limits = limits
         self.peers: dict[str, PeerState] = {}
-        #: the last :data:`EVENT_RING_SIZE` sync events, oldest first; the newest has sequence
-        #: number ``event_seq`` (numbers start at 1 and have no gaps)
-        self.events: deque[SyncEvent] = deque(maxlen=EVENT_RING_SIZE)
-        self.event_seq = 0
-        #: names this manager's event numbering: a reader whose cursor came from another epoch
-        #: (the node restarted) starts over
-        self.epoch = host.clock_ms()
+        #: the last :data:`EVENT_RING_SIZE` sync events (:class:`EventRing`)
+        self.ring = EventRing(host.clock_ms())
         self.on_event: Callable[[SyncEvent], None] | None = None
         #: receives replies to our own requests (``admin_result``, ``kv_keys``) with the peer id
         self.on_reply: Callable[[str, Message], None] | None = None
         #: answers admin ``peers`` requests (the shell installs it; None: not offered)
         self.peers_report: Callable[[], list[dict[str, Any]]] | None = None
         #: the peer log for admin ``peers`` replies, oldest first
-        #: (:func:`engine.diagnostics.peers.peer_log_json` rows; None: not offered)
+        #: (:func:`engine.sync.events.peer_log_json` rows; None: not offered)
         self.peer_log_report: Callable[[], list[dict[str, Any]]] | None = None
         self._out: Outbox = []
         self._forwarded_loads: set[CoValueID] = set()
         self._unsubscribe = host.subscribe(lambda event: self.local_changed(event.covalue))
+
+    @property
+    def events(self) -> deque[SyncEvent]:
+        """The ring's events, oldest first; the newest has number :attr:`event_seq`."""
+        return self.ring.events
+
+    @property
+    def event_seq(self) -> int:
+        return self.ring.seq
+
+    @property
+    def epoch(self) -> int:
+        """Names this manager's event numbering (see :class:`EventRing`)."""
+        return self.ring.epoch
 
     def close(self) -> None:
         """Stop following the host's changes."""
@@ -334,7 +293,7 @@ class SyncManager:
             self._ask_for_owner(peer, msg.header)
         peer.has_header.add(cid)
         if core.deleted:
-            deletes = {s: c for s, c in msg.new.items() if s.endswith("$")}
+            deletes = {s: c for s, c in msg.new.items() if is_delete_session(s)}
             if deletes:
                 self.host.apply_content(cid, deletes)
             if len(deletes) < len(msg.new):
@@ -346,13 +305,13 @@ class SyncManager:
         acked = peer.acked.setdefault(cid, {})
         for outcome in report.outcomes:
             sid = outcome.session
-            if outcome.status in ("applied", "duplicate") and sid in core.sessions:
+            if outcome.status in (OutcomeStatus.APPLIED, OutcomeStatus.DUPLICATE) and sid in core.sessions:
                 # the sender holds what it sent
                 heads[sid] = acked[sid] = core.sessions[sid].head()
-            elif outcome.status == "fork" and outcome.fork_index is not None:
-                self._event("fork_detected", peer, cid, sid, f"content diverges at {outcome.fork_index}")
+            elif outcome.status is OutcomeStatus.FORK and outcome.fork_index is not None:
+                self._event(SyncEventKind.FORK_DETECTED, peer, cid, sid, f"content diverges at {outcome.fork_index}")
                 self._answer_fork(peer, core, sid, outcome.fork_index)
-            elif outcome.status == "rejected" and outcome.error is not None:
+            elif outcome.status is OutcomeStatus.REJECTED and outcome.error is not None:
                 error = outcome.error
                 sent = msg.new.get(sid)
                 held = held_before.get(sid, 0)
@@ -362,10 +321,10 @@ class SyncManager:
                     # below) lets an honest peer see the fork and send its whole history, which
                     # then shows exactly where it diverged.
                     logger.info("content from %s for %s/%s does not extend our chain", peer.id, cid, sid)
-                    self._event("fork_suspected", peer, cid, sid, str(error))
+                    self._event(SyncEventKind.FORK_SUSPECTED, peer, cid, sid, str(error))
                 elif isinstance(error, IntegrityError):
                     security_log.warning("rejected content from %s for %s/%s: %s", peer.id, cid, sid, error)
-                    self._event("rejected", peer, cid, sid, str(error))
+                    self._event(SyncEventKind.REJECTED, peer, cid, sid, str(error))
                 if not isinstance(error, MissingPrefix):
                     self._send(peer, Error.of(error, cid))
         if core.deleted:
@@ -392,7 +351,7 @@ class SyncManager:
             self._send(peer, Known(msg.id, KnownState(msg.id, False, {})))
             return
         report = self.host.apply_content(msg.id, msg.tombstone)
-        for outcome in report.by_status("rejected"):
+        for outcome in report.by_status(OutcomeStatus.REJECTED):
             security_log.warning("rejected tombstone from %s for %s: %s", peer.id, msg.id, outcome.error)
         if core.deleted:
             peer.known[msg.id] = peer.acked[msg.id] = {sid: core.sessions[sid].head() for sid in core.delete_sessions()}
@@ -411,7 +370,7 @@ class SyncManager:
             outcome = self.host.replace_session(cid, sid, msg.chunk())
         except KintsugiError as exc:
             security_log.warning("rejected correction from %s for %s/%s: %s", peer.id, cid, sid, exc)
-            self._event("correction_rejected", peer, cid, sid, str(exc))
+            self._event(SyncEventKind.CORRECTION_REJECTED, peer, cid, sid, str(exc))
             self._send(peer, Error.of(exc, cid))
             return
         core = self.host.get_or_none(cid)
@@ -422,7 +381,7 @@ class SyncManager:
             detail = f"diverged at {outcome.diverged_at}, {outcome.dropped} local transactions"
             if outcome.conflict_session is not None:
                 detail += f" kept in {outcome.conflict_session}"
-            self._event("correction_applied", peer, cid, sid, detail)
+            self._event(SyncEventKind.CORRECTION_APPLIED, peer, cid, sid, detail)
         if core is not None:
             self._send(peer, Known(cid, core.known_state()))
         self.local_changed(cid)
@@ -485,7 +444,9 @@ class SyncManager:
     def _check_forks(self, peer: PeerState, core: CoValueCore, known: KnownState) -> None:
         """Forks visible from the peer's known state alone (their head differs from ours)."""
         for fork in core.forks_in_known(known):
-            self._event("fork_detected", peer, core.id, SessionID(fork.session), f"heads differ at {fork.index}")
+            self._event(
+                SyncEventKind.FORK_DETECTED, peer, core.id, SessionID(fork.session), f"heads differ at {fork.index}"
+            )
             peer.known.setdefault(core.id, {}).pop(SessionID(fork.session), None)
             self._answer_fork(peer, core, SessionID(fork.session), 0)
 
@@ -498,7 +459,7 @@ class SyncManager:
             chunk = log.chunk(start)
             self._send(peer, Correction(core.id, sid, start, tuple(chunk.txs), dict(chunk.sigs), log.head()))
             peer.known.setdefault(core.id, {})[sid] = log.head()
-            self._event("correction_sent", peer, core.id, sid, f"from {start} to {log.signed_count}")
+            self._event(SyncEventKind.CORRECTION_SENT, peer, core.id, sid, f"from {start} to {log.signed_count}")
         else:
             self._send_content(peer, core, {sid: log.chunk(0)})
 
@@ -562,10 +523,11 @@ class SyncManager:
     def _send(self, peer: PeerState, message: Message) -> None:
         self._out.append((peer.id, message))
 
-    def _event(self, kind: str, peer: PeerState, covalue: CoValueID, session: SessionID | None, detail: str) -> None:
+    def _event(
+        self, kind: SyncEventKind, peer: PeerState, covalue: CoValueID, session: SessionID | None, detail: str
+    ) -> None:
         event = SyncEvent(kind, peer.id, covalue, session, detail, self.host.clock_ms())
-        self.events.append(event)
-        self.event_seq += 1
+        self.ring.append(event)
         logger.info("%s: %s %s/%s %s", kind, peer.id, covalue, session, detail)
         if self.on_event is not None:
             self.on_event(event)
@@ -578,12 +540,10 @@ def _on_our_chain(core: CoValueCore | None, sid: SessionID, head: tuple[int, byt
 
 
 __all__ = [
-    "EVENT_RING_SIZE",
     "ForkError",
     "Outbox",
     "PeerKind",
     "PeerState",
-    "SyncEvent",
     "SyncHost",
     "SyncManager",
 ]

@@ -21,8 +21,9 @@ from typing import Any, TypeVar
 from PySide6.QtCore import QAbstractItemModel, QModelIndex, QObject, Qt, Signal
 from PySide6.QtGui import QColor, QFont
 
-from engine.diagnostics.kv_slots import Redactor, SlotRow, timeline_summary
+from engine.diagnostics.kv_slots import Redactor, timeline_summary
 from engine.errors import KintsugiError
+from engine.kv.detail import SlotRow
 from engine.kv.store import CASRecord
 from inspector.models.roles import Role
 from inspector.models.table import RIGHT, Index, TableModel

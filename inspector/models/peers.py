@@ -20,9 +20,9 @@ from typing import Any
 from PySide6.QtCore import QObject, Qt
 from PySide6.QtGui import QColor, QFont
 
-from engine.diagnostics.peers import PeerInfo
-from engine.net.shell import PeerLogEntry
 from engine.protocol.limits import CloseCode
+from engine.sync.events import PeerLogEntry
+from engine.sync.peers import PeerInfo
 from inspector.models.batch import NewestFirstModel
 from inspector.models.roles import Role
 from inspector.models.table import RIGHT, Index, TableModel

@@ -34,13 +34,13 @@ from typing import Any
 
 from engine import __version__
 from engine.diagnostics.covalue_summary import Badge, ContentSnapshot, CoValueSummary
-from engine.diagnostics.kv_slots import SlotRow
-from engine.diagnostics.peers import PeerInfo
 from engine.diagnostics.session_rows import SessionSource
 from engine.errors import KintsugiError
 from engine.ids import CoValueID, SessionID
+from engine.kv.detail import SlotRow
 from engine.kv.store import CASRecord
-from engine.net.shell import PeerLogEntry
+from engine.sync.events import PeerLogEntry
+from engine.sync.peers import PeerInfo
 from inspector.targets.events import SyncEventRecorder, TimedEvent
 from inspector.workers import WorkerPool
 

@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from engine import __version__
-from engine.demo_embedded import EDIT_INTERVAL, EmbeddedDemo
+from engine.demo.embedded import EDIT_INTERVAL, EmbeddedDemo
 from engine.protocol.limits import FEATURES, PROTOCOL_VERSION
 from inspector.targets.base import NodeInfo, TargetSpec
 from inspector.targets.node import NodeTarget

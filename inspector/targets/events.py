@@ -25,14 +25,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine.ids import CoValueID, SessionID
-from engine.sync.manager import SyncEvent
+from engine.sync.events import FORK_KINDS, SyncEvent
 
-__all__ = ["FORK_KINDS", "KEEP_EVENTS", "SyncEventRecorder", "TimedEvent"]
+__all__ = ["KEEP_EVENTS", "SyncEventRecorder", "TimedEvent"]
 
-#: Event kinds that put the ``forked`` badge on their CoValue: a fork seen by this replica
-#: (``fork_detected``, ``fork_suspected``) or a correction it had to apply because its own
-#: copy of a session had forked (``correction_applied``).
-FORK_KINDS = frozenset({"fork_detected", "fork_suspected", "correction_applied"})
 #: Recent events kept per target.
 KEEP_EVENTS = 500
 

@@ -12,7 +12,7 @@ window; a node without a store is analysed in place whatever the size.
 
 With a :class:`~engine.net.shell.SyncShell` (``shell``), the target also records the shell's
 sync events (the ``forked`` badge, the events view) and shows its peers: the
-:func:`~engine.diagnostics.peers.peer_report` rows and the shell's peer log.
+:meth:`~engine.net.shell.SyncShell.peers` rows and the shell's peer log.
 """
 
 from __future__ import annotations
@@ -32,15 +32,17 @@ from engine.diagnostics.covalue_summary import (
     listing_summaries,
     summarize,
 )
-from engine.diagnostics.kv_slots import SlotRow, kv_namespaces, slot_rows
-from engine.diagnostics.peers import PeerInfo, peer_report
+from engine.diagnostics.kv_slots import kv_namespaces
 from engine.diagnostics.session_rows import LogSessionSource, SessionSource, StoreSessionSource
 from engine.errors import KintsugiError
 from engine.ids import CoValueID, SessionID
+from engine.kv.detail import SlotRow, slot_rows
 from engine.kv.store import CASRecord
 from engine.model.session_log import SessionLog
-from engine.net.shell import PeerLogEntry, SyncShell
-from engine.node import ChangeEvent, LocalNode
+from engine.net.shell import SyncShell
+from engine.node.facade import ChangeEvent, LocalNode
+from engine.sync.events import PeerLogEntry
+from engine.sync.peers import PeerInfo
 from inspector.targets.base import Target, TargetChange, TargetSpec, Unsubscribe
 from inspector.workers import WorkerPool
 
@@ -207,7 +209,7 @@ class NodeTarget(Target):
         return self._node().kv.history(namespace, key)
 
     def peers(self) -> list[PeerInfo] | None:
-        return peer_report(self.shell) if self.shell is not None and self.node is not None else None
+        return self.shell.peers() if self.shell is not None and self.node is not None else None
 
     def peer_log(self) -> list[PeerLogEntry] | None:
         return list(self.shell.peer_log) if self.shell is not None else None

@@ -48,14 +48,14 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 from engine.crypto import AccountKey
-from engine.diagnostics.kv_slots import SlotDetail, SlotRow
-from engine.diagnostics.peers import PeerInfo, peer_info_from_json
 from engine.errors import AdminRefused, KintsugiError, ProtocolError
 from engine.ids import CoValueID
+from engine.kv.detail import SlotDetail, SlotRow
 from engine.kv.store import CASRecord
 from engine.net.remote import EventCursor, RemoteSession, connect_error
-from engine.net.shell import PeerLogEntry
 from engine.protocol.messages import Admin, AdminResult, KvKeys, KvList, Message
+from engine.sync.events import PeerLogEntry
+from engine.sync.peers import PeerInfo, peer_info_from_json
 from inspector.targets.base import NodeInfo, TargetSpec, TargetUnavailable
 from inspector.targets.node import NodeTarget
 from inspector.workers import WorkerPool

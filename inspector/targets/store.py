@@ -17,12 +17,13 @@ from concurrent.futures.process import BrokenProcessPool
 
 from engine.diagnostics import analysis
 from engine.diagnostics.covalue_summary import ContentSnapshot, listing_summaries
-from engine.diagnostics.kv_slots import SlotRow, kv_namespaces, slot_rows
+from engine.diagnostics.kv_slots import kv_namespaces
 from engine.diagnostics.session_rows import SessionSource, StoreSessionSource
 from engine.errors import KintsugiError, StoreNotFound
 from engine.ids import CoValueID, SessionID
+from engine.kv.detail import SlotRow, slot_rows
 from engine.kv.store import CASRecord
-from engine.storage.sqlite import SQLiteStore
+from engine.storage.sqlite.store import SQLiteStore
 from inspector.targets.base import Target
 
 __all__ = ["BATCH_SECONDS", "StoreTarget"]

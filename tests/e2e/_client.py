@@ -67,10 +67,10 @@ from engine.model.header import OwnedByGroup
 from engine.model.transaction import decode_transaction
 from engine.net.client import Backoff, SyncClient
 from engine.net.shell import SyncShell
-from engine.node import LocalNode
+from engine.node.facade import LocalNode
 from engine.protocol.messages import Correction, Known, Load, Message
-from engine.storage.sqlite import SQLiteStore, store_file
-from engine.sync.manager import SyncEvent
+from engine.storage.sqlite.store import SQLiteStore, store_file
+from engine.sync.events import SyncEvent
 
 Heads = dict[str, tuple[int, bytes]]
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from engine.crypto import AccountKey
 from engine.model.known_state import KnownState
-from engine.node import LocalNode
+from engine.node.facade import LocalNode
 from engine.protocol.messages import Content, Known, Load, Message
 from tests.e2e.conftest import Account, ClientProc, NodeProcess, Proc, Processes, Reply, ScriptedNode
 from tests.util import run_cli, timeout
@@ -172,7 +172,7 @@ def demo_world(accounts: Callable[[str], Account]) -> tuple[LocalNode, str, Acco
 def crash_child(processes: Processes, url: str, bob: Account, comap: str) -> Proc:
     """``python -m engine.demo_live child write-then-hang …``: the demo's crashing client."""
     store = processes.workdir / "stores" / "demo-child"
-    args = ["-m", "engine.demo_live", "child", "write-then-hang", url, str(bob.key), str(store), comap, "3", "5"]
+    args = ["-m", "engine.demo.live", "child", "write-then-hang", url, str(bob.key), str(store), comap, "3", "5"]
     return processes.spawn("demo-child", args)
 
 

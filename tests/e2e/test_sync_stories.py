@@ -26,15 +26,14 @@ from engine.errors import AdminRefused
 from engine.ids import CoValueID, SessionID
 from engine.model.transaction import encode_transaction
 from engine.net.remote import EventCursor, RemoteSession
-from engine.net.shell import PeerLogEntry
 from engine.protocol.messages import (
     Correction,
     Error,
     Load,
     Message,
 )
-from engine.storage.sqlite import SQLiteStore, store_file
-from engine.sync.manager import SyncEvent
+from engine.storage.sqlite.store import SQLiteStore, store_file
+from engine.sync.events import PeerLogEntry, SyncEvent
 from tests.e2e.conftest import STEP_UNITS, Account, ClientProc, NodeProcess, Processes, Reply, ScriptedNode
 from tests.util import run_cli, timeout, wait_until
 

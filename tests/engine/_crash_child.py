@@ -19,7 +19,7 @@ from pathlib import Path
 
 from engine.crypto import AccountKey
 from engine.ids import CoValueID
-from engine.node import LocalNode
+from engine.node.facade import LocalNode
 
 #: Sets per batch are drawn uniformly from this range.
 MIN_BATCH, MAX_BATCH = 1, 300

@@ -20,7 +20,7 @@ from engine.crypto import AccountKey
 from engine.ids import CoValueID, SessionID
 from engine.model.header import OwnedByGroup
 from engine.model.session_log import Chunk
-from engine.node import LocalNode
+from engine.node.facade import LocalNode
 
 #: Keys written by each side of a fork.
 COMMON, MINE, THEIRS = "common", "mine", "theirs"

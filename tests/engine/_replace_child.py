@@ -17,7 +17,7 @@ from pathlib import Path
 
 from engine.crypto import AccountKey
 from engine.ids import CoValueID, SessionID
-from engine.node import LocalNode
+from engine.node.facade import LocalNode
 from tests.engine._fork import load_chunk
 
 

@@ -34,8 +34,8 @@ from engine.crypto import AccountKey
 from engine.ids import AccountID, CoValueID, SessionID
 from engine.kv.lease import Lease, LeaseState, SessionLeases
 from engine.model.known_state import KnownState
-from engine.node import LocalNode
-from engine.storage.sqlite import SQLiteStore
+from engine.node.facade import LocalNode
+from engine.storage.sqlite.store import SQLiteStore
 from tests.engine._crash_child import batch_sizes
 from tests.engine._fork import key_from_seed, load_chunk, make_fork, save_chunk
 from tests.util import UNIT, python_child, timeout, wait_until

@@ -32,8 +32,8 @@ from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
 from engine.crypto import AccountKey
-from engine.demo import DemoResult, build_demo
-from engine.node import LocalNode
+from engine.demo.scenario import DemoResult, build_demo
+from engine.node.facade import LocalNode
 from inspector.controller import Inspector
 from inspector.lag import LoopLagMonitor
 from inspector.loop import new_loop, release_loop

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from engine.demo import DemoResult
+from engine.demo.scenario import DemoResult
 from tests.inspector.conftest import SCREENSHOTS
 from tests.util import python_child, run_cli, timeout, wait_until
 

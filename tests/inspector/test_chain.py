@@ -10,14 +10,14 @@ from PySide6.QtCore import QModelIndex, Qt
 from pytestqt.qtbot import QtBot
 
 from engine.crypto import AccountKey
-from engine.demo import DemoResult
+from engine.demo.scenario import DemoResult
 from engine.diagnostics.chain_verify import ChainVerifier, RowState
 from engine.diagnostics.covalue_summary import Badge
 from engine.diagnostics.session_rows import LogSessionSource, StoreSessionSource
 from engine.model.session_log import SessionLog
 from engine.model.transaction import encode_transaction
-from engine.node import LocalNode
-from engine.storage.sqlite import SessionWrite, SQLiteStore
+from engine.node.facade import LocalNode
+from engine.storage.sqlite.store import SessionWrite, SQLiteStore
 from inspector.controller import Inspector
 from inspector.models.chain import PAGE_ROWS, SessionChainModel
 from inspector.models.roles import Role

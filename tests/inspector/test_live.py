@@ -7,7 +7,7 @@ import asyncio
 
 from pytestqt.qtbot import QtBot
 
-from engine.demo import DemoResult
+from engine.demo.scenario import DemoResult
 from engine.diagnostics.covalue_summary import Badge
 from engine.ids import SessionKind
 from inspector.controller import Inspector

@@ -25,7 +25,7 @@ from engine.ids import CoValueID, SessionID
 from engine.model.header import Header, UnsafeAllowAll
 from engine.model.session_log import MAX_BATCH_TRANSACTIONS, SessionLog
 from engine.model.transaction import encode_transaction
-from engine.storage.sqlite import SessionWrite, SQLiteStore
+from engine.storage.sqlite.store import SessionWrite, SQLiteStore
 from inspector.controller import Inspector
 from inspector.lag import LoopLagMonitor
 from inspector.models.chain import KEEP_PAGES, PAGE_ROWS, SessionChainModel

@@ -11,7 +11,7 @@ from PySide6.QtCore import QModelIndex, Qt
 from pytestqt.modeltest import ModelTester
 from pytestqt.qtbot import QtBot
 
-from engine.demo import DemoResult
+from engine.demo.scenario import DemoResult
 from engine.diagnostics.chain_verify import RowState
 from engine.diagnostics.covalue_summary import Badge
 from engine.ids import SessionKind

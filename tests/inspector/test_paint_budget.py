@@ -11,7 +11,7 @@ import time
 
 from pytestqt.qtbot import QtBot
 
-from engine.demo import DemoResult
+from engine.demo.scenario import DemoResult
 from inspector.controller import Inspector
 from inspector.lag import LoopLagMonitor
 from inspector.targets import TargetSpec

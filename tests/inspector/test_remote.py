@@ -20,7 +20,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from engine.crypto import AccountKey
-from engine.demo import DemoResult
+from engine.demo.scenario import DemoResult
 from engine.diagnostics.covalue_summary import Badge
 from engine.diagnostics.kv_slots import timeline_summary
 from engine.ids import CoValueID
@@ -28,11 +28,11 @@ from engine.kv.envelope import Present
 from engine.kv.store import Conflict
 from engine.net.server import NodeServer
 from engine.net.shell import SyncShell
-from engine.node import LocalNode
+from engine.node.facade import LocalNode
 from engine.protocol.frames import OP, encode_frame
 from engine.protocol.limits import FEATURES, PROTOCOL_VERSION
 from engine.protocol.messages import NONCE_SIZE, Challenge, Error
-from engine.sync.manager import SyncEvent
+from engine.sync.events import SyncEvent
 from inspector.controller import Inspector
 from inspector.models.roles import Role
 from inspector.targets import RemoteTarget, TargetSpec

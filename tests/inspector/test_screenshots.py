@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pytestqt.qtbot import QtBot
 
-from engine.demo import DemoResult
+from engine.demo.scenario import DemoResult
 from inspector.controller import Inspector
 from inspector.targets import TargetSpec
 from inspector.views.main_window import MainWindow

@@ -11,11 +11,11 @@ import pytest
 from pytestqt.qtbot import QtBot
 
 from engine.crypto import AccountKey
-from engine.demo import DemoResult
+from engine.demo.scenario import DemoResult
 from engine.diagnostics.covalue_summary import Badge
 from engine.errors import KintsugiError, SchemaVersionError, StoreNotFound
 from engine.ids import CoValueID
-from engine.storage.sqlite import store_file
+from engine.storage.sqlite.store import store_file
 from inspector.targets import (
     LiveDemoTarget,
     NodeTarget,

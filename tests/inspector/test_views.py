@@ -10,7 +10,7 @@ from PySide6.QtWidgets import QDialogButtonBox, QToolButton
 from pytestqt.qtbot import QtBot
 
 from engine.crypto import AccountKey
-from engine.demo import DemoResult
+from engine.demo.scenario import DemoResult
 from engine.diagnostics.covalue_summary import Badge
 from inspector.controller import Inspector
 from inspector.lag import LoopLagMonitor

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from pytestqt.qtbot import QtBot
 
-from engine.demo import DemoResult
+from engine.demo.scenario import DemoResult
 from engine.diagnostics import analysis
-from engine.storage.sqlite import store_file
+from engine.storage.sqlite.store import store_file
 from inspector.targets import StoreTarget, TargetSpec
 from inspector.workers import WorkerPool
 from tests.inspector.conftest import ms, run

@@ -15,7 +15,7 @@ from engine.ids import SessionID
 from engine.model.header import Header, UnsafeAllowAll
 from engine.model.session_log import SessionLog
 from engine.model.transaction import encode_transaction
-from engine.storage.sqlite import SessionWrite, SQLiteStore
+from engine.storage.sqlite.store import SessionWrite, SQLiteStore
 
 T0 = 1_700_000_000_000
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.demo import DemoResult, build_demo
+from engine.demo.scenario import DemoResult, build_demo
 
 
 @pytest.fixture(scope="session")

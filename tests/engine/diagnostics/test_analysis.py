@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from engine.crypto import AccountKey
-from engine.demo import DemoResult
+from engine.demo.scenario import DemoResult, build_demo_store
 from engine.diagnostics import analysis
 from engine.diagnostics.covalue_summary import Badge
 from engine.errors import ChainError, StorageBugError
 from engine.ids import CoValueID
-from engine.node import LocalNode
-from engine.storage.sqlite import store_file
+from engine.node.facade import LocalNode
+from engine.storage.sqlite.store import store_file
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ def test_many_loaded_covalues_are_evicted(demo: DemoResult, copy: Path, monkeypa
 
 
 def test_build_demo_store(tmp_path: Path) -> None:
-    report = analysis.build_demo_store(str(tmp_path / "demo"), 30)
+    report = build_demo_store(str(tmp_path / "demo"), 30)
     assert report["deleted"] and report["conflict_sessions"]
 
 
@@ -86,7 +86,7 @@ def test_errors_cross_process_boundaries(demo: DemoResult, copy: Path) -> None:
         analysis.analyse(str(store_file(copy)), CoValueID(demo.group))
     assert pickle.loads(pickle.dumps(info.value)).detail == info.value.detail
 
-    @analysis._portable_errors
+    @analysis.portable_errors
     def broken() -> None:
         raise ChainError("s", 3, "why")  # three arguments: its pickle cannot rebuild it
 

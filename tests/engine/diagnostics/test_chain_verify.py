@@ -10,7 +10,7 @@ from engine.diagnostics.chain_verify import ChainVerifier, RowState
 from engine.diagnostics.session_rows import LogSessionSource, StoreSessionSource
 from engine.model.session_log import SessionLog
 from engine.model.transaction import encode_transaction
-from engine.storage.sqlite import SQLiteStore
+from engine.storage.sqlite.store import SQLiteStore
 from tests.engine.diagnostics._build import T0, comap, fill, key, session_of, stored, tamper_sig, tamper_tx
 
 

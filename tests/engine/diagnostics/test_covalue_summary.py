@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.covalue import CoValueCore
-from engine.demo import DemoResult
+from engine.demo.scenario import DemoResult
 from engine.diagnostics.covalue_summary import (
     Badge,
     SessionSummary,
@@ -21,8 +21,8 @@ from engine.ids import CoValueID, SessionID, SessionKind
 from engine.model.header import Header, UnsafeAllowAll
 from engine.model.session_log import SessionLog
 from engine.model.transaction import encode_transaction
-from engine.node import LocalNode
-from engine.storage.sqlite import SQLiteStore
+from engine.node.facade import LocalNode
+from engine.storage.sqlite.store import SQLiteStore
 from tests.engine.diagnostics._build import T0, key, session_of, stored, tamper_tx
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from engine.demo import DemoResult
-from engine.diagnostics.kv_slots import Redactor, kv_namespaces, slot_rows, timeline_summary
-from engine.storage.sqlite import SQLiteStore
+from engine.demo.scenario import DemoResult
+from engine.diagnostics.kv_slots import Redactor, kv_namespaces, timeline_summary
+from engine.kv.detail import slot_rows
+from engine.storage.sqlite.store import SQLiteStore
 
 
 def test_demo_slots_namespaces_states_and_lost_races(demo: DemoResult) -> None:

@@ -18,7 +18,7 @@ from engine.diagnostics.session_rows import (
 )
 from engine.model.session_log import SessionLog
 from engine.model.transaction import encode_transaction
-from engine.storage.sqlite import SessionWrite
+from engine.storage.sqlite.store import SessionWrite
 from tests.engine.diagnostics._build import T0, comap, fill, key, session_of, stored
 
 

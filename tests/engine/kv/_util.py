@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from engine.ids import AccountID, account_id_from_public_key
-from engine.kv.store import create_schema
+from engine.storage.sqlite.kv import create_schema
 from tests.util import timeout
 
 REPO = Path(__file__).resolve().parents[3]

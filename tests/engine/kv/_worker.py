@@ -20,7 +20,7 @@ from engine.ids import AccountID
 from engine.kv.envelope import Present, Slot
 from engine.kv.lease import SessionLeases
 from engine.kv.rmw import read_modify_write
-from engine.kv.store import SQLiteKV
+from engine.storage.sqlite.kv import SQLiteKV
 from tests.engine.kv._util import open_db
 
 

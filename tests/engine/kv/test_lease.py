@@ -19,8 +19,9 @@ from engine.kv.lease import (
     lease_slot,
     parse_lease,
 )
-from engine.kv.store import AccountKV, KVStore, MemoryKV, SQLiteKV, Stored, cas_in_transaction
+from engine.kv.store import AccountKV, KVStore, MemoryKV, Stored
 from engine.kv.store import wall_clock_ms as now_ms
+from engine.storage.sqlite.kv import SQLiteKV, cas_in_transaction
 from tests.engine.kv._util import new_db, open_db, random_account, workers
 
 ACCOUNT = random_account()

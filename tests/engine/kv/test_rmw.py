@@ -13,7 +13,8 @@ from engine.kv.rmw import (
     read_modify_write,
     read_modify_write_many,
 )
-from engine.kv.store import MemoryKV, SQLiteKV, Stored
+from engine.kv.store import MemoryKV, Stored
+from engine.storage.sqlite.kv import SQLiteKV
 from tests.engine.kv._util import new_db, open_db, random_account, workers
 
 

@@ -18,19 +18,8 @@ from engine.errors import (
 )
 from engine.ids import AccountID
 from engine.kv.envelope import MAX_SLOT_VALUE_SIZE, Present, Tombstone, encode_envelope
-from engine.kv.store import (
-    KV_LOG_KEEP_PER_KEY,
-    KV_SCHEMA,
-    AccountKV,
-    CASRecord,
-    Conflict,
-    KVStore,
-    MemoryKV,
-    SQLiteKV,
-    Stored,
-    cas_in_transaction,
-    create_schema,
-)
+from engine.kv.store import KV_LOG_KEEP_PER_KEY, AccountKV, CASRecord, Conflict, KVStore, MemoryKV, Stored
+from engine.storage.sqlite.kv import KV_SCHEMA, SQLiteKV, cas_in_transaction, create_schema
 from tests.engine.kv._util import new_db, open_db, random_account
 
 MakeStore = Callable[..., KVStore]

@@ -30,7 +30,7 @@ from engine.net.client import Backoff, SyncClient
 from engine.net.connection import PeerConnection
 from engine.net.server import NodeServer
 from engine.net.shell import SyncShell
-from engine.node import LocalNode
+from engine.node.facade import LocalNode
 from engine.protocol.frames import OP, Frame, decode_frame, encode_frame
 from engine.protocol.limits import DEFAULT_LIMITS, FEATURES, PROTOCOL_VERSION, Limits
 from engine.protocol.messages import (

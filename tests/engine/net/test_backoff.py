@@ -13,7 +13,7 @@ import pytest
 from engine.crypto import AccountKey
 from engine.net.client import ESCALATE_AFTER_FAILURES, Backoff, SyncClient
 from engine.net.shell import SyncShell
-from engine.node import LocalNode
+from engine.node.facade import LocalNode
 from tests.engine.net.conftest import run, serving, until
 
 CLIENT_LOG = "engine.net.client"

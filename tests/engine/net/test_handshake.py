@@ -20,7 +20,7 @@ from engine.ids import CoValueID
 from engine.model.known_state import KnownState
 from engine.net.client import AuthFailed, Backoff, SyncClient
 from engine.net.shell import SyncShell
-from engine.node import LocalNode
+from engine.node.facade import LocalNode
 from engine.protocol.frames import BULK, OP, encode_frame
 from engine.protocol.limits import FEATURES, PROTOCOL_VERSION, CloseCode, Limits
 from engine.protocol.messages import (

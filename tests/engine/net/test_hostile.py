@@ -27,7 +27,7 @@ from engine.model.known_state import KnownState
 from engine.net.client import Backoff, SyncClient
 from engine.net.connection import PeerConnection
 from engine.net.shell import SyncShell
-from engine.node import LocalNode
+from engine.node.facade import LocalNode
 from engine.protocol.frames import BULK, OP, encode_frame
 from engine.protocol.limits import CloseCode, Limits
 from engine.protocol.messages import (

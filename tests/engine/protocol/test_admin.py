@@ -12,12 +12,10 @@ from hypothesis import strategies as st
 
 from engine import codec
 from engine.crypto import AccountKey
-from engine.diagnostics.kv_slots import SlotDetail, slot_detail_from_json, slot_detail_json
-from engine.diagnostics.peers import PeerInfo, peer_info_from_json, peer_log_from_json, peer_log_json
 from engine.errors import ProtocolError
+from engine.kv.detail import SlotDetail, slot_detail_from_json, slot_detail_json
 from engine.kv.envelope import Present, Tombstone
 from engine.kv.store import CASRecord
-from engine.net.shell import PeerLogEntry
 from engine.protocol.messages import (
     MAX_ADMIN_EVENTS,
     MAX_ADMIN_HISTORY,
@@ -29,6 +27,8 @@ from engine.protocol.messages import (
     admin_args,
     decode_message,
 )
+from engine.sync.events import PeerLogEntry, peer_log_from_json, peer_log_json
+from engine.sync.peers import PeerInfo, peer_info_from_json
 
 
 def wire(message: Admin | AdminResult) -> Any:

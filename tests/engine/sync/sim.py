@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from engine.crypto import AccountKey
 from engine.errors import PermissionDenied
 from engine.ids import CoValueID, new_session_id
-from engine.node import LocalNode
+from engine.node.facade import LocalNode
 from engine.protocol.frames import OP, decode_frame, encode_frame
 from engine.protocol.limits import DEFAULT_LIMITS
 from engine.sync.manager import PeerKind, SyncManager

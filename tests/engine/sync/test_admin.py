@@ -16,12 +16,13 @@ from engine.crypto import AccountKey
 from engine.ids import AccountID
 from engine.kv.envelope import MAX_SLOT_VALUE_SIZE, Present, Tombstone
 from engine.kv.store import KV_LOG_KEEP_PER_KEY, Conflict, Stored
-from engine.node import LocalNode
+from engine.node.facade import LocalNode
 from engine.protocol.frames import OP, encode_frame
 from engine.protocol.limits import Limits
 from engine.protocol.messages import MAX_ADMIN_EVENTS, MAX_ADMIN_HISTORY, Admin, AdminResult, Message
 from engine.sync.admin import first_within, newest_within
-from engine.sync.manager import EVENT_RING_SIZE, PeerKind, SyncEvent, SyncManager
+from engine.sync.events import EVENT_RING_SIZE, SyncEvent
+from engine.sync.manager import PeerKind, SyncManager
 from tests.engine.factories import covalue_id
 from tests.engine.sync.sim import NODE, Faults, Simulation
 

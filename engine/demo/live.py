@@ -34,12 +34,12 @@ from typing import Any
 
 from engine.crypto import AccountKey
 from engine.errors import KintsugiError, ProtocolError
-from engine.ids import CoValueID, SessionID, SessionKind, parse_session_id
+from engine.ids import CoValueID, SessionID, SessionKind, is_conflict_of, parse_session_id
 from engine.model.header import OwnedByGroup
 from engine.net.client import Backoff, SyncClient
 from engine.net.shell import SyncShell
-from engine.node import LocalNode
-from engine.sync.manager import SyncEvent
+from engine.node.facade import LocalNode
+from engine.sync.events import SyncEvent
 
 #: Seconds any one step of the live demo may take.
 STEP_TIMEOUT = 30.0
@@ -220,7 +220,7 @@ def _reap(proc: subprocess.Popen[str]) -> None:
 
 def _child(args: list[str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "engine.demo_live", "child", *args],
+        [sys.executable, "-m", "engine.demo.live", "child", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -287,7 +287,7 @@ async def _child_reuse_session(
     await wait_for(lambda: any(e.kind == "correction_applied" for e in client.events), "the node's correction")
     await client.acked(cid)
     core = client.node.get(cid)
-    conflicts = sorted(s for s in core.sessions if s.startswith(session + "!"))
+    conflicts = sorted(s for s in core.sessions if is_conflict_of(s, session))
     _emit(
         {
             "recovered": {

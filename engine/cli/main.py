@@ -83,7 +83,7 @@ def cmd_account_show(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, out: Output) -> int:
-    from engine.demo import build_demo
+    from engine.demo.scenario import build_demo
 
     if not args.headless:
         sys.stderr.write(
@@ -92,7 +92,7 @@ def cmd_demo(args: argparse.Namespace, out: Output) -> int:
         )
         return EXIT_USAGE
     if args.connect:
-        from engine.demo_live import live_demo
+        from engine.demo.live import live_demo
 
         workdir = Path(args.store).expanduser() if args.store else None
         report = live_demo(args.connect, workdir, min(args.edits, 1000), out.progress)
@@ -129,7 +129,7 @@ def cmd_demo(args: argparse.Namespace, out: Output) -> int:
 
 
 def _open_readonly(path: str) -> Any:
-    from engine.storage.sqlite import SQLiteStore
+    from engine.storage.sqlite.store import SQLiteStore
 
     return SQLiteStore(Path(path).expanduser(), readonly=True)
 

@@ -19,8 +19,8 @@ from engine.ids import CoValueID, SessionID, conflict_session_id
 from engine.kv.lease import Lease, LeaseState, lease_key, parse_lease
 from engine.kv.store import KVStore
 from engine.model.session_log import MAX_BATCH_TRANSACTIONS
-from engine.node import ChangeEvent, LocalNode
-from engine.storage.sqlite import SQLiteStore, store_file
+from engine.node.facade import ChangeEvent, LocalNode
+from engine.storage.sqlite.store import SQLiteStore, store_file
 from tests.engine._fork import (
     COMMON,
     MINE,
@@ -165,7 +165,7 @@ def test_subscribers_get_events_after_commit(node: LocalNode, path: Path, caplog
     stop_all = node.subscribe(everything.append)
     stop_doc = node.subscribe(doc_callback, doc.id)
     node.subscribe(broken, doc.id)
-    with caplog.at_level(logging.ERROR, logger="engine.node"):
+    with caplog.at_level(logging.ERROR, logger="engine.node.facade"):
         node.set(doc.id, "k", 1)
     assert "subscriber failed" in caplog.text
     node.delete_key(doc.id, "k")

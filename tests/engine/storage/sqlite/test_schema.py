@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from engine.errors import SchemaVersionError, StorageError
-from engine.node import LocalNode
-from engine.storage.queue import AsyncStore
-from engine.storage.schema import SCHEMA_MAJOR, SCHEMA_MINOR, decode_version, encode_version
-from engine.storage.sqlite import SQLiteStore, store_file
+from engine.node.facade import LocalNode
+from engine.storage.sqlite.queue import AsyncStore
+from engine.storage.sqlite.schema import SCHEMA_MAJOR, SCHEMA_MINOR, decode_version, encode_version
+from engine.storage.sqlite.store import SQLiteStore, store_file
 from tests.engine._fork import key_from_seed
 from tests.engine.storage import file_state
 

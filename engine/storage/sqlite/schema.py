@@ -27,7 +27,7 @@ import sqlite3
 from collections.abc import Callable
 
 from engine.errors import SchemaVersionError
-from engine.kv.store import KV_SCHEMA
+from engine.storage.sqlite.kv import KV_SCHEMA
 
 SCHEMA_MAJOR = 1
 SCHEMA_MINOR = 0

@@ -26,8 +26,8 @@ from engine.errors import (
     StoreNotFound,
 )
 from engine.ids import CoValueID, SessionID
-from engine.node import LocalNode
-from engine.storage.sqlite import SQLiteStore, store_file
+from engine.node.facade import LocalNode
+from engine.storage.sqlite.store import SQLiteStore, store_file
 from tests.engine._fork import expected_keys, key_from_seed, write_keys
 from tests.engine.storage import file_state
 from tests.util import timeout

@@ -23,14 +23,14 @@ from websockets.asyncio.client import connect
 
 from engine import __version__
 from engine.crypto import AccountKey
-from engine.demo import contend_slots
-from engine.demo_live import LiveClient, run_live_demo
+from engine.demo.live import LiveClient, run_live_demo
+from engine.demo.scenario import contend_slots
 from engine.ids import CoValueID
 from engine.model.known_state import KnownState
 from engine.net.connection import CLOSE_TIMEOUT
 from engine.net.server import NodeServer
 from engine.net.shell import SyncShell
-from engine.node import LocalNode
+from engine.node.facade import LocalNode
 from engine.protocol.frames import OP, decode_frame, encode_frame
 from engine.protocol.limits import FEATURES, Limits
 from engine.protocol.messages import Challenge, Hello, Load, hello_message

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from engine.ids import CoValueID, SessionID
-from engine.node import ChangeEvent, LocalNode
+from engine.node.facade import ChangeEvent, LocalNode
 from engine.storage import sqlite as sqlite_module
-from engine.storage.sqlite import SQLiteStore, store_file
+from engine.storage.sqlite.store import SQLiteStore, store_file
 from tests.engine._fork import expected_keys, key_from_seed, make_fork, write_keys
 from tests.util import UNIT
 

@@ -29,11 +29,11 @@ import cbor2
 from engine.covalue import CoValueCore, ReplaceOutcome
 from engine.crypto import HASH_SIZE
 from engine.errors import ChainError, IntegrityError, KintsugiError, StorageBugError, StoreNotFound
-from engine.ids import CoValueID, SessionID
-from engine.kv.store import SQLiteKV, sqlite_errors
+from engine.ids import CoValueID, SessionID, is_delete_session
 from engine.model.header import Header
 from engine.model.session_log import SessionLog
-from engine.storage.schema import BLOCK_TRANSACTIONS, check_version, ensure_schema
+from engine.storage.sqlite.kv import SQLiteKV, sqlite_errors
+from engine.storage.sqlite.schema import BLOCK_TRANSACTIONS, check_version, ensure_schema
 
 #: Milliseconds a writer waits for another process's lock before StorageEnvironmentError.
 BUSY_TIMEOUT_MS = 10_000
@@ -177,7 +177,7 @@ class SQLiteStore:
         """
         log, end = write.log, write.end
         deleted = conn.execute("SELECT deleted FROM covalues WHERE id = ?", (log.covalue,)).fetchone()
-        if deleted is not None and deleted[0] and not log.session.endswith("$"):
+        if deleted is not None and deleted[0] and not is_delete_session(log.session):
             return 0
         row = conn.execute(
             "SELECT sid, count, head FROM sessions WHERE covalue = ? AND session = ?", (log.covalue, log.session)
@@ -285,7 +285,7 @@ class SQLiteStore:
         for sid in core.delete_sessions():
             self.write_session_whole(conn, core.sessions[sid])
         stored = [r[0] for r in conn.execute("SELECT session FROM sessions WHERE covalue = ?", (core.id,))]
-        for sid in set(purged) | {s for s in stored if not s.endswith("$")}:
+        for sid in set(purged) | {s for s in stored if not is_delete_session(s)}:
             self.drop_session(conn, core.id, sid)
         conn.execute("UPDATE covalues SET deleted = 1 WHERE id = ?", (core.id,))
 

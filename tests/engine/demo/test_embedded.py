@@ -6,8 +6,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from engine.demo_embedded import EmbeddedDemo
-from engine.diagnostics.peers import peer_report
+from engine.demo.embedded import EmbeddedDemo
 from engine.ids import SessionKind, parse_session_id
 from engine.protocol.limits import CloseCode
 from tests.util import timeout
@@ -43,9 +42,9 @@ def test_embedded_demo_is_live_forks_recovered_and_a_peer_lags(tmp_path: Path) -
                 30,
                 "the stalled peer to be closed as lagged",
             )
-            live = [p for p in peer_report(demo.shell) if p.account in {c.node.account_id for c in demo.clients}]
+            live = [p for p in demo.shell.peers() if p.account in {c.node.account_id for c in demo.clients}]
             assert len(live) == 2
-            await _until(lambda: all(p.behind < 50 for p in peer_report(demo.shell) if p in live), 10, "catch-up")
+            await _until(lambda: all(p.behind < 50 for p in demo.shell.peers() if p in live), 10, "catch-up")
         finally:
             await demo.stop()
 

@@ -26,15 +26,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.covalue import SessionOutcome
+from engine.covalue import OutcomeStatus, SessionOutcome
 from engine.crypto import AccountKey
+from engine.diagnostics.analysis import portable_errors
 from engine.errors import UsageError
 from engine.ids import CoValueID, SessionID
 from engine.kv.envelope import Present, Slot, Tombstone
 from engine.kv.rmw import read_modify_write
-from engine.kv.store import SQLiteKV
-from engine.node import LocalNode
-from engine.storage.sqlite import SQLiteStore, store_file
+from engine.node.facade import LocalNode
+from engine.storage.sqlite.kv import SQLiteKV
+from engine.storage.sqlite.store import SQLiteStore, store_file
 
 #: Marker row (checkpoints namespace "kintsugi", key "demo") that says a store is a demo.
 DEMO_NAMESPACE = "kintsugi"
@@ -170,7 +171,7 @@ def build_demo(
         tab2.set(notes.id, f"tab2-{i}", "written in tab 2, kept in a conflict session")
     replicate(tab1, node, notes.id)
     for outcome in replicate(tab2, node, notes.id):
-        if outcome.status == "fork" and outcome.fork_index is not None:
+        if outcome.status is OutcomeStatus.FORK and outcome.fork_index is not None:
             result.forks_detected.append({"covalue": notes.id, "session": outcome.session, "index": outcome.fork_index})
             authoritative = node.get(notes.id).sessions[outcome.session].chunk(outcome.fork_index)
             repaired = tab2.replace_session(notes.id, outcome.session, authoritative)
@@ -236,3 +237,9 @@ def contend_slots(path: Path, account: str) -> int:
 def _push(slot: Slot | None, entry: str) -> Slot:
     items = list(slot.value) if isinstance(slot, Present) and isinstance(slot.value, list) else []
     return Present([*items, entry][-10:])
+
+
+@portable_errors
+def build_demo_store(path: str, edits: int) -> dict[str, Any]:
+    """:func:`build_demo` at ``path``, in a worker process; returns its JSON report."""
+    return build_demo(Path(path), edits=edits).to_json()

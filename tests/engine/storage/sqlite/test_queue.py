@@ -21,8 +21,8 @@ from engine.crypto import AccountKey
 from engine.errors import InvalidContent, StorageBugError
 from engine.ids import new_session_id
 from engine.model.header import UnsafeAllowAll, new_header
-from engine.storage.queue import MAX_GROUP_OPERATIONS, AsyncStore
-from engine.storage.sqlite import SessionWrite, SQLiteStore, store_file
+from engine.storage.sqlite.queue import MAX_GROUP_OPERATIONS, AsyncStore
+from engine.storage.sqlite.store import SessionWrite, SQLiteStore, store_file
 from tests.engine._fork import key_from_seed
 from tests.util import timeout, wait_until
 

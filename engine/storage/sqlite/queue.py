@@ -18,8 +18,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from engine.errors import KintsugiError, StorageBugError, UsageError
-from engine.kv.store import sqlite_errors
-from engine.storage.sqlite import SQLiteStore
+from engine.storage.sqlite.kv import sqlite_errors
+from engine.storage.sqlite.store import SQLiteStore
 
 T = TypeVar("T")
 

@@ -39,21 +39,32 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from engine.content.group import READ_ROLES
 from engine.covalue import ApplyReport, CoValueCore, ReplaceOutcome
 from engine.crypto import AccountKey
 from engine.errors import LeaseError, PermissionDenied, UnknownCoValue, UsageError
-from engine.ids import AccountID, CoValueID, RandomBytes, SessionID, new_delete_session_id, new_session_id
+from engine.ids import (
+    AccountID,
+    CoValueID,
+    RandomBytes,
+    SessionID,
+    is_delete_session,
+    new_delete_session_id,
+    new_session_id,
+    owns_session,
+)
 from engine.kv.envelope import Present
 from engine.kv.lease import LeaseState, SessionLeases, lease_key, lease_slot
-from engine.kv.store import MemoryKV, Stored, cas_in_transaction
+from engine.kv.store import MemoryKV, Stored
 from engine.model.header import GroupRuleset, Header, OwnedByGroup, Ruleset, UnsafeAllowAll, new_header
 from engine.model.known_state import KnownState
 from engine.model.session_log import MAX_BATCH_BYTES, MAX_BATCH_TRANSACTIONS, Chunk
-from engine.storage.queue import AsyncStore
-from engine.storage.sqlite import SessionWrite, SQLiteStore
+from engine.storage.sqlite.kv import cas_in_transaction
+from engine.storage.sqlite.queue import AsyncStore
+from engine.storage.sqlite.store import SessionWrite, SQLiteStore
 
 logger = logging.getLogger(__name__)
 
@@ -64,16 +75,25 @@ COMMIT_RETRY_INITIAL = 0.5
 COMMIT_RETRY_MAX = 30.0
 
 
+class ChangeKind(StrEnum):
+    """What changed a CoValue."""
+
+    #: this node wrote
+    LOCAL = "local"
+    #: content received from a peer
+    REMOTE = "remote"
+    #: a session was replaced by an authoritative history
+    REPLACED = "replaced"
+    #: tombstoned
+    DELETED = "deleted"
+
+
 @dataclass(frozen=True, slots=True)
 class ChangeEvent:
-    """Delivered to subscribers after a change is applied (and, with a store, committed).
-
-    ``kind``: ``local`` (this node wrote), ``remote`` (content received), ``replaced`` (a
-    session was replaced by an authoritative history), ``deleted`` (tombstoned).
-    """
+    """Delivered to subscribers after a change is applied (and, with a store, committed)."""
 
     covalue: CoValueID
-    kind: str
+    kind: ChangeKind
 
 
 Subscriber = Callable[[ChangeEvent], None]
@@ -119,7 +139,7 @@ class LocalNode:
         self._lease_expires = clock_ms() + self.leases.ttl_ms if self._leased else 0
         self.covalues: dict[CoValueID, CoValueCore] = {}
         self._stored: dict[tuple[CoValueID, SessionID], int] = {}
-        self._dirty: dict[CoValueID, str] = {}
+        self._dirty: dict[CoValueID, ChangeKind] = {}
         self._pending_bytes = 0
         self._pending_count = 0
         self._batch_depth = 0
@@ -242,7 +262,7 @@ class LocalNode:
         header = new_header(kind, ruleset, meta=meta, created_at=self._made_at(), uniqueness=self.random_bytes(12))
         core = CoValueCore(header)
         self._adopt(core)
-        self._mark_dirty(core.id, "local")
+        self._mark_dirty(core.id, ChangeKind.LOCAL)
         self._after_write()
         return core
 
@@ -279,7 +299,7 @@ class LocalNode:
         log = core.sessions[self.session]
         self._pending_count += 1
         self._pending_bytes += len(log.txs[-1])
-        self._mark_dirty(core.id, "local")
+        self._mark_dirty(core.id, ChangeKind.LOCAL)
         if self._pending_count >= MAX_BATCH_TRANSACTIONS or self._pending_bytes >= MAX_BATCH_BYTES:
             self._sign_all()
         self._after_write()
@@ -294,7 +314,7 @@ class LocalNode:
         if core.deleted:
             return
         self.flush()
-        purged = [sid for sid in core.sessions if not sid.endswith("$")]
+        purged = [sid for sid in core.sessions if not is_delete_session(sid)]
         core.delete(self.account, new_delete_session_id(self.account_id, self.random_bytes), self._made_at())
         if self.store is not None:
             with self._reload_on_failure(core.id):
@@ -304,7 +324,7 @@ class LocalNode:
         for sid in core.delete_sessions():
             self._stored[(core.id, sid)] = core.sessions[sid].signed_count
         self._dirty.pop(core.id, None)
-        self._notify(ChangeEvent(core.id, "deleted"))
+        self._notify(ChangeEvent(core.id, ChangeKind.DELETED))
 
     # -- batches -----------------------------------------------------------------------------
 
@@ -374,7 +394,7 @@ class LocalNode:
     # -- background commits ------------------------------------------------------------------
 
     def _commit_in_background(
-        self, headers: list[CoValueCore], writes: list[SessionWrite], dirty: dict[CoValueID, str]
+        self, headers: list[CoValueCore], writes: list[SessionWrite], dirty: dict[CoValueID, ChangeKind]
     ) -> None:
         """Hand one batch to the writer thread; subscribers hear of it once it committed.
 
@@ -401,7 +421,7 @@ class LocalNode:
         future: asyncio.Future[Any],
         writes: list[SessionWrite],
         before: dict[tuple[CoValueID, SessionID], int],
-        dirty: dict[CoValueID, str],
+        dirty: dict[CoValueID, ChangeKind],
     ) -> None:
         self._in_flight.pop(seq, None)
         error = None if future.cancelled() else future.exception()
@@ -486,7 +506,7 @@ class LocalNode:
             self._lease_expires = self.clock_ms() + self.leases.ttl_ms
             logger.warning("lease of %s was taken while idle; writing continues in %s", old, self.session)
 
-    def _mark_dirty(self, covalue: CoValueID, kind: str) -> None:
+    def _mark_dirty(self, covalue: CoValueID, kind: ChangeKind) -> None:
         self._dirty.setdefault(covalue, kind)
 
     def _made_at(self) -> int:
@@ -506,7 +526,7 @@ class LocalNode:
             return existing
         core = CoValueCore(header)
         self._adopt(core)
-        self._mark_dirty(core.id, "remote")
+        self._mark_dirty(core.id, ChangeKind.REMOTE)
         if not self._batch_depth:
             self.flush()
         return core
@@ -528,9 +548,9 @@ class LocalNode:
                 self._stored.pop((covalue, sid), None)
             for sid in core.delete_sessions():
                 self._stored[(covalue, sid)] = core.sessions[sid].signed_count
-            self._dirty[covalue] = "deleted"
+            self._dirty[covalue] = ChangeKind.DELETED
         elif report.changed:
-            self._mark_dirty(covalue, "remote")
+            self._mark_dirty(covalue, ChangeKind.REMOTE)
             if core.type == "group":
                 self._recheck_tombstones(covalue)
         if not self._batch_depth:
@@ -554,7 +574,7 @@ class LocalNode:
                     self._stored.pop((core.id, sid), None)
                 for sid in core.delete_sessions():
                     self._stored[(core.id, sid)] = core.sessions[sid].signed_count
-                self._dirty[core.id] = "deleted"
+                self._dirty[core.id] = ChangeKind.DELETED
 
     def replace_session(self, covalue: CoValueID, session: SessionID, chunk: Chunk) -> ReplaceOutcome:
         """Install an authoritative history of ``session`` (DESIGN §7.1).
@@ -567,7 +587,7 @@ class LocalNode:
         """
         core = self.get(covalue)
         self.flush()
-        owned = session.startswith(self.account_id + "_")
+        owned = owns_session(self.account_id, session)
         outcome = core.replace_session(session, chunk, owner=self.account if owned else None)
         if not outcome.changed:
             return outcome
@@ -588,7 +608,7 @@ class LocalNode:
             self.session = next_session
             if self._leased:
                 self._lease_expires = self.clock_ms() + self.leases.ttl_ms
-        self._notify(ChangeEvent(covalue, "replaced"))
+        self._notify(ChangeEvent(covalue, ChangeKind.REPLACED))
         return outcome
 
     @contextmanager

@@ -1,0 +1,11 @@
+"""The demo: a scenario with something real to inspect and repair.
+
+- :mod:`engine.demo.scenario` — builds the demo into a store (``kintsugi demo --headless``).
+- :mod:`engine.demo.live` — the demo's clients against a running node, with a real crash
+  after acknowledgement (``kintsugi demo --connect``).
+- :mod:`engine.demo.embedded` — an in-process node with the live demo, for the inspector's
+  embedded default.
+
+The demo sits on top of the engine: it may import any engine package; only the CLI, the
+inspector and tests import it.
+"""

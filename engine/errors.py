@@ -40,7 +40,10 @@ Hierarchy::
     │   ├── NotANode                     not_a_node: no WebSocket, or no Kintsugi handshake, there
     │   ├── HandshakeClosed              handshake_closed: the node closed during the handshake
     │   └── HandshakeTimeout             timeout: no completed handshake within the time given
-    └── AdminRefused                     admin_refused: the node answered an admin request ok=false
+    ├── AdminRefused                     admin_refused: the node answered an admin request ok=false
+    ├── AuditError                       audit_broken: the audit log does not verify
+    └── RecoveryError                    recovery_failed: a REPLACE recovery stopped; nothing changed
+        └── RecoveryAborted              recovery_aborted: cancelled, or the peer went away mid-way
 
 Misuse of the API (calling a closed node, say) raises ``UsageError``, which also inherits
 ``RuntimeError`` because it is a bug in the caller, not a condition to handle.
@@ -50,6 +53,7 @@ from __future__ import annotations
 
 __all__ = [
     "AdminRefused",
+    "AuditError",
     "CASRetriesExhausted",
     "ChainError",
     "CoValueDeleted",
@@ -75,6 +79,8 @@ __all__ = [
     "NotANode",
     "PermissionDenied",
     "ProtocolError",
+    "RecoveryAborted",
+    "RecoveryError",
     "FrameTooLarge",
     "UnsupportedVersion",
     "SchemaVersionError",
@@ -344,3 +350,24 @@ class AdminRefused(KintsugiError):
         super().__init__(f"{op}: {reason}{f' ({detail})' if detail and detail != reason else ''}")
         self.op = op
         self.reason = reason
+
+
+class AuditError(KintsugiError):
+    """An audit log record was edited, removed, reordered or signed by someone else; the
+    detail names the first record that does not verify."""
+
+    code = "audit_broken"
+
+
+class RecoveryError(KintsugiError):
+    """A REPLACE recovery (DESIGN §7.2) could not be completed; nothing was changed."""
+
+    code = "recovery_failed"
+
+
+class RecoveryAborted(RecoveryError):
+    """The recovery was cancelled, timed out, or the peer went away before every page
+    arrived; nothing was changed, and a retry starts a fresh exchange."""
+
+    code = "recovery_aborted"
+

@@ -1,0 +1,86 @@
+"""``kintsugi verify`` and ``kintsugi inspect``: check and report on a store or a node.
+
+Stores are opened read-only: these commands never change what they look at.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from engine.cli.output import EXIT_FAILED, EXIT_OK, AddCommand, Output
+from engine.crypto import AccountKey
+from engine.errors import UsageError
+
+
+def _open_readonly(path: str) -> Any:
+    from engine.storage.sqlite.store import SQLiteStore
+
+    return SQLiteStore(Path(path).expanduser(), readonly=True)
+
+
+def cmd_verify(args: argparse.Namespace, out: Output) -> int:
+    from engine.diagnostics.report import verify_store
+
+    store = _open_readonly(args.store)
+    try:
+        report = verify_store(store, out.counter("verifying"))
+    finally:
+        store.close()
+    lines = [
+        f"{'OK' if report['ok'] else 'CORRUPT'}: {report['covalues']} CoValues, "
+        f"{report['sessions']} sessions, {report['transactions']} transactions"
+    ]
+    lines += [f"  {c['covalue']} {c['session']} at {c['index']}: {c['reason']}" for c in report["corrupt"]]
+    out.result(report, "\n".join(lines))
+    return EXIT_OK if report["ok"] else EXIT_FAILED
+
+
+def cmd_inspect(args: argparse.Namespace, out: Output) -> int:
+    from engine.diagnostics.report import inspect_store
+
+    if args.target.startswith(("ws://", "wss://")):
+        import asyncio
+
+        from engine.net.remote import inspect_remote
+
+        if args.key is None:
+            raise UsageError("inspecting a node needs --key FILE (the account to connect as)")
+        out.progress(f"connecting to {args.target}")
+        report = asyncio.run(inspect_remote(args.target, AccountKey.load(args.key), timeout=args.timeout))
+    else:
+        store = _open_readonly(args.target)
+        try:
+            report = inspect_store(store, out.counter("loading"))
+        finally:
+            store.close()
+    lines = []
+    for cv in report["covalues"]:
+        flags = f" [{', '.join(cv['flags'])}]" if cv["flags"] else ""
+        lines.append(f"{cv['id']}  {cv['type']}{flags}")
+        for s in cv["sessions"]:
+            mark = "" if s["verified"] else "  CORRUPT"
+            lines.append(f"    {s['kind']:<8} {s['count']!s:>8}  {s['id']}{mark}")
+    lines.append(f"{len(report['kv'])} CAS slots")
+    lines += [f"    {k['namespace']} {k['key']} gen {k['generation']} {k['state']}" for k in report["kv"]]
+    out.result(report, "\n".join(lines))
+    return EXIT_OK
+
+
+def register(command: AddCommand) -> None:
+    p = command(
+        "verify",
+        cmd_verify,
+        "Check every hash chain and signature in a store. Exit 1 when anything is corrupt.",
+    )
+    p.add_argument("store", help="store directory or database file")
+
+    p = command(
+        "inspect",
+        cmd_inspect,
+        "List the CoValues of a store (sessions, kinds, counts, heads, verification, flags) and its CAS slots.",
+    )
+    p.add_argument("target", help="store directory or database file, or a node's ws:// URL")
+    p.add_argument("--key", type=Path, help="account key file to connect with (for a ws:// target)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for a node (default 60)")

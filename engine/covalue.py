@@ -1,4 +1,4 @@
-"""CoValueCore: one CoValue's verified sessions, content, tombstone and session replacement.
+"""CoValueCore: one CoValue's verified sessions, content and tombstone.
 
 Rules kept here:
 
@@ -6,16 +6,20 @@ Rules kept here:
   its own: a bad session is rejected whole, the others still apply.
 - A chunk that disagrees with a session we hold is a fork; it is never merged.
   :meth:`CoValueCore.forks_in_known` finds forks from a peer's known state alone.
-- :meth:`CoValueCore.replace_session` installs an authoritative history. When the local
-  account owns the session, its divergent tail is re-signed into a new conflict session
-  (``!``, ``!2``, …; none overwritten), original ``madeAt`` kept.
 - A valid delete marker makes the CoValue deleted for good: only the header and the delete
   sessions remain, and nothing resurrects the rest.
+
+Replacing a forked session with an authoritative history (DESIGN §7.1) is decided in
+:mod:`engine.recovery.correction`, which sits above this module; here are only the
+primitive it uses (:meth:`CoValueCore.install_sessions`) and its result,
+:class:`ReplaceOutcome`, which the sync layer and the node pass around.
+
+Imports: model, content, ids, crypto, errors (the covalue row of the import table).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -31,7 +35,6 @@ from engine.errors import (
     InvalidContent,
     InvalidHeader,
     KintsugiError,
-    MissingPrefix,
     PermissionDenied,
     UsageError,
 )
@@ -40,7 +43,6 @@ from engine.ids import (
     CoValueID,
     SessionID,
     SessionKind,
-    conflict_session_id,
     is_delete_session,
     parse_session_id,
     session_account,
@@ -100,7 +102,7 @@ class ApplyReport:
 
 @dataclass(frozen=True, slots=True)
 class ReplaceOutcome:
-    """Result of :meth:`CoValueCore.replace_session`.
+    """Result of replacing a session (:func:`engine.recovery.correction.replace_session`).
 
     ``changed`` is False when the authoritative history was already in place (a no-op).
     ``diverged_at`` is the first index where the old local copy differed, ``dropped`` how many
@@ -279,69 +281,19 @@ class CoValueCore:
         self._purge()
         self._touch()
 
-    # -- replacing ---------------------------------------------------------------------------
+    # -- replacing (engine.recovery decides; this installs) ---------------------------------
 
-    def replace_session(self, session: SessionID, chunk: Chunk, *, owner: AccountKey | None = None) -> ReplaceOutcome:
-        """Install an authoritative history of ``session``: our ``[0, chunk.after)`` + chunk.
+    def install_sessions(self, logs: Iterable[SessionLog]) -> None:
+        """Put verified logs in place of the sessions they belong to, in order.
 
-        Verifies first: our ``h(after)`` must be the chunk's chain base and its checkpoints
-        must verify under the key in ``session`` (raises :class:`IntegrityError` subclasses
-        or :class:`MissingPrefix`; nothing changes). When ``owner`` is this session's account
-        key, local transactions not in the authoritative history move, re-signed, into a new
-        conflict session. A deleted CoValue stays deleted (raises :class:`CoValueDeleted`).
+        The primitive under recovery (:mod:`engine.recovery.correction`), which verifies and
+        decides what to install: their corrupt records are dropped and the content is
+        recomputed on next use.
         """
-        if self.deleted and not is_delete_session(session):
-            raise CoValueDeleted(f"{self.id} is deleted; its sessions are not replaced")
-        old = self.sessions.get(session)
-        held = old.count if old is not None else 0
-        if chunk.after > held:
-            raise MissingPrefix(session, held, chunk.after)
-        fresh = SessionLog(self.id, session)
-        if old is not None and chunk.after:
-            fresh.txs.extend(old.txs[: chunk.after])
-            fresh.hashes.extend(old.hashes[: chunk.after])
-            fresh.sigs.update({n: s for n, s in old.sigs.items() if n <= chunk.after})
-        if chunk.txs:
-            # The chunk's checkpoint signs the chain through our shared prefix, so a fork point
-            # inside one of our signed batches is fine: the prefix needs no checkpoint of its own.
-            fresh.extend_verified(chunk, fresh.verify_chunk(chunk))
-        elif chunk.after not in fresh.sigs and chunk.after:
-            raise InvalidContent(f"{session}: authoritative history must end at a checkpoint")
-        # Verified: only now may anything change. Pending local writes are signed so that
-        # they can move into the conflict session with a checkpoint.
-        if old is not None and old.pending and owner is not None and owner.account_id == old.account:
-            old.sign(owner)
-        old_txs = old.txs if old is not None else []
-        diverged = next(
-            (i for i, (a, b) in enumerate(zip(old_txs, fresh.txs, strict=False)) if a != b),
-            min(len(old_txs), len(fresh.txs)),
-        )
-        if diverged == len(fresh.txs) < len(old_txs):
-            # Every authoritative transaction is one we hold: this "correction" would only
-            # drop signed history. No genuine fork looks like that (a node acknowledges only
-            # what it stores), so it is refused and nothing changes.
-            raise InvalidContent(f"{session}: a correction may not merely truncate the session")
-        tail = old_txs[diverged:]
-        owned = owner is not None and owner.account_id == session_account(session)
-        if old is not None and not tail and old.count == fresh.count and old.sigs == fresh.sigs:
-            return ReplaceOutcome(session, False, diverged, 0, None, owned, old)
-        conflict_sid = None
-        if tail and owned and owner is not None and parse_session_id(session).kind is SessionKind.ACTIVE:
-            conflict_sid = self.next_conflict_session(session)
-            conflict = SessionLog(self.id, conflict_sid)
-            conflict.rebuild_signed(tail, owner)
-            self.sessions[conflict_sid] = conflict
-        self.sessions[session] = fresh
-        self.corrupt.pop(session, None)
+        for log in logs:
+            self.sessions[log.session] = log
+            self.corrupt.pop(log.session, None)
         self._touch()
-        return ReplaceOutcome(session, True, diverged, len(tail), conflict_sid, owned, old)
-
-    def next_conflict_session(self, session: SessionID) -> SessionID:
-        """The first conflict session id of ``session`` that this CoValue does not hold."""
-        n = 1
-        while conflict_session_id(session, n) in self.sessions:
-            n += 1
-        return conflict_session_id(session, n)
 
     # -- content -----------------------------------------------------------------------------
 

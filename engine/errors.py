@@ -21,7 +21,8 @@ Hierarchy::
     │   ├── InvalidEnvelope              invalid_envelope: CAS slot bytes not of envelope v1
     │   ├── ProtocolError                wire-level problems (code set per instance, see protocol)
     │   │   ├── FrameTooLarge            frame_too_large: over the frame size limit
-    │   │   └── UnsupportedVersion       unsupported_version: envelope "v" not understood
+    │   │   ├── UnsupportedVersion       unsupported_version: envelope "v" not understood
+    │   │   └── AuthFailed               auth_failed: the node refused this account's hello
     │   └── KeyFileError                 key_file: unreadable or malformed account key file
     ├── PermissionDenied                 permission_denied: local write the rules forbid
     ├── CoValueDeleted                   deleted: the CoValue has a tombstone
@@ -53,6 +54,7 @@ from __future__ import annotations
 
 __all__ = [
     "AdminRefused",
+    "AuthFailed",
     "AuditError",
     "CASRetriesExhausted",
     "ChainError",
@@ -221,6 +223,12 @@ class FrameTooLarge(ProtocolError):
 
 class UnsupportedVersion(ProtocolError):
     code = "unsupported_version"
+
+
+class AuthFailed(ProtocolError):
+    """The node refused this account's hello (``error{auth_failed}``)."""
+
+    code = "auth_failed"
 
 
 class KeyFileError(InvalidInput):

@@ -12,12 +12,11 @@ from typing import Any
 from engine.cli.output import EXIT_FAILED, EXIT_OK, AddCommand, Output
 from engine.crypto import AccountKey
 from engine.errors import UsageError
+from engine.storage import Store, open_store
 
 
-def _open_readonly(path: str) -> Any:
-    from engine.storage.sqlite.store import SQLiteStore
-
-    return SQLiteStore(Path(path).expanduser(), readonly=True)
+def _open_readonly(path: str) -> Store:
+    return open_store(Path(path).expanduser(), readonly=True)
 
 
 def cmd_verify(args: argparse.Namespace, out: Output) -> int:
@@ -43,8 +42,6 @@ def cmd_inspect(args: argparse.Namespace, out: Output) -> int:
     if args.target.startswith(("ws://", "wss://")):
         import asyncio
 
-        from engine.net.remote import inspect_remote
-
         if args.key is None:
             raise UsageError("inspecting a node needs --key FILE (the account to connect as)")
         out.progress(f"connecting to {args.target}")
@@ -66,6 +63,46 @@ def cmd_inspect(args: argparse.Namespace, out: Output) -> int:
     lines += [f"    {k['namespace']} {k['key']} gen {k['generation']} {k['state']}" for k in report["kv"]]
     out.result(report, "\n".join(lines))
     return EXIT_OK
+
+
+async def inspect_remote(url: str, key: AccountKey, timeout: float) -> dict[str, Any]:
+    """The ``inspect`` report of what ``key``'s account may see on the node at ``url``."""
+    import contextlib
+
+    from engine.diagnostics.report import describe_covalue
+    from engine.errors import AdminRefused, KintsugiError, ProtocolError
+    from engine.ids import CoValueID
+    from engine.net.remote import RemoteSession
+    from engine.protocol.messages import KvKeys, KvList
+
+    session = RemoteSession(url, key)
+    await session.open(timeout)
+    try:
+        try:
+            listing = await session.admin("list", None, timeout)
+        except (AdminRefused, ProtocolError) as exc:
+            raise ProtocolError(f"the node refused to list CoValues ({exc})", code="admin_refused") from None
+        ids = [CoValueID(c) for c in listing.get("covalues", [])]
+        await session.load_all(ids, timeout)
+        covalues = []
+        for cid in sorted(ids):
+            core = session.node.get_or_none(cid)
+            if core is not None:
+                covalues.append(describe_covalue(core))
+        kv: list[dict[str, Any]] = []
+        for namespace in listing.get("namespaces", []):
+            reply = await session.request(KvList(session.next_rid(), namespace, ""), timeout)
+            if isinstance(reply, KvKeys):
+                kv += [{"namespace": namespace, **item} for item in reply.items]
+        return {
+            "covalues": covalues,
+            "kv": kv,
+            "node": session.client.challenge.node if session.client.challenge else None,
+        }
+    finally:
+        await session.close()
+        with contextlib.suppress(KintsugiError):
+            session.node.close()
 
 
 def register(command: AddCommand) -> None:

@@ -5,6 +5,8 @@
   after acknowledgement (``kintsugi demo --connect``).
 - :mod:`engine.demo.embedded` — an in-process node with the live demo, for the inspector's
   embedded default.
+- :mod:`engine.demo.held` — :class:`~engine.demo.held.HeldStore`, a store that holds commits
+  back (a disk slower than the network), for the crash-after-acknowledgement story.
 
 The demo sits on top of the engine: it may import any engine package; only the CLI, the
 inspector and tests import it.

@@ -31,9 +31,10 @@ from engine.net.connection import CLOSE_TIMEOUT
 from engine.net.server import NodeServer
 from engine.net.shell import SyncShell
 from engine.node.facade import LocalNode
-from engine.protocol.frames import OP, decode_frame, encode_frame
-from engine.protocol.limits import FEATURES, Limits
-from engine.protocol.messages import Challenge, Hello, Load, hello_message
+from engine.protocol.frames import OP, encode_frame
+from engine.protocol.handshake import PeerHandshake
+from engine.protocol.limits import Limits
+from engine.protocol.messages import Load
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +62,10 @@ class EmbeddedDemo:
         self.edit_interval = edit_interval
         self.node_key = AccountKey.generate()
         self.admin_key = AccountKey.generate()
+        #: the node's store directory (the demo's tabs open it too, to contend for CAS slots)
+        self.store_dir = workdir / "node"
         self.node = LocalNode.open(
-            workdir / "node", self.node_key, instance_id="embedded-node", background_commits=True
+            self.store_dir, self.node_key, instance_id="embedded-node", background_commits=True
         )
         self.shell = SyncShell(self.node, limits=EMBEDDED_LIMITS)
         self.server = NodeServer(
@@ -78,9 +81,8 @@ class EmbeddedDemo:
         """Listen, play the story, then start the live edits and the stalled peer."""
         self.url = await self.server.start("127.0.0.1", 0)
         self.report = await run_live_demo(self.url, self.workdir / "clients", edits=300)
-        assert self.node.store is not None
         # Some forty CAS commits, each synced: on a thread, so the shared loop keeps running.
-        await asyncio.to_thread(contend_slots, self.node.store.path.parent, self.node.account_id)
+        await asyncio.to_thread(contend_slots, self.store_dir, self.node.account_id)
         keys = self.workdir / "clients" / "keys"
         alice = LiveClient("alice-live", AccountKey.load(keys / "alice.key"), self.url)
         bob = LiveClient("bob-live", AccountKey.load(keys / "bob.key"), self.url)
@@ -143,12 +145,9 @@ class EmbeddedDemo:
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
         async with connect(self.url, sock=sock, compression=None, max_size=None, proxy=None, close_timeout=0.5) as ws:
-            frame = decode_frame(await ws.recv(decode=False), max_size=1 << 22, max_messages=1)
-            challenge = frame.messages[0]
-            assert isinstance(challenge, Challenge)
-            sig = key.sign(hello_message(challenge.nonce, challenge.node))
-            await ws.send(encode_frame(OP, [Hello(key.account_id, "client", sig, __version__, FEATURES)]))
-            await ws.recv(decode=False)  # welcome
+            handshake = PeerHandshake(key, "client", limits=EMBEDDED_LIMITS, version=__version__)
+            await ws.send(handshake.take_challenge(await ws.recv(decode=False)).frame)
+            handshake.take_reply(await ws.recv(decode=False))
             await ws.send(encode_frame(OP, [Load(cid, KnownState(cid, False, {})) for cid in covalues][:1]))
             for cid in covalues[1:]:
                 await ws.send(encode_frame(OP, [Load(cid, KnownState(cid, False, {}))]))

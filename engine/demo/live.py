@@ -14,7 +14,8 @@ owners repaired it:
   conflict session and continues in a new session.
 - Alice deletes a CoValue; the tombstone reaches the node.
 
-The child process is ``python -m engine.demo_live child ...`` and speaks JSON lines.
+The child process is ``python -m engine --kintsugi-demo-child ...`` (:data:`DEMO_CHILD_ARG`; the app
+itself when frozen) and speaks JSON lines.
 """
 
 from __future__ import annotations
@@ -33,12 +34,14 @@ from pathlib import Path
 from typing import Any
 
 from engine.crypto import AccountKey
+from engine.demo.held import HeldStore
 from engine.errors import KintsugiError, ProtocolError
 from engine.ids import CoValueID, SessionID, SessionKind, is_conflict_of, parse_session_id
 from engine.model.header import OwnedByGroup
 from engine.net.client import Backoff, SyncClient
 from engine.net.shell import SyncShell
 from engine.node.facade import LocalNode
+from engine.storage.opener import open_store
 from engine.sync.events import SyncEvent
 
 #: Seconds any one step of the live demo may take.
@@ -218,9 +221,22 @@ def _reap(proc: subprocess.Popen[str]) -> None:
             stream.close()
 
 
+#: First argument of a demo client process. The entries that recognise it (``python -m
+#: engine`` and the inspector's, frozen or not) run ``main(["child", ...])`` of this module
+#: with the arguments after it, and nothing else.
+DEMO_CHILD_ARG = "--kintsugi-demo-child"
+
+
 def _child(args: list[str]) -> subprocess.Popen[str]:
+    """Start one demo client process, ``main(["child", *args])``, with its output piped.
+
+    Always through :data:`DEMO_CHILD_ARG`, never ``-m MODULE``: in a frozen app (PyInstaller
+    sets ``sys.frozen``) ``sys.executable`` is the app itself, whose entry dispatches the
+    argument; otherwise it is Python, and ``python -m engine`` dispatches it the same way.
+    """
+    entry = [sys.executable] if getattr(sys, "frozen", False) else [sys.executable, "-m", "engine"]
     return subprocess.Popen(
-        [sys.executable, "-m", "engine.demo.live", "child", *args],
+        [*entry, DEMO_CHILD_ARG, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -255,14 +271,15 @@ async def _child_write_then_hang(
 ) -> None:
     """Write ``persisted`` edits normally, then ``unpersisted`` more with the local commit held
     back; report once the node has acknowledged them all, then wait to be killed."""
-    client = LiveClient("crashing-client", AccountKey.load(key_file), url, store=store)
+    held = HeldStore(open_store(store, writer="crashing-client"))
+    client = LiveClient("crashing-client", AccountKey.load(key_file), url, store=held)
     await client.start()
     cid = CoValueID(covalue)
     await client.load(cid)
     for i in range(persisted):
         client.node.set(cid, f"crash-test-{i}", "persisted before the crash")
     await client.acked(cid)
-    client.node.persist_paused = True
+    held.hold()
     for i in range(persisted, persisted + unpersisted):
         client.node.set(cid, f"crash-test-{i}", "acknowledged by the node, lost locally")
     await client.acked(cid)
@@ -308,7 +325,7 @@ def _emit(data: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine.demo_live")
+    parser = argparse.ArgumentParser(prog=f"python -m engine {DEMO_CHILD_ARG}")
     sub = parser.add_subparsers(dest="mode", required=True)
     child = sub.add_parser("child")
     child.add_argument("action", choices=["write-then-hang", "reuse-session"])

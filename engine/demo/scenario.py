@@ -13,11 +13,15 @@
 
 Account keys are written to ``<store>/keys`` (mode 0600) so the demo can be reopened.
 No network is involved: replicas exchange content through the same apply/replace calls the
-sync layer uses.
+sync layer uses. A demo store carries a marker checkpoint (:data:`DEMO_NAMESPACE` /
+:data:`DEMO_KEY`), so preparing a fresh demo replaces an old demo store and never anything
+else. The store is reached only through the :class:`~engine.storage.interface.Store`
+interface.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import time
@@ -29,13 +33,13 @@ from typing import Any
 from engine.covalue import OutcomeStatus, SessionOutcome
 from engine.crypto import AccountKey
 from engine.diagnostics.analysis import portable_errors
-from engine.errors import UsageError
+from engine.errors import StorageError, StoreNotFound, UsageError
 from engine.ids import CoValueID, SessionID
 from engine.kv.envelope import Present, Slot, Tombstone
 from engine.kv.rmw import read_modify_write
+from engine.kv.store import KVStore
 from engine.node.facade import LocalNode
-from engine.storage.sqlite.kv import SQLiteKV
-from engine.storage.sqlite.store import SQLiteStore, store_file
+from engine.storage.opener import open_store
 
 #: Marker row (checkpoints namespace "kintsugi", key "demo") that says a store is a demo.
 DEMO_NAMESPACE = "kintsugi"
@@ -74,19 +78,18 @@ class DemoResult:
 
 
 def is_demo_store(path: Path) -> bool:
-    db = store_file(path)
-    if not db.exists():
-        return False
-    store = SQLiteStore(db, readonly=True)
+    """True when ``path`` holds a store that a demo wrote (its marker checkpoint is there)."""
     try:
-        row = store.conn.execute(
-            "SELECT 1 FROM checkpoints WHERE namespace = ? AND key = ?", (DEMO_NAMESPACE, DEMO_KEY)
-        ).fetchone()
-    except Exception:  # an unrelated or damaged database is not a demo store
-        row = None
+        store = open_store(path, readonly=True)
+    except StoreNotFound:
+        return False
+    try:
+        marker = store.get_checkpoint(DEMO_NAMESPACE, DEMO_KEY)
+    except StorageError:  # an unrelated or damaged database is not a demo store
+        marker = None
     finally:
         store.close()
-    return row is not None
+    return marker is not None
 
 
 def prepare_directory(path: Path) -> None:
@@ -127,10 +130,7 @@ def build_demo(
 
     node = LocalNode.open(path, alice, instance_id="demo-node")
     assert node.store is not None
-    with node.store.transaction() as conn:
-        conn.execute(
-            "INSERT INTO checkpoints (namespace, key, value) VALUES (?, ?, ?)", (DEMO_NAMESPACE, DEMO_KEY, b"1")
-        )
+    node.store.put_checkpoint(DEMO_NAMESPACE, DEMO_KEY, b"1")
     say("group and members")
     group = node.create_group(meta={"name": "Demo team"})
     node.set_role(group.id, bob.account_id, "writer")
@@ -196,10 +196,11 @@ def build_demo(
     return result
 
 
-def contend_slots(path: Path, account: str) -> int:
-    """Three writers (tabs) update shared slots with read-modify-write; returns lost races."""
-    stores = [SQLiteStore(path, writer=f"tab-{i}") for i in range(3)]
-    kvs: list[SQLiteKV] = [s.kv for s in stores]
+def contend_slots(location: str | os.PathLike[str], account: str) -> int:
+    """Three writers (tabs) of the store at ``location`` update shared slots with
+    read-modify-write; returns lost races."""
+    stores = [open_store(location, writer=f"tab-{i}") for i in range(3)]
+    kvs: list[KVStore] = [s.kv for s in stores]
     conflicts = 0
     try:
         for round_no in range(6):
@@ -207,7 +208,7 @@ def contend_slots(path: Path, account: str) -> int:
                 rival = kvs[(i + 1) % 3]
                 raced = False
 
-                def merge(slot: Slot | None, *, me: int = i, rival: SQLiteKV = rival, n: int = round_no) -> Slot:
+                def merge(slot: Slot | None, *, me: int = i, rival: KVStore = rival, n: int = round_no) -> Slot:
                     nonlocal raced
                     if not raced:
                         # Another tab writes between our read and our CAS: our CAS loses once.

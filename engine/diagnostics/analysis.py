@@ -10,7 +10,10 @@ run in a separate process (they also work in-process).
 
 Each process keeps its stores open read-only and a few loaded CoValues, keyed by their
 stored state (session counts and heads, deleted flag): a store that a live node keeps
-writing is re-read only for the CoValues that changed.
+writing is re-read only for the CoValues that changed. Stores are opened by location with
+:func:`engine.storage.open_store` and read through the
+:class:`~engine.storage.interface.Store` interface only; loaded CoValues are built by
+:mod:`engine.node.loading`, as everywhere else.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ from engine.diagnostics.covalue_summary import ContentSnapshot, CoValueSummary, 
 from engine.errors import StorageBugError
 from engine.ids import CoValueID
 from engine.model.header import OwnedByGroup
-from engine.storage.sqlite.kv import sqlite_errors
-from engine.storage.sqlite.store import SQLiteStore
+from engine.node.loading import load_core
+from engine.storage.interface import Store
+from engine.storage.opener import open_store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -38,7 +42,7 @@ __all__ = ["analyse", "portable_errors", "close_stores", "content", "ping"]
 KEEP_CORES = 16
 KEEP_TRANSACTIONS = 1_500_000
 
-_stores: dict[str, SQLiteStore] = {}
+_stores: dict[str, Store] = {}
 #: (path, covalue) -> (its stamp, its owner group's stamp, the loaded core)
 _cores: OrderedDict[tuple[str, str], tuple[tuple[Any, ...], tuple[Any, ...] | None, CoValueCore]] = OrderedDict()
 
@@ -75,23 +79,19 @@ def close_stores() -> None:
     _stores.clear()
 
 
-def _store(path: str) -> SQLiteStore:
+def _store(path: str) -> Store:
     store = _stores.get(path)
     if store is None:
-        store = _stores[path] = SQLiteStore(path, readonly=True)
+        store = _stores[path] = open_store(path, readonly=True)
     return store
 
 
-def _stamp(store: SQLiteStore, covalue: str) -> tuple[Any, ...] | None:
+def _stamp(store: Store, covalue: CoValueID) -> tuple[Any, ...] | None:
     """What identifies the stored state of ``covalue`` (None: not in the store)."""
-    with sqlite_errors(f"read {covalue}"):
-        row = store.conn.execute("SELECT deleted FROM covalues WHERE id = ?", (covalue,)).fetchone()
-        if row is None:
-            return None
-        sessions = store.conn.execute(
-            "SELECT session, count, head FROM sessions WHERE covalue = ? ORDER BY session", (covalue,)
-        ).fetchall()
-    return (row[0], tuple(sessions))
+    row = store.covalue_row(covalue)
+    if row is None:
+        return None
+    return (row.deleted, tuple(store.stored_sessions(covalue)))
 
 
 def _load(path: str, covalue: CoValueID) -> CoValueCore | None:
@@ -104,7 +104,7 @@ def _load(path: str, covalue: CoValueID) -> CoValueCore | None:
     if cached is not None and cached[0] == stamp and _owner_current(path, cached[1], cached[2]):
         _cores.move_to_end(key)
         return cached[2]
-    core = store.load_covalue(covalue)
+    core = load_core(store, covalue)
     if core is None:
         return None
     core.resolve = lambda cid: _load(path, cid)

@@ -4,10 +4,11 @@ Two ways to build a :class:`CoValueSummary`:
 
 - :func:`summarize` from a loaded :class:`CoValueCore` (verified sessions, content computed):
   every badge is known (``analysed`` is True);
-- :func:`listing_summaries` from a store's tables alone, three queries for the whole store:
-  id, type, name, deleted flag, session list and previously recorded corruption. Opening a
-  store with huge sessions shows this at once; invalid transactions and fresh corruption are
-  only known after :func:`summarize` (``analysed`` is False until then).
+- :func:`listing_summaries` from a store's listing alone
+  (:meth:`~engine.storage.interface.Store.listing`, no transaction read): id, type, name,
+  deleted flag, session list and previously recorded corruption. Opening a store with huge
+  sessions shows this at once; invalid transactions and fresh corruption are only known after
+  :func:`summarize` (``analysed`` is False until then).
 
 Badges (:class:`Badge`): ``deleted``, ``conflict_session``, ``corrupt``,
 ``invalid_transactions`` and ``forked`` — a fork detected and not yet repaired, which only a
@@ -16,6 +17,9 @@ sync peer can tell; nothing here sets it.
 :func:`content_entries` gives each content key's winning change with provenance (session,
 transaction index, madeAt): for a CoMap the engine's own entries, for a group the last valid
 role change of each member.
+
+Nothing here reads storage by itself beyond the :class:`~engine.storage.interface.Store`
+interface, and nothing here changes anything.
 """
 
 from __future__ import annotations
@@ -32,8 +36,7 @@ from engine.errors import KintsugiError
 from engine.ids import AccountID, CoValueID, SessionID, SessionKind, parse_session_id
 from engine.model.header import Header
 from engine.model.transaction import decode_transaction
-from engine.storage.sqlite.kv import sqlite_errors
-from engine.storage.sqlite.store import SQLiteStore
+from engine.storage.interface import Store
 
 __all__ = [
     "Badge",
@@ -235,38 +238,35 @@ def summarize(
     )
 
 
-def listing_summaries(store: SQLiteStore) -> list[CoValueSummary]:
+def listing_summaries(store: Store) -> list[CoValueSummary]:
     """Cheap summaries of every CoValue in ``store``, sorted by id (``analysed`` False).
 
-    Raises :class:`engine.errors.StorageError` when the tables cannot be read.
+    Raises :class:`engine.errors.StorageError` when the store cannot be read.
     """
-    with sqlite_errors(f"list {store.path}"):
-        covalues = store.conn.execute("SELECT id, type, deleted, header FROM covalues ORDER BY id").fetchall()
-        session_rows = store.conn.execute("SELECT covalue, session, count FROM sessions").fetchall()
-        corrupt_rows = store.corrupt_sessions()
-    corrupt = {(c, s): ChainBreak(int(i), str(code), str(reason)) for c, s, i, code, reason in corrupt_rows}
+    listing = store.listing()
+    corrupt = {(r.covalue, r.session): ChainBreak(r.broken_at, r.code, r.reason) for r in listing.corrupt}
     by_covalue: dict[str, list[SessionSummary]] = {}
-    for cid, sid, count in session_rows:
+    for cid, sid, count in listing.sessions:
         try:
-            summary = _session_summary(SessionID(sid), int(count), corrupt.get((cid, sid)))
+            summary = _session_summary(SessionID(sid), count, corrupt.get((cid, SessionID(sid))))
         except KintsugiError:
             continue  # an id that does not parse is reported when the CoValue is analysed
         by_covalue.setdefault(cid, []).append(summary)
     out = []
-    for cid, kind, deleted, header in covalues:
+    for listed in listing.covalues:
         try:
-            name = header_name(Header.decode(header))
+            name = header_name(Header.decode(listed.header))
         except KintsugiError:
             name = None
-        sessions = order_lanes(by_covalue.get(cid, []))
+        sessions = order_lanes(by_covalue.get(listed.id, []))
         out.append(
             CoValueSummary(
-                id=CoValueID(cid),
-                type=str(kind),
+                id=listed.id,
+                type=listed.type,
                 name=name,
-                deleted=bool(deleted),
+                deleted=listed.deleted,
                 sessions=tuple(sessions),
-                badges=_badges(bool(deleted), sessions, False),
+                badges=_badges(listed.deleted, sessions, False),
                 transactions=sum(s.count for s in sessions),
                 analysed=False,
             )

@@ -1,12 +1,12 @@
 """CAS slots as a viewer lists them: namespaces, slots with state, redacted values, timelines.
 
-A store's KV tables hold every account's namespace; :func:`kv_namespaces` lists them (the
-:class:`~engine.kv.store.KVStore` protocol has no such call because a client only ever sees
-its own). :func:`slot_rows` turns a listing into :class:`SlotRow` values; a :class:`Redactor`
-gives the text shown instead of a value until the operator asks to see values: its size and a
-salted hash prefix, so equal values look equal without being readable. The salt is per
+A store's KV tables hold every account's namespace; :func:`kv_namespaces` lists them through
+the :class:`~engine.storage.interface.Store` (the :class:`~engine.kv.store.KVStore` protocol
+has no such call because a client only ever sees its own). A :class:`Redactor` gives the
+text shown instead of a value until the operator asks to see values: its size and a salted
+hash prefix, so equal values look equal without being readable. The salt is per
 :class:`Redactor` (one per process), so hashes cannot be matched against a dictionary of
-known values from another run.
+known values from another run. :func:`timeline_summary` counts a slot's won and lost races.
 
 Rows and their wire form (:class:`~engine.kv.detail.SlotRow`,
 :class:`~engine.kv.detail.SlotDetail`) live in :mod:`engine.kv.detail`, which every layer may
@@ -17,15 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine import codec
 from engine.errors import InvalidCBOR
 from engine.kv.store import CASRecord
-from engine.storage.sqlite.kv import sqlite_errors
-
-if TYPE_CHECKING:
-    from engine.storage.sqlite.store import SQLiteStore
+from engine.storage.interface import Store
 
 __all__ = [
     "Redactor",
@@ -34,11 +31,9 @@ __all__ = [
 ]
 
 
-def kv_namespaces(store: SQLiteStore) -> list[str]:
+def kv_namespaces(store: Store) -> list[str]:
     """Every namespace with at least one slot, sorted. Raises :class:`StorageError`."""
-    with sqlite_errors("list KV namespaces"):
-        rows = store.conn.execute("SELECT DISTINCT namespace FROM kv ORDER BY namespace").fetchall()
-    return [str(r[0]) for r in rows]
+    return store.kv_namespaces()
 
 
 class Redactor:

@@ -2,6 +2,10 @@
 
 - :func:`verify_store` checks every chain and signature of every stored session.
 - :func:`inspect_store` lists CoValues with their sessions and flags, and the CAS slots.
+
+Both read through the :class:`~engine.storage.interface.Store` interface only (any store,
+opened read-only or not) and change nothing but the store's own corrupt records; CAS values
+never appear in a report, only keys, generations and states.
 """
 
 from __future__ import annotations
@@ -12,8 +16,9 @@ from typing import Any
 from engine.covalue import CoValueCore
 from engine.errors import KintsugiError
 from engine.ids import CoValueID, SessionKind, parse_session_id
-from engine.kv.envelope import Present, decode_envelope
-from engine.storage.sqlite.store import SQLiteStore
+from engine.kv.envelope import Present
+from engine.node.loading import load_core
+from engine.storage.interface import Store
 
 #: Called with (done, total) while a long report runs.
 Progress = Callable[[int, int], None]
@@ -23,7 +28,7 @@ def _no_progress(_done: int, _total: int) -> None:
     return None
 
 
-def verify_store(store: SQLiteStore, progress: Progress = _no_progress) -> dict[str, Any]:
+def verify_store(store: Store, progress: Progress = _no_progress) -> dict[str, Any]:
     """Re-verify every session of every CoValue.
 
     Returns ``{"ok", "covalues", "sessions", "transactions", "corrupt": [{"covalue",
@@ -34,14 +39,14 @@ def verify_store(store: SQLiteStore, progress: Progress = _no_progress) -> dict[
     sessions = transactions = 0
     for done, (cid, _type, _deleted) in enumerate(ids, 1):
         try:
-            core = store.load_covalue(cid)
+            stored = store.load_covalue(cid)
         except KintsugiError as exc:
             corrupt.append({"covalue": cid, "session": None, "index": None, "reason": str(exc)})
             continue
-        assert core is not None
-        sessions += len(core.sessions) + len(core.corrupt)
-        transactions += core.transaction_count()
-        for sid, error in sorted(core.corrupt.items()):
+        assert stored is not None
+        sessions += len(stored.sessions) + len(stored.corrupt)
+        transactions += sum(log.count for log in stored.sessions.values())
+        for sid, error in sorted(stored.corrupt.items()):
             corrupt.append(
                 {"covalue": cid, "session": sid, "index": getattr(error, "index", None), "reason": str(error)}
             )
@@ -93,30 +98,28 @@ def describe_covalue(core: CoValueCore) -> dict[str, Any]:
     }
 
 
-def list_kv(store: SQLiteStore) -> list[dict[str, Any]]:
-    """Every CAS slot as ``{"namespace", "key", "generation", "state"}`` (values left out)."""
-    rows = store.conn.execute("SELECT namespace, key, value FROM kv ORDER BY namespace, key").fetchall()
-    out = []
-    for namespace, key, value in rows:
-        generation, slot = decode_envelope(value)
-        out.append(
-            {
-                "namespace": namespace,
-                "key": key,
-                "generation": generation,
-                "state": "present" if isinstance(slot, Present) else "tombstone",
-            }
-        )
-    return out
+def list_kv(store: Store) -> list[dict[str, Any]]:
+    """Every CAS slot as ``{"namespace", "key", "generation", "state"}`` (values left out),
+    sorted by namespace and key."""
+    return [
+        {
+            "namespace": namespace,
+            "key": key,
+            "generation": generation,
+            "state": "present" if isinstance(slot, Present) else "tombstone",
+        }
+        for namespace in store.kv_namespaces()
+        for key, generation, slot in store.kv.list(namespace)
+    ]
 
 
-def inspect_store(store: SQLiteStore, progress: Progress = _no_progress) -> dict[str, Any]:
+def inspect_store(store: Store, progress: Progress = _no_progress) -> dict[str, Any]:
     """``{"covalues": [...], "kv": [...]}`` for everything in the store."""
     loaded: dict[CoValueID, CoValueCore] = {}
 
     def resolve(cid: CoValueID) -> CoValueCore | None:
         if cid not in loaded:
-            core = store.load_covalue(cid)
+            core = load_core(store, cid)
             if core is None:
                 return None
             core.resolve = resolve

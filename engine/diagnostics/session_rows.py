@@ -3,7 +3,8 @@
 A *session source* serves a session's rows ``(index, tx bytes, stored chain hash)`` a window
 at a time, so a view of a million-transaction session touches only the rows on screen:
 
-- :class:`StoreSessionSource` reads :meth:`SQLiteStore.session_window` (one indexed lookup of
+- :class:`StoreSessionSource` reads a :class:`~engine.storage.interface.Store`'s
+  :meth:`~engine.storage.interface.Store.session_window` (for SQLite, one indexed lookup of
   the storage blocks that overlap the window);
 - :class:`LogSessionSource` slices an in-memory :class:`SessionLog` (a live node's), found
   again on every call, so a session replaced by recovery is noticed (:meth:`identity`).
@@ -15,6 +16,9 @@ hash is shown as stored, and :mod:`engine.diagnostics.chain_verify` says whether
 
 Every source counts the rows it has returned (``rows_read``), so tests and benchmarks can
 check that a view reads windows, not whole sessions.
+
+Imports: model, crypto, ids, errors and the Store interface (never a store implementation):
+reading rows is the store's business, showing them is this module's.
 """
 
 from __future__ import annotations
@@ -30,8 +34,7 @@ from engine.errors import InvalidTransaction
 from engine.ids import CoValueID, SessionID
 from engine.model.session_log import SessionLog
 from engine.model.transaction import decode_transaction
-from engine.storage.sqlite.kv import sqlite_errors
-from engine.storage.sqlite.store import SQLiteStore
+from engine.storage.interface import RawRow, Store
 
 __all__ = [
     "HASH_PREFIX_BYTES",
@@ -55,10 +58,6 @@ HASH_PREFIX_BYTES = 4
 MAX_SUMMARY_LENGTH = 120
 #: Longest rendering of one value inside a summary.
 MAX_VALUE_LENGTH = 48
-
-#: ``(index, transaction bytes, stored chain hash h(index+1))``
-RawRow = tuple[int, bytes, bytes]
-
 
 class SessionSource(Protocol):
     """Windowed, read-only access to one session of one CoValue."""
@@ -110,41 +109,34 @@ class SessionSource(Protocol):
 
 
 class StoreSessionSource:
-    """A session as stored in a :class:`SQLiteStore`, read by window.
+    """A session as stored in a :class:`~engine.storage.interface.Store`, read by window.
 
     Use it from the thread that owns ``store``. :meth:`reload` picks up rows another
-    connection appended since.
+    connection appended since. Raises the store's :class:`~engine.errors.StorageError`.
     """
 
     may_hold_pending = False
 
-    def __init__(self, store: SQLiteStore, covalue: CoValueID, session: SessionID) -> None:
+    def __init__(self, store: Store, covalue: CoValueID, session: SessionID) -> None:
         self.store = store
         self.covalue = covalue
         self.session = session
         self.rows_read = 0
         self._base = chain_base(covalue, session)
-        self._rowid: int | None = None
+        self._key: int | None = None
         self._count = 0
         self._head = b""
         self._checkpoints: list[int] = []
         self.reload()
 
     def reload(self) -> None:
-        """Re-read the session's row id, count, head and checkpoint list."""
-        with sqlite_errors(f"read {self.session}"):
-            row = self.store.conn.execute(
-                "SELECT sid, count, head FROM sessions WHERE covalue = ? AND session = ?",
-                (self.covalue, self.session),
-            ).fetchone()
-            if row is None:
-                self._rowid, self._count, self._head, self._checkpoints = None, 0, b"", []
-                return
-            self._rowid, self._count, self._head = int(row[0]), int(row[1]), bytes(row[2])
-            self._checkpoints = [
-                int(n)
-                for (n,) in self.store.conn.execute("SELECT n FROM signatures WHERE sid = ? ORDER BY n", (self._rowid,))
-            ]
+        """Re-read the stored session's identity, count, head and checkpoint list."""
+        rows = self.store.session_rows(self.covalue, self.session)
+        if rows is None:
+            self._key, self._count, self._head, self._checkpoints = None, 0, b"", []
+            return
+        self._key, self._count, self._head = rows.key, rows.count, rows.head
+        self._checkpoints = list(rows.checkpoints)
 
     @property
     def count(self) -> int:
@@ -162,23 +154,17 @@ class StoreSessionSource:
         return self._checkpoints
 
     def signature(self, n: int) -> bytes | None:
-        if self._rowid is None:
-            return None
-        with sqlite_errors(f"read {self.session}"):
-            row = self.store.conn.execute(
-                "SELECT sig FROM signatures WHERE sid = ? AND n = ?", (self._rowid, n)
-            ).fetchone()
-        return None if row is None else bytes(row[0])
+        return None if self._key is None else self.store.signature(self._key, n)
 
     def base(self) -> bytes:
         return self._base
 
     def stored_head(self) -> tuple[int, bytes] | None:
-        return None if self._rowid is None else (self._count, self._head)
+        return None if self._key is None else (self._count, self._head)
 
     def identity(self) -> object:
-        # A replace drops the session's rows and inserts it again: a new row id.
-        return self._rowid
+        # A replace writes the session anew: another stored copy, another key.
+        return self._key
 
 
 class LogSessionSource:

@@ -141,6 +141,11 @@ class SessionLeases:
         self.ttl_ms = ttl_ms
         self._attempts = attempts
 
+    @property
+    def kv(self) -> KVStore:
+        """The slot store the leases live in."""
+        return self._kv
+
     def leases(self) -> list[tuple[SessionID, int, Lease | None]]:
         """Every lease slot of the account's own active sessions, sorted by session id:
         ``(session, generation, lease)``, lease None for a tombstone or an unreadable value.

@@ -3,6 +3,10 @@
 Reconnect policy (DESIGN §6): wait 1 s after a failure, doubling up to 30 s; reset after a
 connection that completed its handshake. Each failure logs a warning; from the 10th
 consecutive failure on, an error.
+
+The handshake's decisions (check the node's protocol version, sign its challenge, take its
+welcome or refusal) are :class:`engine.protocol.handshake.PeerHandshake`'s; this shell moves
+the frames and owns the handshake timeout. :class:`AuthFailed` is re-exported from there.
 """
 
 from __future__ import annotations
@@ -17,13 +21,15 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from engine import __version__
 from engine.crypto import AccountKey
-from engine.errors import KintsugiError, ProtocolError, UnsupportedVersion
+from engine.errors import AuthFailed, KintsugiError
 from engine.net.connection import PeerConnection
 from engine.net.shell import SyncShell
-from engine.protocol.frames import OP, decode_frame, encode_frame
-from engine.protocol.limits import FEATURES, PROTOCOL_VERSION, CloseCode
-from engine.protocol.messages import Challenge, Error, Hello, Welcome, hello_message
+from engine.protocol.handshake import PeerHandshake
+from engine.protocol.limits import CloseCode
+from engine.protocol.messages import Challenge
 from engine.sync.manager import PeerKind
+
+__all__ = ["ESCALATE_AFTER_FAILURES", "AuthFailed", "Backoff", "SyncClient"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +52,6 @@ class Backoff:
 
     def reset(self) -> None:
         self.failures = 0
-
-
-class AuthFailed(ProtocolError):
-    code = "auth_failed"
 
 
 class SyncClient:
@@ -163,31 +165,15 @@ class SyncClient:
                 self._ws = None
 
     async def _handshake(self, ws: ClientConnection) -> None:
-        challenge = self._single(await asyncio.wait_for(ws.recv(), self.limits.handshake_timeout))
-        if isinstance(challenge, Error):
-            raise ProtocolError(challenge.detail, code=challenge.code)
-        if not isinstance(challenge, Challenge):
-            raise ProtocolError("expected a challenge from the node")
-        if challenge.proto != PROTOCOL_VERSION:
-            raise UnsupportedVersion(f"node speaks protocol {challenge.proto}, this client {PROTOCOL_VERSION}")
-        self.challenge = challenge
-        sig = self.key.sign(hello_message(challenge.nonce, challenge.node))
-        await ws.send(encode_frame(OP, [Hello(self.key.account_id, self.role, sig, __version__, FEATURES)]))
-        reply = self._single(await asyncio.wait_for(ws.recv(), self.limits.handshake_timeout))
-        if isinstance(reply, Error):
-            raise (
-                AuthFailed(reply.detail)
-                if reply.code == "auth_failed"
-                else ProtocolError(reply.detail, code=reply.code)
-            )
-        if not isinstance(reply, Welcome):
-            raise ProtocolError("expected welcome from the node")
-        self.admin = reply.admin
+        """Answer the node's challenge and take its welcome, each within the handshake
+        timeout. Raises what :meth:`PeerHandshake.receive` raises (the node refused, or broke
+        the protocol) and ``TimeoutError``."""
+        handshake = PeerHandshake(self.key, self.role, limits=self.limits, version=__version__)
+        challenged = handshake.take_challenge(await self._recv(ws))
+        self.challenge = challenged.challenge
+        await ws.send(challenged.frame)
+        self.admin = handshake.take_reply(await self._recv(ws)).admin
 
-    def _single(self, data: str | bytes) -> object:
-        frame = decode_frame(
-            data if isinstance(data, bytes) else data.encode(), max_size=self.limits.max_frame_size, max_messages=1
-        )
-        if len(frame.messages) != 1:
-            raise frame.errors[0] if frame.errors else ProtocolError("expected one message")
-        return frame.messages[0]
+    async def _recv(self, ws: ClientConnection) -> bytes:
+        data = await asyncio.wait_for(ws.recv(), self.limits.handshake_timeout)
+        return data if isinstance(data, bytes) else data.encode()

@@ -23,7 +23,6 @@ all), loads them into the replica and describes them in the same JSON shape as
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +30,6 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from engine.crypto import AccountKey
-from engine.diagnostics.report import describe_covalue
 from engine.errors import (
     AdminRefused,
     ConnectFailed,
@@ -47,11 +45,11 @@ from engine.kv.detail import SlotDetail, slot_detail_from_json
 from engine.net.client import Backoff, SyncClient
 from engine.net.shell import SyncShell
 from engine.node.facade import LocalNode
-from engine.protocol.messages import MAX_ADMIN_EVENTS, MAX_ADMIN_HISTORY, Admin, AdminResult, KvKeys, KvList, Message
+from engine.protocol.messages import MAX_ADMIN_EVENTS, MAX_ADMIN_HISTORY, Admin, AdminResult, KvList, Message
 from engine.sync.events import PeerLogEntry, SyncEvent, peer_log_from_json
 from engine.sync.peers import PeerInfo, peer_info_from_json
 
-__all__ = ["REMOTE_TIMEOUT", "EventCursor", "RemoteSession", "connect_error", "inspect_remote"]
+__all__ = ["REMOTE_TIMEOUT", "EventCursor", "RemoteSession", "connect_error"]
 
 #: Seconds a remote inspection may take before it gives up.
 REMOTE_TIMEOUT = 60.0
@@ -139,7 +137,8 @@ class RemoteSession:
         """Connect and complete the handshake within ``timeout`` seconds.
 
         Raises at the first failure, with nothing left open: :class:`NodeUnreachable`,
-        :class:`NotANode`, :class:`HandshakeClosed`, ``AuthFailed`` (``auth_failed``),
+        :class:`NotANode`, :class:`HandshakeClosed`,
+        :class:`~engine.protocol.handshake.AuthFailed` (``auth_failed``),
         :class:`~engine.errors.UnsupportedVersion`, another :class:`ProtocolError` the node
         sent instead of ``welcome``, or :class:`HandshakeTimeout` at the deadline.
         """
@@ -257,34 +256,3 @@ class RemoteSession:
     async def close(self) -> None:
         await self.client.stop()
         self.shell.close()
-
-
-async def inspect_remote(url: str, key: AccountKey, timeout: float = REMOTE_TIMEOUT) -> dict[str, Any]:
-    session = RemoteSession(url, key)
-    await session.open(timeout)
-    try:
-        try:
-            listing = await session.admin("list", None, timeout)
-        except (AdminRefused, ProtocolError) as exc:
-            raise ProtocolError(f"the node refused to list CoValues ({exc})", code="admin_refused") from None
-        ids = [CoValueID(c) for c in listing.get("covalues", [])]
-        await session.load_all(ids, timeout)
-        covalues = []
-        for cid in sorted(ids):
-            core = session.node.get_or_none(cid)
-            if core is not None:
-                covalues.append(describe_covalue(core))
-        kv: list[dict[str, Any]] = []
-        for namespace in listing.get("namespaces", []):
-            reply = await session.request(KvList(session.next_rid(), namespace, ""), timeout)
-            if isinstance(reply, KvKeys):
-                kv += [{"namespace": namespace, **item} for item in reply.items]
-        return {
-            "covalues": covalues,
-            "kv": kv,
-            "node": session.client.challenge.node if session.client.challenge else None,
-        }
-    finally:
-        await session.close()
-        with contextlib.suppress(KintsugiError):
-            session.node.close()

@@ -11,13 +11,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from engine.crypto import AccountKey
+from engine.errors import UsageError
 from engine.ids import AccountID, parse_account_id
 from engine.net.client import SyncClient
 from engine.net.server import NodeServer
 from engine.net.shell import SyncShell
 from engine.node.facade import LocalNode
 from engine.protocol.limits import DEFAULT_LIMITS, Limits
-from engine.storage.sqlite.store import store_file
+from engine.storage import store_directory
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,10 @@ def node_key(store: Path, key_file: Path | None) -> AccountKey:
     """The node's account key: ``key_file``, or ``<store dir>/node.key`` (created if missing)."""
     if key_file is not None:
         return AccountKey.load(key_file)
-    path = store_file(store).parent / NODE_KEY_FILE
+    directory = store_directory(store)
+    if directory is None:
+        raise UsageError("a node on a database server needs --key FILE")
+    path = directory / NODE_KEY_FILE
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         AccountKey.generate().save(path)

@@ -4,8 +4,11 @@ Handshake (DESIGN §6): the node sends ``challenge{node, nonce, proto, version, 
 the peer answers ``hello{account, role, sig, version, features}`` where ``sig`` is the
 account's signature of :func:`engine.protocol.messages.hello_message`; the node replies
 ``welcome{admin}`` or ``error{auth_failed}`` and closes with 4401. Tokens never travel in URLs.
-A connection that does not finish the handshake in time is closed with 4408; an account over
-its connection limit with 4409.
+What to answer is decided by :class:`engine.protocol.handshake.NodeHandshake` (sans-I/O);
+this shell draws the nonce, moves the frames, keeps the per-account connection counts it
+feeds to that decision (over the limit: 4409), logs forged hellos on ``kintsugi.security``,
+and owns the clock: a connection that does not finish the handshake in time is closed with
+4408.
 """
 
 from __future__ import annotations
@@ -23,14 +26,13 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from engine import __version__
-from engine.crypto import verify_signature
-from engine.errors import KintsugiError, UnsupportedVersion
 from engine.ids import AccountID
 from engine.net.connection import CLOSE_TIMEOUT, PeerConnection
 from engine.net.shell import SyncShell
-from engine.protocol.frames import OP, decode_frame, encode_frame
-from engine.protocol.limits import FEATURES, PROTOCOL_VERSION, CloseCode
-from engine.protocol.messages import NONCE_SIZE, Challenge, Error, Hello, Welcome, hello_message
+from engine.protocol.frames import OP, encode_frame
+from engine.protocol.handshake import Authenticated, NodeHandshake, Refused
+from engine.protocol.limits import FEATURES, CloseCode
+from engine.protocol.messages import NONCE_SIZE
 from engine.sync.manager import PeerKind
 
 logger = logging.getLogger(__name__)
@@ -94,26 +96,31 @@ class NodeServer:
             sock = ws.transport.get_extra_info("socket")
             if sock is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.socket_send_buffer)
-        hello = await self._handshake(ws)
-        if hello is None:
+        handshake = NodeHandshake(
+            self.name,
+            admins=self.admins | {self.node.account_id},
+            limits=self.limits,
+            version=__version__,
+            features=FEATURES,
+        )
+        authenticated = await self._handshake(ws, handshake)
+        if authenticated is None:
             return
-        account = hello.account
-        if self._per_account[account] >= self.limits.max_connections_per_account:
-            await ws.send(
-                encode_frame(OP, [Error("too_many_connections", f"at most {self.limits.max_connections_per_account}")])
-            )
-            await ws.close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections")
+        account = authenticated.account
+        decision = handshake.admit(self._per_account[account])
+        if isinstance(decision, Refused):
+            await ws.send(decision.frame)
+            await ws.close(decision.close_code, decision.reason)
             return
-        admin = account in self.admins or account == self.node.account_id
         peer_id = f"in:{next(self._ids)}:{account[:16]}"
         self._per_account[account] += 1
         conn = PeerConnection(ws, peer_id, self.limits)
         try:
-            conn.send_frame(encode_frame(OP, [Welcome(admin)]))
+            conn.send_frame(decision.frame)
             self.shell.attach(conn)
-            self.shell.manager.add_peer(peer_id, PeerKind.DOWNSTREAM, account, admin=admin)
+            self.shell.manager.add_peer(peer_id, PeerKind.DOWNSTREAM, account, admin=decision.admin)
             self.shell.dispatch()
-            logger.info("peer %s connected (%s, admin=%s)", peer_id, hello.role, admin)
+            logger.info("peer %s connected (%s, admin=%s)", peer_id, authenticated.hello.role, decision.admin)
             await self.shell.read_loop(ws, conn, rate_limited=True)
         finally:
             self.shell.detach(peer_id)
@@ -123,9 +130,10 @@ class NodeServer:
                 await conn.wait_closed()
             logger.info("peer %s disconnected (code %s)", peer_id, ws.close_code)
 
-    async def _handshake(self, ws: ServerConnection) -> Hello | None:
-        nonce = os.urandom(NONCE_SIZE)
-        challenge = Challenge(self.name, nonce, PROTOCOL_VERSION, __version__, FEATURES)
+    async def _handshake(self, ws: ServerConnection, handshake: NodeHandshake) -> Authenticated | None:
+        """Send the challenge and read the hello within the handshake timeout (else close
+        4408); apply a refusal. None when the connection ends here."""
+        challenge = handshake.challenge(os.urandom(NONCE_SIZE))
         try:
             await ws.send(encode_frame(OP, [challenge]))
             data = await asyncio.wait_for(ws.recv(), self.limits.handshake_timeout)
@@ -134,31 +142,17 @@ class NodeServer:
             return None
         except ConnectionClosed:
             return None
-        try:
-            frame = decode_frame(
-                data if isinstance(data, bytes) else data.encode(),
-                max_size=self.limits.max_frame_size,
-                max_messages=1,
-            )
-        except UnsupportedVersion as exc:
-            await self._refuse(ws, Error.of(exc), CloseCode.UNSUPPORTED_VERSION)
+        decision = handshake.receive(data if isinstance(data, bytes) else data.encode())
+        if isinstance(decision, Refused):
+            if decision.forged:
+                logging.getLogger("kintsugi.security").warning("bad hello signature from %s", ws.remote_address)
+            await self._refuse(ws, decision)
             return None
-        except KintsugiError as exc:
-            await self._refuse(ws, Error.of(exc), CloseCode.PROTOCOL_ERROR)
-            return None
-        hello = frame.messages[0] if len(frame.messages) == 1 else None
-        if not isinstance(hello, Hello):
-            await self._refuse(ws, Error("auth_failed", "expected hello"), CloseCode.AUTH_FAILED)
-            return None
-        if not verify_signature(hello.account, hello_message(nonce, self.name), hello.sig):
-            logging.getLogger("kintsugi.security").warning("bad hello signature from %s", ws.remote_address)
-            await self._refuse(ws, Error("auth_failed", "hello signature does not verify"), CloseCode.AUTH_FAILED)
-            return None
-        return hello
+        return decision
 
-    async def _refuse(self, ws: ServerConnection, error: Error, code: int) -> None:
+    async def _refuse(self, ws: ServerConnection, refused: Refused) -> None:
         try:
-            await asyncio.wait_for(ws.send(encode_frame(OP, [error])), CLOSE_TIMEOUT)
-            await asyncio.wait_for(ws.close(code, error.code), CLOSE_TIMEOUT)
+            await asyncio.wait_for(ws.send(refused.frame), CLOSE_TIMEOUT)
+            await asyncio.wait_for(ws.close(refused.close_code, refused.reason), CLOSE_TIMEOUT)
         except (TimeoutError, ConnectionClosed):
             ws.transport.abort()

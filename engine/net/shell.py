@@ -1,13 +1,18 @@
 """The glue between one LocalNode's SyncManager and its live connections.
 
-:class:`SyncShell` owns the reading side of every connection (rate limit, frame decoding,
-feeding messages to the sync manager inside one store batch per frame) and the routing of
-the manager's outbox to each peer's bounded queue. Acknowledgements leave only after the
-batch has committed, so a ``known`` always describes durable data: with background commits
-(:class:`~engine.node.LocalNode`), a ``known`` waits in :attr:`SyncShell.held` until the
-node's commits up to then have finished. Everything else leaves at once: content relayed to
-other peers asserts nothing about this node's disk. A reader with more than
-:data:`MAX_COMMITS_IN_FLIGHT` commits outstanding waits for them before reading on.
+:class:`SyncShell` owns the reading side of every connection and the routing of the
+manager's outbox to each peer's bounded queue. Reading only moves bytes: each frame goes to
+the connection's :class:`~engine.protocol.guard.FrameGuard` (rate limit, decoding, malformed
+budget, all decided sans-I/O) and the shell applies the decision — errors sent, messages fed
+to the sync manager inside one store batch per frame, or a close with the documented code
+after the error that explains it.
+
+Acknowledgements leave only after the batch has committed, so a ``known`` always describes
+durable data: with background commits (:class:`~engine.node.LocalNode`), a ``known`` waits
+in :attr:`SyncShell.held` until the node's commits up to then have finished. Everything else
+leaves at once: content relayed to other peers asserts nothing about this node's disk. A
+reader with more than :data:`MAX_COMMITS_IN_FLIGHT` commits outstanding waits for them
+before reading on.
 """
 
 from __future__ import annotations
@@ -22,11 +27,11 @@ from typing import Any
 from websockets.asyncio.connection import Connection
 from websockets.exceptions import ConnectionClosed
 
-from engine.errors import FrameTooLarge, KintsugiError, ProtocolError, UnsupportedVersion
+from engine.errors import FrameTooLarge, KintsugiError
 from engine.net.connection import PeerConnection
-from engine.net.ratelimit import TokenBucket
 from engine.node.facade import LocalNode
-from engine.protocol.frames import OP, decode_frame, encode_frame
+from engine.protocol.frames import OP, encode_frame
+from engine.protocol.guard import Close, FrameGuard, Reject
 from engine.protocol.limits import DEFAULT_LIMITS, CloseCode, Limits
 from engine.protocol.messages import Error, Known, Message
 from engine.sync.events import PEER_LOG_SIZE, PeerEvent, PeerLogEntry, SyncEvent, peer_log_json
@@ -144,43 +149,28 @@ class SyncShell:
             self.peer_log.append(PeerLogEntry(_now_ms(), peer_id, PeerEvent.DOWN, code, conn.lagged))
 
     async def read_loop(self, ws: Connection, conn: PeerConnection, *, rate_limited: bool) -> None:
-        """Read frames until the connection ends; close it on abuse with a documented code."""
+        """Read frames until the connection ends, applying the :class:`FrameGuard`'s decision
+        for each: send the errors and feed the messages to the manager (one store batch per
+        frame), reject the frame and read on, or close with the documented code."""
         loop = asyncio.get_running_loop()
-        bucket = TokenBucket(self.limits.rate_per_second, self.limits.rate_burst, loop.time()) if rate_limited else None
-        malformed = 0
+        guard = FrameGuard(self.limits, loop.time(), rate_limited=rate_limited)
         try:
             async for raw in ws:
-                if bucket is not None and not bucket.take(loop.time()):
-                    logger.warning("peer %s exceeded the rate limit; closing", conn.peer_id)
-                    flood = Error.of(ProtocolError("too many frames; slow down", code="rate_limited"))
-                    conn.close(CloseCode.RATE_LIMITED, "rate limited", final=flood)
+                decoded = guard.decoded
+                decision = guard.receive(raw.encode() if isinstance(raw, str) else raw, loop.time())
+                self.frames_received += guard.decoded - decoded
+                if isinstance(decision, Close):
+                    _log_refusal(conn, decision)
+                    conn.close(decision.code, decision.reason, final=decision.error)
                     return
-                data = raw.encode() if isinstance(raw, str) else raw
-                try:
-                    frame = decode_frame(
-                        data, max_size=self.limits.max_frame_size, max_messages=self.limits.max_messages_per_frame
-                    )
-                except UnsupportedVersion as exc:
-                    conn.close(CloseCode.UNSUPPORTED_VERSION, "unsupported version", final=Error.of(exc))
-                    return
-                except KintsugiError as exc:
-                    malformed += 1
-                    if isinstance(exc, FrameTooLarge):
-                        logger.warning("peer %s sent a %d-byte frame", conn.peer_id, exc.size)
-                    if malformed > self.limits.max_malformed_frames:
-                        conn.close(CloseCode.PROTOCOL_ERROR, "too many malformed frames", final=Error.of(exc))
-                        return
-                    self.send_error(conn, exc)
+                if isinstance(decision, Reject):
+                    _log_refusal(conn, decision)
+                    conn.send_frame(encode_frame(OP, [decision.error]))
                     continue
-                self.frames_received += 1
-                for problem in frame.errors:
-                    malformed += 1
-                    if malformed > self.limits.max_malformed_frames:
-                        conn.close(CloseCode.PROTOCOL_ERROR, "too many malformed messages", final=Error.of(problem))
-                        return
-                    self.send_error(conn, problem)
+                for error in decision.errors:
+                    conn.send_frame(encode_frame(OP, [error]))
                 with self.node.batch():
-                    for message in frame.messages:
+                    for message in decision.messages:
                         try:
                             self.manager.receive(conn.peer_id, message)
                         except KintsugiError as exc:
@@ -190,6 +180,14 @@ class SyncShell:
                     await self.node.durable()
         except ConnectionClosed:
             return
+
+
+def _log_refusal(conn: PeerConnection, decision: Close | Reject) -> None:
+    """Log the refusals an operator wants to see: floods and oversized frames."""
+    if isinstance(decision, Close) and decision.code == CloseCode.RATE_LIMITED:
+        logger.warning("peer %s exceeded the rate limit; closing", conn.peer_id)
+    elif isinstance(decision.cause, FrameTooLarge):
+        logger.warning("peer %s sent a %d-byte frame", conn.peer_id, decision.cause.size)
 
 
 def _now_ms() -> int:

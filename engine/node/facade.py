@@ -1,23 +1,31 @@
-"""LocalNode: the facade that app code embeds (DESIGN §2).
+"""LocalNode: the facade that app code embeds (DESIGN §2): reading, writing, receiving and
+subscriptions over one account's replica.
 
-A LocalNode holds one account's key, an optional SQLite store and the CoValues it has loaded.
-It writes in one leased session (DESIGN §5): two processes of one account on one store never
-share a session, and a session whose process died is never written again.
+A LocalNode holds one account's key, an optional :class:`~engine.storage.interface.Store` and
+the CoValues it has loaded. It writes in one leased session (DESIGN §5,
+:mod:`engine.node.leases`): two processes of one account on one store never share a session,
+and a session whose process died is never written again.
 
 Write batches: transactions are signed once per batch, not once per transaction. A batch is
 the body of ``with node.batch():``; outside one, it is the current turn of the running asyncio
 loop (the node flushes with ``call_soon``), or, with no loop running, the single write. A
 batch is also cut every :data:`MAX_BATCH_TRANSACTIONS` transactions or
 :data:`MAX_BATCH_BYTES` bytes per session. :meth:`LocalNode.flush` signs, commits to the store
-(one transaction for the whole batch) and then notifies subscribers.
+(one transaction for the whole batch) and then notifies subscribers: nobody hears of a change
+before it is stored.
 
 Background commits: a node that shares its asyncio loop with other work (a serving node, the
 inspector's embedded node) is opened with ``background_commits=True``. Its batches are then
-committed, in order, by a writer thread with its own store connection
-(:class:`~engine.storage.queue.AsyncStore`), so an fsync never blocks the loop. Subscribers
-still hear of a change only after it committed; :attr:`LocalNode.committed_seq` and
-:meth:`LocalNode.durable` tell the sync layer when what it acknowledges is on disk. Replacing a
-session and tombstoning (rare) first wait for the queue, then commit on the loop thread.
+committed, in order, by the store's background writer (:mod:`engine.node.commits`), so an
+fsync never blocks the loop. Subscribers still hear of a change only after it committed;
+:attr:`LocalNode.committed_seq` and :meth:`LocalNode.durable` tell the sync layer when what it
+acknowledges is on disk. Replacing a session and tombstoning (rare) first wait for the queue,
+then commit on the loop thread.
+
+Receiving (the sync layer calls these): content applies only after it verifies; a correction
+is verified and applied by :mod:`engine.recovery.correction`, and the replacement, its
+conflict session and the session switch are stored in one transaction. A replace or
+tombstone whose commit fails drops the CoValue from memory, so a retry redoes it whole.
 
 Example::
 
@@ -38,11 +46,8 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
-from engine.content.group import READ_ROLES
 from engine.covalue import ApplyReport, CoValueCore, ReplaceOutcome
 from engine.crypto import AccountKey
 from engine.errors import LeaseError, PermissionDenied, UnknownCoValue, UsageError
@@ -54,52 +59,28 @@ from engine.ids import (
     is_delete_session,
     new_delete_session_id,
     new_session_id,
-    owns_session,
 )
-from engine.kv.envelope import Present
-from engine.kv.lease import LeaseState, SessionLeases, lease_key, lease_slot
-from engine.kv.store import MemoryKV, Stored
+from engine.kv.lease import SessionLeases
+from engine.kv.store import KVStore, MemoryKV, Stored
 from engine.model.header import GroupRuleset, Header, OwnedByGroup, Ruleset, UnsafeAllowAll, new_header
 from engine.model.known_state import KnownState
 from engine.model.session_log import MAX_BATCH_BYTES, MAX_BATCH_TRANSACTIONS, Chunk
-from engine.storage.sqlite.kv import cas_in_transaction
-from engine.storage.sqlite.queue import AsyncStore
-from engine.storage.sqlite.store import SessionWrite, SQLiteStore
+from engine.node import access
+from engine.node.changes import ChangeEvent, ChangeKind, Subscriber
+from engine.node.commits import BackgroundCommits
+from engine.node.leases import LeaseKeeper
+from engine.node.loading import load_core
+from engine.recovery.correction import Replacement, apply_correction
+from engine.storage.interface import SessionWrite, Store, StoredCounts
+from engine.storage.opener import open_store
+
+__all__ = ["ChangeEvent", "ChangeKind", "LocalNode", "now_ms"]
 
 logger = logging.getLogger(__name__)
 
-#: Renew the session lease when less than this fraction of its lifetime is left.
-LEASE_RENEW_FRACTION = 0.5
-#: Seconds before a failed background commit is tried again (doubling, up to the maximum).
-COMMIT_RETRY_INITIAL = 0.5
-COMMIT_RETRY_MAX = 30.0
-
-
-class ChangeKind(StrEnum):
-    """What changed a CoValue."""
-
-    #: this node wrote
-    LOCAL = "local"
-    #: content received from a peer
-    REMOTE = "remote"
-    #: a session was replaced by an authoritative history
-    REPLACED = "replaced"
-    #: tombstoned
-    DELETED = "deleted"
-
-
-@dataclass(frozen=True, slots=True)
-class ChangeEvent:
-    """Delivered to subscribers after a change is applied (and, with a store, committed)."""
-
-    covalue: CoValueID
-    kind: ChangeKind
-
-
-Subscriber = Callable[[ChangeEvent], None]
-
 
 def now_ms() -> int:
+    """The wall clock in Unix milliseconds: a node's default clock."""
     return time.time_ns() // 1_000_000
 
 
@@ -112,12 +93,16 @@ def _loop_running() -> bool:
 
 
 class LocalNode:
-    """One account's replica. Not thread-safe: use it from one thread (or one asyncio loop)."""
+    """One account's replica. Not thread-safe: use it from one thread (or one asyncio loop).
+
+    ``store`` None keeps everything in memory. ``session`` given explicitly bypasses the
+    lease (tests that fork on purpose, a client restored from a backup).
+    """
 
     def __init__(
         self,
         account: AccountKey,
-        store: SQLiteStore | None = None,
+        store: Store | None = None,
         *,
         clock_ms: Callable[[], int] = now_ms,
         instance_id: str | None = None,
@@ -131,13 +116,12 @@ class LocalNode:
         self.store = store
         self.clock_ms = clock_ms
         self.instance_id = instance_id or f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        self.kv = store.kv if store is not None else MemoryKV()
+        self.kv: KVStore = store.kv if store is not None else MemoryKV()
         self.leases = SessionLeases(self.kv, account.account_id, self.instance_id, clock_ms=clock_ms)
-        #: ``session`` given explicitly bypasses the lease (tests that fork on purpose).
-        self._leased = session is None
-        self.session: SessionID = self.leases.acquire() if session is None else session
-        self._lease_expires = clock_ms() + self.leases.ttl_ms if self._leased else 0
+        self._lease = LeaseKeeper(self.leases, clock_ms, leased=session is None)
+        self.session: SessionID = self._lease.acquire() if session is None else session
         self.covalues: dict[CoValueID, CoValueCore] = {}
+        #: what the store holds of each session (its stored count), as far as this node knows
         self._stored: dict[tuple[CoValueID, SessionID], int] = {}
         self._dirty: dict[CoValueID, ChangeKind] = {}
         self._pending_bytes = 0
@@ -146,35 +130,16 @@ class LocalNode:
         self._flush_scheduled = False
         self._subscribers: list[tuple[CoValueID | None, Subscriber]] = []
         self._last_made_at = 0
-        #: Simulates a store slower than the network: changes are announced (and sent by the
-        #: sync layer) but not written until this is cleared and flush() runs again. Used to
-        #: reproduce a crash between a node's acknowledgement and the local commit.
-        self.persist_paused = False
-        self._unpersisted: set[CoValueID] = set()
         self.closed = False
-        #: The background writer (``background_commits``), started with the node.
-        self._committer: AsyncStore | None = None
-        #: Background commits handed to the writer, numbered; every batch up to
-        #: ``committed_seq`` is on disk (a failed one holds it back until its retry commits).
-        self.submitted_seq = 0
-        self.committed_seq = 0
-        #: The last batch submitted when a commit failed: only a later one carries the retry.
-        self._redo_after = 0
-        self._in_flight: dict[int, asyncio.Future[Any]] = {}
-        self._commit_listeners: list[Callable[[], None]] = []
-        self._retry_delay = COMMIT_RETRY_INITIAL
-        self._retry: asyncio.TimerHandle | None = None
-        #: Background commits that failed (each is retried; the error is logged).
-        self.commit_failures = 0
-        if background_commits and store is not None:
-            self._committer = AsyncStore(store.path, writer=self.instance_id)
-            self._committer.start()
+        writer = store.background_writer() if background_commits and store is not None else None
+        self._commits = BackgroundCommits(writer, self.flush)
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str] | None, account: AccountKey, **kwargs: Any) -> LocalNode:
-        """A node on the store at ``path`` (a directory or file; created if missing), or
-        in memory when ``path`` is None."""
-        store = SQLiteStore(path, writer=kwargs.get("instance_id")) if path is not None else None
+    def open(cls, store: str | os.PathLike[str] | Store | None, account: AccountKey, **kwargs: Any) -> LocalNode:
+        """A node on the store at ``store`` — a location (a directory or file; created if
+        missing), or a store already open — or in memory when ``store`` is None."""
+        if isinstance(store, str | os.PathLike):
+            store = open_store(store, writer=kwargs.get("instance_id"))
         return cls(account, store, **kwargs)
 
     @property
@@ -184,22 +149,12 @@ class LocalNode:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Persist everything, release the session lease and close the store.
-
-        A held-back commit (``persist_paused``) is written now: the lease is released only
-        when nothing the session sent is missing from the store.
-        """
+        """Persist everything, release the session lease and close the store."""
         if self.closed:
             return
-        self.persist_paused = False
-        if self._retry is not None:
-            self._retry.cancel()
-        if self._committer is not None:
-            self._committer.close_blocking()
-            self._committer = None
+        self._commits.close()
         self.flush()
-        if self._leased:
-            self.leases.release(self.session)
+        self._lease.release(self.session)
         if self.store is not None:
             self.store.close()
         self.closed = True
@@ -230,7 +185,7 @@ class LocalNode:
     def get_or_none(self, covalue: CoValueID) -> CoValueCore | None:
         core = self.covalues.get(covalue)
         if core is None and self.store is not None:
-            core = self.store.load_covalue(covalue)
+            core = load_core(self.store, covalue)
             if core is not None:
                 self._adopt(core)
                 for sid, log in core.sessions.items():
@@ -245,7 +200,7 @@ class LocalNode:
         """Ids held in memory or in the store."""
         ids = set(self.covalues)
         if self.store is not None:
-            ids.update(cid for cid, _type, _deleted in self.store.covalue_ids())
+            ids.update(row.id for row in self.store.covalue_ids())
         return sorted(ids)
 
     def get_map(self, covalue: CoValueID) -> dict[str, Any]:
@@ -316,17 +271,23 @@ class LocalNode:
         self.flush()
         purged = [sid for sid in core.sessions if not is_delete_session(sid)]
         core.delete(self.account, new_delete_session_id(self.account_id, self.random_bytes), self._made_at())
+        with self._reload_on_failure(core.id):
+            self._store_tombstone(core, purged)
+        self._dirty.pop(core.id, None)
+        self._notify(ChangeEvent(core.id, ChangeKind.DELETED))
+
+    def _store_tombstone(self, core: CoValueCore, purged: list[SessionID]) -> None:
+        """Store a tombstone now (after the queued commits): the delete sessions in, the
+        purged sessions out."""
         if self.store is not None:
-            with self._reload_on_failure(core.id):
-                self._store_now().mark_deleted(core, purged)
+            delete_logs = [core.sessions[sid] for sid in core.delete_sessions()]
+            self._store_now().mark_deleted(core.header, delete_logs, purged)
         for sid in purged:
             self._stored.pop((core.id, sid), None)
         for sid in core.delete_sessions():
             self._stored[(core.id, sid)] = core.sessions[sid].signed_count
-        self._dirty.pop(core.id, None)
-        self._notify(ChangeEvent(core.id, ChangeKind.DELETED))
 
-    # -- batches -----------------------------------------------------------------------------
+    # -- batches and commits -----------------------------------------------------------------
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -359,25 +320,21 @@ class LocalNode:
     def flush(self) -> None:
         """Sign pending writes, commit them in one store transaction, notify subscribers."""
         self._flush_scheduled = False
-        if self.closed or not (self._dirty or (self._unpersisted and not self.persist_paused)):
+        if self.closed or not self._dirty:
             return
         self._sign_all()
         dirty, self._dirty = self._dirty, {}
-        if self.store is not None and self.persist_paused:
-            self._unpersisted.update(dirty)
-        elif self.store is not None:
+        if self.store is not None:
             writes = []
             headers = []
-            to_write = set(dirty) | self._unpersisted
-            for cid in to_write:
+            for cid in dirty:
                 core = self.covalues[cid]
-                headers.append(core)
+                headers.append(core.header)
                 for sid, log in core.sessions.items():
                     stored = self._stored.get((cid, sid), 0)
                     if log.signed_count > stored:
                         writes.append(SessionWrite.pending_of(log, stored))
-            if self._committer is not None and _loop_running():
-                self._unpersisted.clear()
+            if self._commits.active and _loop_running():
                 self._commit_in_background(headers, writes, dirty)
                 return
             try:
@@ -385,126 +342,119 @@ class LocalNode:
             except BaseException:
                 self._dirty.update(dirty)
                 raise
-            self._unpersisted.clear()
             self._stored.update(counts)
             self._renew_lease_if_due()
         for cid, kind in dirty.items():
             self._notify(ChangeEvent(cid, kind))
 
-    # -- background commits ------------------------------------------------------------------
-
     def _commit_in_background(
-        self, headers: list[CoValueCore], writes: list[SessionWrite], dirty: dict[CoValueID, ChangeKind]
+        self, headers: list[Header], writes: list[SessionWrite], dirty: dict[CoValueID, ChangeKind]
     ) -> None:
         """Hand one batch to the writer thread; subscribers hear of it once it committed.
 
         ``_stored`` advances now (the next batch appends after this one; appends continue from
         what the store actually holds anyway) and goes back if the commit fails.
         """
-        assert self._committer is not None
-        before = {(w.log.covalue, w.log.session): self._stored.get((w.log.covalue, w.log.session), 0) for w in writes}
+        before: StoredCounts = {
+            (w.log.covalue, w.log.session): self._stored.get((w.log.covalue, w.log.session), 0) for w in writes
+        }
         for w in writes:
             self._stored[(w.log.covalue, w.log.session)] = w.end
 
-        def op(store: SQLiteStore, conn: Any) -> Any:
-            return store.write_rows(conn, headers, writes)
-
-        self.submitted_seq += 1
-        seq = self.submitted_seq
-        future = self._committer.submit(op)
-        self._in_flight[seq] = future
-        future.add_done_callback(lambda f: self._background_done(seq, f, writes, before, dirty))
-
-    def _background_done(
-        self,
-        seq: int,
-        future: asyncio.Future[Any],
-        writes: list[SessionWrite],
-        before: dict[tuple[CoValueID, SessionID], int],
-        dirty: dict[CoValueID, ChangeKind],
-    ) -> None:
-        self._in_flight.pop(seq, None)
-        error = None if future.cancelled() else future.exception()
-        if future.cancelled() or error is not None:
-            self.commit_failures += 1
-            self._redo_after = self.submitted_seq
-            logger.error("background commit failed; retrying in %.1f s: %s", self._retry_delay, error or "cancelled")
+        def settled(ok: bool) -> None:
+            if ok:
+                if not self.closed:
+                    self._renew_lease_if_due()
+                for cid, kind in dirty.items():
+                    self._notify(ChangeEvent(cid, kind))
+                return
             for w in writes:
-                key = (w.log.covalue, w.log.session)
-                core = self.covalues.get(w.log.covalue)
+                key, core = (w.log.covalue, w.log.session), self.covalues.get(w.log.covalue)
                 # Only if nothing (a replace, a purge) changed this session since.
                 if self._stored.get(key) == w.end and core is not None and core.sessions.get(w.log.session) is w.log:
                     self._stored[key] = before[key]
             for cid, kind in dirty.items():
                 if cid in self.covalues:
                     self._dirty.setdefault(cid, kind)
-            if not self.closed and self._retry is None:
-                self._retry = asyncio.get_running_loop().call_later(self._retry_delay, self._retry_flush)
-                self._retry_delay = min(self._retry_delay * 2, COMMIT_RETRY_MAX)
-        else:
-            if seq > self._redo_after:
-                self.committed_seq = seq
-            self._retry_delay = COMMIT_RETRY_INITIAL
-            if not self.closed:
-                self._renew_lease_if_due()
-            for cid, kind in dirty.items():
-                self._notify(ChangeEvent(cid, kind))
-        for listener in list(self._commit_listeners):
-            listener()
 
-    def _retry_flush(self) -> None:
-        self._retry = None
-        self.flush()
+        self._commits.submit(headers, writes, settled)
+
+    @property
+    def submitted_seq(self) -> int:
+        """Background commits handed to the writer, numbered (0 without background commits)."""
+        return self._commits.submitted_seq
+
+    @property
+    def committed_seq(self) -> int:
+        """Every background commit up to this one is on disk (a failed one holds it back
+        until its retry commits)."""
+        return self._commits.committed_seq
+
+    @property
+    def commit_failures(self) -> int:
+        """Background commits that failed (each is retried; the error is logged)."""
+        return self._commits.failures
 
     @property
     def commits_in_flight(self) -> int:
         """Background commits handed to the writer and not finished yet."""
-        return len(self._in_flight)
+        return self._commits.in_flight
 
     async def durable(self) -> None:
         """Wait until every batch flushed so far has committed (at once without background
         commits). A failed commit ends the wait too: it is retried as a new batch."""
         self.flush()
-        last = self._in_flight.get(self.submitted_seq)
-        if last is not None:
-            await asyncio.wait({last})
+        await self._commits.settled()
 
     def on_commit(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call ``listener`` after each background commit finishes; returns an unsubscriber."""
-        self._commit_listeners.append(listener)
+        return self._commits.on_commit(listener)
 
-        def remove() -> None:
-            if listener in self._commit_listeners:
-                self._commit_listeners.remove(listener)
-
-        return remove
-
-    def _store_now(self) -> SQLiteStore:
+    def _store_now(self) -> Store:
         """The store, for a commit on this thread: queued background commits go first, so
         the order of commits is the order of changes."""
         assert self.store is not None
-        if self._committer is not None:
-            self._committer.drain_blocking()
+        self._commits.drain()
         return self.store
 
+    @contextmanager
+    def _reload_on_failure(self, covalue: CoValueID) -> Iterator[None]:
+        """If the commit fails, forget the in-memory change: reload the CoValue from the store,
+        so memory and store agree and a retry does the whole operation again."""
+        try:
+            yield
+        except BaseException:
+            self.covalues.pop(covalue, None)
+            for key in [k for k in self._stored if k[0] == covalue]:
+                del self._stored[key]
+            self._dirty.pop(covalue, None)
+            raise
+
+    # -- the session lease -------------------------------------------------------------------
+
     def _renew_lease_if_due(self) -> None:
-        now = self.clock_ms()
-        if self._leased and self._lease_expires - now < self.leases.ttl_ms * LEASE_RENEW_FRACTION:
+        if self._lease.due():
             self.renew_lease()
 
     def renew_lease(self) -> None:
         """Extend this node's session lease. If another process retired it meanwhile (the
         lease expired while this node was idle), move to a fresh leased session: what the old
         session holds is already stored, and nobody will write it again."""
-        if not self._leased or self.closed:
+        if not self._lease.leased or self.closed:
             return
         try:
-            self._lease_expires = self.leases.renew(self.session)
+            self._lease.renew(self.session)
         except LeaseError:
             self.flush()
-            old, self.session = self.session, self.leases.acquire()
-            self._lease_expires = self.clock_ms() + self.leases.ttl_ms
+            old, self.session = self.session, self._lease.acquire()
             logger.warning("lease of %s was taken while idle; writing continues in %s", old, self.session)
+
+    def move_to_new_session(self, why: str) -> None:
+        """Write on in a fresh leased session from now on (the current one was rewritten);
+        the old one is never written again."""
+        self.flush()
+        self.session = self._lease.acquire()
+        logger.info("%s; writing continues in %s", why, self.session)
 
     def _mark_dirty(self, covalue: CoValueID, kind: ChangeKind) -> None:
         self._dirty.setdefault(covalue, kind)
@@ -542,12 +492,7 @@ class LocalNode:
         self._sign_all()
         report = core.apply_content(new)
         if report.became_deleted:
-            if self.store is not None:
-                self._store_now().mark_deleted(core, report.purged)
-            for sid in report.purged:
-                self._stored.pop((covalue, sid), None)
-            for sid in core.delete_sessions():
-                self._stored[(covalue, sid)] = core.sessions[sid].signed_count
+            self._store_tombstone(core, report.purged)
             self._dirty[covalue] = ChangeKind.DELETED
         elif report.changed:
             self._mark_dirty(covalue, ChangeKind.REMOTE)
@@ -568,111 +513,74 @@ class LocalNode:
                 continue
             purged = core.recheck_deleted()
             if core.deleted:
-                if self.store is not None:
-                    self._store_now().mark_deleted(core, purged)
-                for sid in purged:
-                    self._stored.pop((core.id, sid), None)
-                for sid in core.delete_sessions():
-                    self._stored[(core.id, sid)] = core.sessions[sid].signed_count
+                self._store_tombstone(core, purged)
                 self._dirty[core.id] = ChangeKind.DELETED
 
     def replace_session(self, covalue: CoValueID, session: SessionID, chunk: Chunk) -> ReplaceOutcome:
-        """Install an authoritative history of ``session`` (DESIGN §7.1).
+        """Install an authoritative history of ``session`` (DESIGN §7.1,
+        :func:`engine.recovery.correction.apply_correction`).
 
         When this node owns the session, its divergent tail goes to a conflict session and
         the node moves to a brand-new leased session; the replacement, the conflict session
         and the session switch commit as one store transaction. Idempotent: running it again
         with the same history changes nothing. Raises what
-        :meth:`CoValueCore.replace_session` raises, with nothing changed.
+        :func:`engine.recovery.correction.replace_session` raises, with nothing changed, and
+        the store's errors (or :class:`PermissionDenied` when another instance changed the
+        lease meanwhile), with the CoValue dropped from memory.
         """
         core = self.get(covalue)
         self.flush()
-        owned = owns_session(self.account_id, session)
-        outcome = core.replace_session(session, chunk, owner=self.account if owned else None)
+        replacement = apply_correction(
+            core,
+            session,
+            chunk,
+            account=self.account,
+            writing=self.session,
+            new_session=lambda: new_session_id(self.account_id, self.random_bytes),
+            persist=self._persist_replacement if self.store is not None else None,
+        )
+        outcome = replacement.outcome
         if not outcome.changed:
             return outcome
-        switch = outcome.owned and session == self.session
-        next_session = new_session_id(self.account_id, self.random_bytes) if switch else self.session
-        extra = None
-        if self.store is not None:
-            if switch and self._leased:
-                extra = self._session_switch_writer(session, next_session)
-            with self._reload_on_failure(covalue):
-                self._store_now().replace_session(core, outcome, extra=extra)
-            self._stored[(covalue, session)] = core.sessions[session].signed_count
-            if outcome.conflict_session is not None:
-                cs = outcome.conflict_session
-                self._stored[(covalue, cs)] = core.sessions[cs].signed_count
-        if switch:
-            logger.info("session %s was corrected; writing continues in %s", session, next_session)
-            self.session = next_session
-            if self._leased:
-                self._lease_expires = self.clock_ms() + self.leases.ttl_ms
+        if replacement.switch_to is not None:
+            logger.info("session %s was corrected; writing continues in %s", session, replacement.switch_to)
+            self.session = replacement.switch_to
+            self._lease.restart()
         self._notify(ChangeEvent(covalue, ChangeKind.REPLACED))
         return outcome
 
-    @contextmanager
-    def _reload_on_failure(self, covalue: CoValueID) -> Iterator[None]:
-        """If the commit fails, forget the in-memory change: reload the CoValue from the store,
-        so memory and store agree and a retry does the whole operation again."""
-        try:
-            yield
-        except BaseException:
-            self.covalues.pop(covalue, None)
-            for key in [k for k in self._stored if k[0] == covalue]:
-                del self._stored[key]
-            self._dirty.pop(covalue, None)
-            raise
-
-    def _session_switch_writer(self, old: SessionID, new: SessionID) -> Callable[[Any], None]:
-        account, instance = self.account_id, self.instance_id
-        expires = self.clock_ms() + self.leases.ttl_ms
-        gen, _slot = self.kv.get(account, lease_key(old))
-
-        def write(conn: Any) -> None:
-            retired = cas_in_transaction(
-                conn, account, lease_key(old), gen, lease_slot(instance, expires, LeaseState.RETIRED)
-            )
-            created = cas_in_transaction(
-                conn, account, lease_key(new), 0, lease_slot(instance, expires, LeaseState.HELD)
-            )
-            if not (isinstance(retired, Stored) and isinstance(created, Stored)):
+    def _persist_replacement(self, replacement: Replacement) -> None:
+        """Store a replacement and, when writing moves to a new session, the lease switch,
+        in one transaction (after the queued commits)."""
+        old = replacement.outcome.session
+        covalue = replacement.logs[0].covalue
+        switch = [] if replacement.switch_to is None else self._lease.switch_writes(old, replacement.switch_to)
+        with self._reload_on_failure(covalue):
+            results = self._store_now().replace_sessions(replacement.header, replacement.logs, cas=switch)
+            if not all(isinstance(result, Stored) for result in results):
                 raise PermissionDenied(f"lease of {old} changed under this instance")
-
-        return write
+        for log in replacement.logs:
+            self._stored[(covalue, log.session)] = log.signed_count
 
     # -- access (the sync layer asks) --------------------------------------------------------
 
     def can_read(self, account: AccountID, covalue: CoValueID) -> bool:
         """May ``account`` read ``covalue``? Members of the owner group (any role but
         ``revoked``) may; anyone may read ``unsafeAllowAll`` CoValues; this node's own account
-        reads everything it holds."""
-        if account == self.account_id:
-            return True
-        core = self.get_or_none(covalue)
-        if core is None:
-            return False
-        ruleset = core.header.ruleset
-        if isinstance(ruleset, UnsafeAllowAll):
-            return True
-        group = core if isinstance(ruleset, GroupRuleset) else core.owner_group()
-        if group is None or group.deleted:
-            return False
-        return group.group().roles.get(account) in READ_ROLES
+        reads everything it holds (see :mod:`engine.node.access`)."""
+        return account == self.account_id or access.can_read(account, self.get_or_none(covalue))
+
+    def covalues_owned_by(self, group: CoValueID) -> list[CoValueID]:
+        """Ids of the CoValues this replica holds whose owner group is ``group``, sorted."""
+        return access.owned_by(group, self.covalues.values(), self.store)
 
     def kv_items(self, namespace: str, prefix: str = "") -> list[dict[str, Any]]:
         """CAS slots of ``namespace`` as ``{"key", "generation", "state"}`` (values left out)."""
-        return [
-            {"key": key, "generation": gen, "state": "present" if isinstance(slot, Present) else "tombstone"}
-            for key, gen, slot in self.kv.list(namespace, prefix)
-        ]
+        return access.kv_items(self.kv, namespace, prefix)
 
     def kv_namespaces(self) -> list[str]:
         """Namespaces that hold CAS slots in this node's store (admins list them)."""
-        if self.store is None:
-            return [self.account_id]
-        rows = self.store.conn.execute("SELECT DISTINCT namespace FROM kv ORDER BY namespace").fetchall()
-        return [r[0] for r in rows]
+        return [self.account_id] if self.store is None else self.store.kv_namespaces()
 
     # -- subscriptions -----------------------------------------------------------------------
 

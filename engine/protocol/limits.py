@@ -1,7 +1,11 @@
-"""Every limit of the wire protocol and the network shell, named, defaulted and documented.
+"""Every limit of the wire protocol and the network shell, named, defaulted and documented,
+and the close codes (docs/protocol.md "Limits", "Close codes").
 
 The layer that owns each limit checks it: frame size in :mod:`engine.protocol.frames` before
-a frame is decoded; rate, connections, handshake and queues in :mod:`engine.net`.
+a frame is decoded; the malformed-frame budget and the rate limit in
+:mod:`engine.protocol.guard`; connections per account in :mod:`engine.protocol.handshake`
+(fed the shell's count); the handshake timeout, pings and outgoing queues in
+:mod:`engine.net`, which owns time and sockets.
 """
 
 from __future__ import annotations
@@ -58,6 +62,10 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+
+
+#: Longest close reason, in UTF-8 bytes, that fits a WebSocket close frame (RFC 6455 §5.5).
+MAX_CLOSE_REASON = 123
 
 
 class CloseCode:

@@ -1,1 +1,16 @@
-"""Persistence: SQLite (a sync API and an ordered async queue). PostgreSQL comes later."""
+"""Persistence (DESIGN §9): the Store interface and its implementations.
+
+- :mod:`engine.storage.interface` — :class:`Store` and :class:`StoreWriter` (protocols) and
+  the data they exchange; what the node, diagnostics and the inspector use.
+- :mod:`engine.storage.opener` — :func:`open_store`: a store by its location.
+- :mod:`engine.storage.sqlite` — the SQLite implementation (the default).
+
+PostgreSQL (a cluster of nodes) comes later as ``engine.storage.postgres``, implementing the
+same protocols. Storage imports only model, kv, ids, crypto, codec and errors: it returns
+rows and chunks, and engine/node builds CoValues from them.
+"""
+
+from engine.storage.interface import Store, StoreWriter
+from engine.storage.opener import open_store, store_directory
+
+__all__ = ["Store", "StoreWriter", "open_store", "store_directory"]

@@ -23,7 +23,7 @@ from engine.errors import KintsugiError, StoreNotFound
 from engine.ids import CoValueID, SessionID
 from engine.kv.detail import SlotRow, slot_rows
 from engine.kv.store import CASRecord
-from engine.storage.sqlite.store import SQLiteStore
+from engine.storage import Store, open_store
 from inspector.targets.base import Target
 
 __all__ = ["BATCH_SECONDS", "StoreTarget"]
@@ -35,13 +35,13 @@ BATCH_SECONDS = 0.05
 
 
 class StoreTarget(Target):
-    store: SQLiteStore | None = None
+    store: Store | None = None
 
     async def open(self) -> None:
-        store = SQLiteStore(self.spec.location, readonly=True)
+        store = open_store(self.spec.location, readonly=True)
         try:
             if store.version == (0, 0):
-                raise StoreNotFound(f"{store.path} is not a Kintsugi store")
+                raise StoreNotFound(f"{store.location} is not a Kintsugi store")
             summaries = listing_summaries(store)
         except BaseException:
             store.close()
@@ -58,7 +58,7 @@ class StoreTarget(Target):
     def path(self) -> str:
         if self.store is None:
             raise RuntimeError("target is not open")
-        return str(self.store.path)
+        return self.store.location
 
     async def analyse(self, on_batch: Callable[[list[CoValueID]], None]) -> None:
         batch: list[CoValueID] = []

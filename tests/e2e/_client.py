@@ -26,8 +26,8 @@ Steps:
   the node announced of ``ID``.
 - ``write ID PREFIX N [PAUSE_MS]`` — set ``PREFIX0`` … ``PREFIX{N-1}`` (one batch, or one
   write every ``PAUSE_MS`` ms) and sign them (``{"session"}``: where they went).
-- ``pause-persist`` / ``resume-persist`` — hold back / resume local store commits
-  (:attr:`LocalNode.persist_paused`: a disk slower than the network).
+- ``pause-persist`` / ``resume-persist`` — hold back / resume local store commits (the
+  node runs on a :class:`~engine.demo.held.HeldStore`: a disk slower than the network).
 - ``ack ID`` — wait until the node's own ``known`` messages cover, at its current head, every
   session of ``ID`` this process wrote (and every conflict session its corrections created,
   but not a session a correction replaced). Not the sync manager's idea of the peer, which
@@ -62,6 +62,7 @@ from typing import Any
 
 from engine import codec
 from engine.crypto import AccountKey
+from engine.demo.held import HeldStore
 from engine.ids import AccountID, CoValueID, SessionID, session_account
 from engine.model.header import OwnedByGroup
 from engine.model.transaction import decode_transaction
@@ -69,6 +70,7 @@ from engine.net.client import Backoff, SyncClient
 from engine.net.shell import SyncShell
 from engine.node.facade import LocalNode
 from engine.protocol.messages import Correction, Known, Load, Message
+from engine.storage import open_store
 from engine.storage.sqlite.store import SQLiteStore, store_file
 from engine.sync.events import SyncEvent
 
@@ -106,7 +108,9 @@ class Client:
         self.timeout: float = args.timeout
         self.key = AccountKey.load(args.key)
         session = SessionID(args.session) if args.session else None
-        self.node = LocalNode.open(self.store, self.key, instance_id=args.instance, session=session)
+        #: the store under the node, whose commits ``pause-persist`` holds back
+        self.held = HeldStore(open_store(self.store, writer=args.instance))
+        self.node = LocalNode.open(self.held, self.key, instance_id=args.instance, session=session)
         self.shell = SyncShell(self.node)
         self.events: list[SyncEvent] = []
         self.shell.event_listeners.append(self.events.append)
@@ -268,10 +272,10 @@ class Client:
             return {"session": self.node.session}
         if name == "pause-persist":
             self.node.flush()
-            self.node.persist_paused = True
+            self.held.hold()
             return {}
         if name == "resume-persist":
-            self.node.persist_paused = False
+            self.held.release()
             self.node.flush()
             return {}
         if name == "ack":

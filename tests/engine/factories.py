@@ -24,7 +24,7 @@ import base58
 from hypothesis import strategies as st
 
 from engine.covalue import ApplyReport, CoValueCore
-from engine.crypto import AccountKey, hash_bytes
+from engine.crypto import AccountKey, chain_base, chain_extend, hash_bytes, signed_message
 from engine.ids import AccountID, CoValueID, SessionID, covalue_id_from_digest
 from engine.model.header import GroupRuleset, Header, OwnedByGroup, UnsafeAllowAll
 from engine.model.session_log import Chunk, SessionLog
@@ -226,6 +226,54 @@ def snapshot(core: CoValueCore) -> tuple[Any, ...]:
         core.deleted,
         {sid: (list(log.txs), list(log.hashes), dict(log.sigs)) for sid, log in logs.items()},
     )
+
+
+# -- a CoMap that Bob writes (the CoValue and correction tests) -------------------------------
+
+#: The cast of :func:`setup_doc`: ALICE is admin, BOB and DAVE write, CAROL reads.
+ALICE, BOB, CAROL, DAVE = account(1), account(2), account(3), account(4)
+#: BOB's session in the shared CoMap.
+BOB_SESSION = session(BOB)
+
+
+def setup_doc() -> tuple[CoValueCore, CoValueCore]:
+    """ALICE admin; BOB and DAVE writers, CAROL reader (all from T0); a CoMap they share."""
+    group = make_group(ALICE)
+    set_role(group, ALICE, BOB, "writer", made_at=T0)
+    set_role(group, ALICE, DAVE, "writer", made_at=T0)
+    set_role(group, ALICE, CAROL, "reader", made_at=T0)
+    doc = make_comap(group)
+    wire(group, doc)
+    return group, doc
+
+
+def bob_tx(i: int, tag: str = "mine") -> bytes:
+    """BOB's ``i``-th edit: set ``<tag><i>`` to ``i`` at ``T0 + 1 + i``."""
+    return tx(T0 + 1 + i, ["set", f"{tag}{i}", i])
+
+
+def bob_log(doc: CoValueCore, txs: list[bytes], checkpoints: list[int]) -> SessionLog:
+    """``txs`` as BOB's session of ``doc``, signed at ``checkpoints`` and at the end."""
+    return signed_log(doc.id, BOB, txs, checkpoints, sid=BOB_SESSION)
+
+
+def forged(doc: CoValueCore, sid: SessionID, txs: list[bytes], signer: AccountKey, after: int = 0) -> Chunk:
+    """A chunk for ``sid`` (continuing ``doc``'s copy at ``after``) signed by ``signer``."""
+    held = doc.sessions[sid].hash_at(after) if sid in doc.sessions else chain_base(doc.id, sid)
+    head = chain_extend(held, txs)[-1]
+    end = after + len(txs)
+    return Chunk(after, txs, {end: signer.sign(signed_message(doc.id, sid, end, head))})
+
+
+def deleted_doc() -> tuple[CoValueCore, CoValueCore, dict[SessionID, Chunk]]:
+    """A CoMap with BOB's and DAVE's sessions, then deleted by ALICE (admin) locally; also
+    every chunk it held before."""
+    group, doc = setup_doc()
+    write(doc, BOB, 3, made_at=T0 + 1)
+    write(doc, DAVE, 2, made_at=T0 + 1)
+    old = chunks_of(doc)
+    doc.delete(ALICE, delete_session(ALICE), T0 + 10)
+    return group, doc, old
 
 
 # -- hypothesis strategies -------------------------------------------------------------------

@@ -1,4 +1,8 @@
-"""engine.covalue: verified sessions, forks, session replacement and tombstones (DESIGN §4–7)."""
+"""engine.covalue: verified sessions, forks and tombstones (DESIGN §4–5, §7).
+
+Replacing a forked session (DESIGN §7.1) is tested with the recovery code that decides it:
+tests/engine/recovery/test_correction.py.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from typing import Any
 import pytest
 
 from engine.covalue import CoValueCore
-from engine.crypto import AccountKey, chain_base, chain_extend, signed_message, verify_signature
+from engine.crypto import AccountKey
 from engine.errors import (
     CoValueDeleted,
     InvalidHeader,
@@ -19,57 +23,33 @@ from engine.errors import (
     SignatureError,
     UsageError,
 )
-from engine.ids import SessionID, conflict_session_id
 from engine.model.known_state import KnownState
-from engine.model.session_log import Chunk, SessionLog
-from engine.model.transaction import decode_transaction
+from engine.model.session_log import Chunk
 from tests.engine.factories import (
+    ALICE,
+    BOB,
+    BOB_SESSION,
+    CAROL,
+    DAVE,
     T0,
     account,
-    chunks_of,
+    bob_log,
+    bob_tx,
     comap_header,
     delete_session,
+    deleted_doc,
+    forged,
     make_comap,
-    make_group,
     replica_of,
     session,
-    set_role,
+    setup_doc,
     signed_log,
     snapshot,
     tx,
-    wire,
     write,
 )
 
-ALICE, BOB, CAROL, DAVE = account(1), account(2), account(3), account(4)
-S = session(BOB)
-
-
-def setup_doc() -> tuple[CoValueCore, CoValueCore]:
-    """ALICE admin; BOB and DAVE writers, CAROL reader (all from T0); a CoMap they share."""
-    group = make_group(ALICE)
-    set_role(group, ALICE, BOB, "writer", made_at=T0)
-    set_role(group, ALICE, DAVE, "writer", made_at=T0)
-    set_role(group, ALICE, CAROL, "reader", made_at=T0)
-    doc = make_comap(group)
-    wire(group, doc)
-    return group, doc
-
-
-def bob_tx(i: int, tag: str = "mine") -> bytes:
-    return tx(T0 + 1 + i, ["set", f"{tag}{i}", i])
-
-
-def bob_log(doc: CoValueCore, txs: list[bytes], checkpoints: list[int]) -> SessionLog:
-    return signed_log(doc.id, BOB, txs, checkpoints, sid=S)
-
-
-def forged(doc: CoValueCore, sid: SessionID, txs: list[bytes], signer: AccountKey, after: int = 0) -> Chunk:
-    """A chunk for ``sid`` (continuing ``doc``'s copy at ``after``) signed by ``signer``."""
-    held = doc.sessions[sid].hash_at(after) if sid in doc.sessions else chain_base(doc.id, sid)
-    head = chain_extend(held, txs)[-1]
-    end = after + len(txs)
-    return Chunk(after, txs, {end: signer.sign(signed_message(doc.id, sid, end, head))})
+S = BOB_SESSION
 
 
 def test_header_must_hash_to_the_given_id() -> None:
@@ -172,164 +152,6 @@ def test_every_bit_flip_of_a_known_head_is_a_fork() -> None:
         assert len(doc.forks_in_known(KnownState(doc.id, True, {S: (n, bytes(bad))}))) == 1
 
 
-# -- replace_session -------------------------------------------------------------------------
-
-
-def diverged_copy(doc: CoValueCore, keep: int, new: int, tag: str) -> SessionLog:
-    """BOB's S as an authoritative peer has it: our first ``keep`` txs, then ``new`` others."""
-    start = keep
-    txs = [*doc.sessions[S].txs[:keep], *(bob_tx(i, tag) for i in range(start, start + new))]
-    marks = [n for n in doc.sessions[S].checkpoints() if n <= keep]
-    return bob_log(doc, txs, marks)
-
-
-def test_owner_keeps_divergent_tail_in_conflict_session() -> None:
-    """The owner's divergent tail moves to sid!, re-signed, madeAt kept, still in content."""
-    _, doc = setup_doc()
-    write(doc, BOB, 6, made_at=T0 + 1, batch=3, changes=tagged_edits("mine"))
-    old = list(doc.sessions[S].txs)
-    auth = diverged_copy(doc, 3, 2, "auth")
-
-    out = doc.replace_session(S, auth.chunk(3, 5), owner=BOB)
-
-    conflict = conflict_session_id(S, 1)
-    assert (out.changed, out.diverged_at, out.dropped, out.conflict_session, out.owned) == (
-        True, 3, 3, conflict, True,
-    )
-    assert out.previous is not None
-    assert out.previous.txs == old
-    assert doc.sessions[S].txs == auth.txs
-    assert doc.sessions[S].sigs == auth.sigs
-    moved = doc.sessions[conflict]
-    assert moved.txs == old[3:]
-    assert [decode_transaction(t).made_at for t in moved.txs] == [T0 + 4, T0 + 5, T0 + 6]
-    assert moved.verify_all() is None
-    n, head = moved.head()
-    assert n == 3
-    assert verify_signature(BOB.account_id, signed_message(doc.id, conflict, n, head), moved.sigs[n])
-    items = doc.comap().items()
-    assert {"mine3", "mine4", "mine5", "auth3", "auth4", "mine0"} <= set(items)
-    assert conflict in doc.known_state().sessions
-
-
-def tagged_edits(tag: str) -> Callable[[int], list[list[Any]]]:
-    """Edits for write(): the i-th sets key ``<tag><i>`` to i."""
-    return lambda i: [["set", f"{tag}{i}", i]]
-
-
-def test_conflicts_of_one_session_are_numbered_and_never_overwritten() -> None:
-    """Second and third conflicts of a session go to sid!2 and sid!3; earlier ones stay intact."""
-    _, doc = setup_doc()
-    write(doc, BOB, 4, made_at=T0 + 1, batch=2)
-    kept: dict[SessionID, tuple[list[bytes], dict[int, bytes]]] = {}
-    for round_no in (1, 2, 3):
-        held = doc.sessions[S].count
-        write(doc, BOB, 2, made_at=T0 + 100 * round_no, batch=2, changes=tagged_edits(f"r{round_no}-"))
-        auth = diverged_copy(doc, held, 1, f"auth{round_no}-")
-        out = doc.replace_session(S, auth.chunk(held, held + 1), owner=BOB)
-        assert out.conflict_session == conflict_session_id(S, round_no)
-        assert out.dropped == 2
-        for sid, (txs, sigs) in kept.items():
-            assert (doc.sessions[sid].txs, doc.sessions[sid].sigs) == (txs, sigs)
-        new = doc.sessions[out.conflict_session]
-        kept[out.conflict_session] = (list(new.txs), dict(new.sigs))
-    assert set(kept) == {S + "!", S + "!2", S + "!3"}
-    assert {"r1-0", "r2-1", "r3-0"} <= set(doc.comap().items())
-
-
-def test_replace_again_is_a_no_op() -> None:
-    """Re-running the same replace reports changed=False and changes nothing."""
-    _, doc = setup_doc()
-    write(doc, BOB, 6, made_at=T0 + 1, batch=3)
-    auth = diverged_copy(doc, 3, 2, "auth")
-    assert doc.replace_session(S, auth.chunk(3, 5), owner=BOB).changed
-    before, content = snapshot(doc), doc.comap().encode()
-    again = doc.replace_session(S, auth.chunk(3, 5), owner=BOB)
-    assert not again.changed
-    assert again.conflict_session is None
-    assert snapshot(doc) == before
-    assert doc.comap().encode() == content
-
-
-@pytest.mark.parametrize("owner", [None, ALICE], ids=["no key", "another account's key"])
-def test_non_owner_replace_drops_the_tail(owner: AccountKey | None) -> None:
-    """A replica that does not own the session replaces its copy; no conflict session."""
-    group, doc = setup_doc()
-    write(doc, BOB, 6, made_at=T0 + 1, batch=3)
-    node = replica_of(doc, group)
-    auth = diverged_copy(doc, 3, 2, "auth")
-    out = node.replace_session(S, auth.chunk(3, 5), owner=owner)
-    assert (out.changed, out.dropped, out.conflict_session, out.owned) == (True, 3, None, False)
-    assert node.sessions[S].txs == auth.txs
-    assert [sid for sid in node.sessions if "!" in sid] == []
-    assert "auth4" in node.comap().items()
-    assert "k5" not in node.comap().items()  # write()'s default edit 5 is gone
-
-
-def test_replace_with_longer_history_extends() -> None:
-    """An authoritative history that extends ours replaces nothing and moves nothing."""
-    _, doc = setup_doc()
-    write(doc, BOB, 3, made_at=T0 + 1, batch=3)
-    auth = bob_log(doc, [*doc.sessions[S].txs, bob_tx(3, "more")], [3])
-    out = doc.replace_session(S, auth.chunk(3, 4), owner=BOB)
-    assert (out.changed, out.dropped, out.conflict_session) == (True, 0, None)
-    assert doc.sessions[S].txs == auth.txs
-
-
-def test_forged_replace_changes_nothing() -> None:
-    """A replacement signed by another key raises SignatureError; state and content unchanged."""
-    _, doc = setup_doc()
-    write(doc, BOB, 6, made_at=T0 + 1, batch=3)
-    before, content = snapshot(doc), doc.comap().encode()
-    chunk = forged(doc, S, [bob_tx(3, "evil"), bob_tx(4, "evil")], CAROL, after=3)
-    for owner in (BOB, None):
-        with pytest.raises(SignatureError):
-            doc.replace_session(S, chunk, owner=owner)
-        assert snapshot(doc) == before
-        assert doc.comap().encode() == content
-
-
-def test_forged_replace_with_pending_writes_changes_nothing() -> None:
-    """A forged replacement leaves even unsigned local writes as they were (still pending)."""
-    _, doc = setup_doc()
-    write(doc, BOB, 3, made_at=T0 + 1, batch=3)
-    doc.add_local(S, [["set", "pending", 1]], T0 + 50)
-    before, content = snapshot(doc), doc.comap().encode()
-    chunk = forged(doc, S, [bob_tx(3, "evil")], CAROL, after=3)
-    with pytest.raises(SignatureError):
-        doc.replace_session(S, chunk, owner=BOB)
-    assert snapshot(doc) == before
-    assert doc.sessions[S].pending == 1
-    assert doc.comap().encode() == content
-
-
-def test_replace_past_our_end_is_missing_prefix() -> None:
-    """A replacement starting after what we hold raises MissingPrefix and changes nothing."""
-    _, doc = setup_doc()
-    write(doc, BOB, 2, made_at=T0 + 1, batch=2)
-    before = snapshot(doc)
-    auth = bob_log(doc, [*doc.sessions[S].txs, bob_tx(2), bob_tx(3)], [2])
-    with pytest.raises(MissingPrefix):
-        doc.replace_session(S, auth.chunk(3, 4), owner=BOB)
-    assert snapshot(doc) == before
-
-
-def test_replace_from_a_fork_inside_a_write_batch() -> None:
-    """A correction whose fork point is not one of our checkpoints still replaces (DESIGN §7.1).
-
-    The fork index k is the first differing transaction, which may fall inside a signed
-    batch; the authoritative chunk [k, n) ends at its own checkpoint n.
-    """
-    _, doc = setup_doc()
-    write(doc, BOB, 6, made_at=T0 + 1, batch=3)  # checkpoints 3 and 6
-    auth = diverged_copy(doc, 4, 2, "auth")  # same first 4, fork at 4 (not a checkpoint)
-    out = doc.replace_session(S, auth.chunk(4, 6), owner=BOB)
-    assert (out.changed, out.diverged_at, out.dropped) == (True, 4, 2)
-    assert doc.sessions[S].txs == auth.txs
-    assert doc.sessions[S].verify_all() is None
-    assert doc.sessions[out.conflict_session or ""].count == 2
-
-
 # -- local writes and permissions ------------------------------------------------------------
 
 
@@ -391,16 +213,6 @@ def test_add_local_refuses_ill_formed_transaction(changes: list[Any]) -> None:
 # -- tombstones ------------------------------------------------------------------------------
 
 
-def deleted_doc() -> tuple[CoValueCore, CoValueCore, dict[SessionID, Chunk]]:
-    """A CoMap with BOB's and DAVE's sessions, then deleted by ALICE (admin) locally."""
-    group, doc = setup_doc()
-    write(doc, BOB, 3, made_at=T0 + 1)
-    write(doc, DAVE, 2, made_at=T0 + 1)
-    old = chunks_of(doc)
-    doc.delete(ALICE, delete_session(ALICE), T0 + 10)
-    return group, doc, old
-
-
 def test_admin_delete_purges_other_sessions() -> None:
     """A valid delete keeps only the header and delete sessions; content is empty."""
     _, doc, _ = deleted_doc()
@@ -419,17 +231,6 @@ def test_content_after_delete_is_answered_deleted() -> None:
     assert {o.session: o.status for o in report.outcomes} == {sid: "deleted" for sid in [*old, session(DAVE, 7)]}
     assert all(o.error is not None and o.error.code == "deleted" for o in report.outcomes)
     assert not report.changed
-    assert snapshot(doc) == before
-
-
-def test_replace_on_deleted_raises_and_changes_nothing() -> None:
-    """replace_session never resurrects a deleted CoValue: CoValueDeleted, no change."""
-    _, doc, old = deleted_doc()
-    before = snapshot(doc)
-    for owner in (BOB, None):
-        with pytest.raises(CoValueDeleted) as info:
-            doc.replace_session(S, old[S], owner=owner)
-        assert info.value.code == "deleted"
     assert snapshot(doc) == before
 
 

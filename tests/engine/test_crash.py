@@ -6,6 +6,9 @@ half-written is seen.
   hold every batch the child reported durable, whole.
 - The replace test kills a child around ``replace_session`` of a forked session: the store
   must hold the old state or the new one, never a mix, and a rerun must reach the new one.
+- The held-store test kills a child whose commits a :class:`~engine.demo.held.HeldStore`
+  holds back (the demo's disk slower than the network): exactly the held writes are lost,
+  and the session's lease stays held; a clean close writes them and only then releases it.
 
 Both print their seed; set ``KINTSUGI_CRASH_SEED`` to replay the same random choices (kill
 moments still depend on the machine's timing).
@@ -35,6 +38,7 @@ from engine.ids import AccountID, CoValueID, SessionID
 from engine.kv.lease import Lease, LeaseState, SessionLeases
 from engine.model.known_state import KnownState
 from engine.node.facade import LocalNode
+from engine.node.loading import load_core
 from engine.storage.sqlite.store import SQLiteStore
 from tests.engine._crash_child import batch_sizes
 from tests.engine._fork import key_from_seed, load_chunk, make_fork, save_chunk
@@ -43,6 +47,7 @@ from tests.util import UNIT, python_child, timeout, wait_until
 HERE = Path(__file__).resolve().parent
 CRASH_CHILD = HERE / "_crash_child.py"
 REPLACE_CHILD = HERE / "_replace_child.py"
+HELD_CHILD = HERE / "_held_child.py"
 
 #: SIGKILLs in the crash loop (raise it for a long soak, e.g. 1000).
 KILLS = int(os.environ.get("KINTSUGI_CRASH_KILLS", "50"))
@@ -138,7 +143,7 @@ def load_all(
                 heads = {s.session: (s.count, s.head) for s in store.stored_sessions(cid)}
                 assert heads == dict(unchanged[cid].sessions), f"{where}: {cid} changed after its writer moved on"
                 continue
-            core = store.load_covalue(cid)
+            core = load_core(store, cid)
             assert core is not None
             cores[cid] = core
         corrupt = store.corrupt_sessions()
@@ -400,3 +405,35 @@ def test_sigkill_around_replace_session(tmp_path: Path) -> None:
         states[state] += 1
         rerun(path, case, state, where)
     print(f"replace kills: seed {seed}, states after the kill {dict(states)}")
+
+
+# -- SIGKILL with commits held back ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["kill", "close"])
+def test_a_held_store_loses_exactly_the_held_writes(tmp_path: Path, mode: str) -> None:
+    """SIGKILLed while holding, the store lacks exactly the held write and the lease stays
+    held (the session is never reused); closed cleanly, the held write is stored and the
+    lease released."""
+    key = key_from_seed(32)
+    key_file = tmp_path / "account.key"
+    key.save(key_file)
+    path = tmp_path / "store"
+    with LocalNode.open(path, key) as setup:
+        doc = setup.create_map(None).id
+    child = Child(f"held store, {mode}", HELD_CHILD, path, key_file, doc, mode)
+    try:
+        line = child.wait_for("session")
+        assert line["held"] == 1
+        if mode == "close":
+            child.wait_for("closed")
+        child.kill()
+    finally:
+        child.close()
+    cores, corrupt = load_all(path)
+    assert not corrupt and not cores[doc].corrupt
+    expected = {"kept": 1} if mode == "kill" else {"kept": 1, "held": 2}
+    assert cores[doc].comap().items() == expected
+    lease = leases_of(path, key.account_id)[SessionID(line["session"])]
+    assert lease is not None
+    assert lease.state is (LeaseState.HELD if mode == "kill" else LeaseState.RELEASED)

@@ -122,7 +122,7 @@ def test_invalid_transactions_are_struck_through_with_the_reason(
     intruder.sign(mallory)
     core = store.load_covalue(doc_id)
     assert core is not None
-    store.write([core], [SessionWrite(intruder, 0, 1)])
+    store.write([core.header], [SessionWrite(intruder, 0, 1)])
     store.close()
     with qtbot.waitSignal(inspector.loaded, timeout=ms(20)):
         inspector.open_later(TargetSpec("store", str(path)))

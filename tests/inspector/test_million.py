@@ -54,7 +54,7 @@ def million(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, CoValueID, 
     core.sessions[log.session] = log
     path = tmp_path_factory.mktemp("million") / "store"
     store = SQLiteStore(path, synchronous="OFF")
-    store.write([core], [SessionWrite(log, 0, N)])
+    store.write([core.header], [SessionWrite(log, 0, N)])
     store.close()
     print(f"\n1M-transaction store generated in {time.perf_counter() - started:.1f} s")
     return path, core.id, log.session

@@ -250,5 +250,3 @@ class SQLiteKV:
                 (namespace, key),
             ).fetchall()
         return [CASRecord(namespace, key, *row) for row in rows]
-
-

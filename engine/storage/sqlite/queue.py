@@ -1,10 +1,13 @@
-"""The ordered async write queue over a :class:`SQLiteStore` (DESIGN §9).
+"""The ordered async write queue of a SQLite store (DESIGN §9): its
+:class:`~engine.storage.interface.StoreWriter`.
 
-One worker thread owns its own store connection and runs operations strictly in submission
-order, so a replace submitted after some appends is applied after them. Operations waiting
-together are committed as one group (one fsync for many writes); each runs in its own
-savepoint, so one failing operation rolls back alone and fails only its own future. A future
-resolves after the group's COMMIT: an acknowledgement sent from it is durable.
+One worker thread owns its own connection to the store file and runs operations strictly in
+submission order, so a replace submitted after some appends is applied after them.
+Operations waiting together are committed as one group (one fsync for many writes); each runs
+in its own savepoint, so one failing operation rolls back alone and fails only its own
+future. A future resolves after the group's COMMIT: an acknowledgement sent from it is
+durable. At most :data:`MAX_QUEUED_OPERATIONS` wait; beyond that :meth:`AsyncStore.submit`
+refuses, so callers apply backpressure instead of growing memory.
 """
 
 from __future__ import annotations
@@ -13,13 +16,17 @@ import asyncio
 import contextlib
 import os
 import queue
+import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from engine.errors import KintsugiError, StorageBugError, UsageError
+from engine.model.header import Header
+from engine.storage.interface import SessionWrite, StoredCounts
+from engine.storage.sqlite.connection import DEFAULT_SYNCHRONOUS, connect, transaction
 from engine.storage.sqlite.kv import sqlite_errors
-from engine.storage.sqlite.store import SQLiteStore
+from engine.storage.sqlite.rows import write_rows
 
 T = TypeVar("T")
 
@@ -28,21 +35,22 @@ MAX_GROUP_OPERATIONS = 256
 #: Most operations waiting in the queue; submit() beyond it raises (callers apply backpressure).
 MAX_QUEUED_OPERATIONS = 10_000
 
-Operation = Callable[[SQLiteStore, Any], Any]
+#: An operation: called on the worker thread with the connection, inside the group's
+#: transaction (and its own savepoint); what it returns resolves its future.
+Operation = Callable[[sqlite3.Connection], Any]
 _STOP = object()
 
 
 class AsyncStore:
     """Submit store operations from an asyncio loop; they run in order on one worker thread.
 
-    ``op(store, conn)`` runs inside the group's write transaction; use the store's ``*_rows``
-    methods there, never ones that open their own transaction.
+    ``op(conn)`` runs inside the group's write transaction; use the functions of
+    :mod:`engine.storage.sqlite.rows` there, never anything that opens its own transaction.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL", writer: str | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, synchronous: str = DEFAULT_SYNCHRONOUS) -> None:
         self._path = path
         self._synchronous = synchronous
-        self._writer = writer
         self._queue: queue.Queue[Any] = queue.Queue(MAX_QUEUED_OPERATIONS)
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -59,7 +67,7 @@ class AsyncStore:
         if self._open_error is not None:
             raise self._open_error
 
-    def submit(self, op: Callable[[SQLiteStore, Any], T]) -> asyncio.Future[T]:
+    def submit(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
         """Queue ``op``; the future resolves (on the calling loop) after its group commits.
 
         Raises :class:`UsageError` before :meth:`start` and once :meth:`close` has begun.
@@ -73,6 +81,13 @@ class AsyncStore:
         except queue.Full as exc:
             raise UsageError(f"store queue full ({MAX_QUEUED_OPERATIONS} operations)") from exc
         return future
+
+    def write(
+        self, headers: Iterable[Header] = (), sessions: Iterable[SessionWrite] = ()
+    ) -> asyncio.Future[StoredCounts]:
+        """Queue headers and session appends as one operation (see :meth:`submit`)."""
+        header_list, session_list = list(headers), list(sessions)
+        return self.submit(lambda conn: write_rows(conn, header_list, session_list))
 
     @property
     def running(self) -> bool:
@@ -108,7 +123,7 @@ class AsyncStore:
 
     def _run(self) -> None:
         try:
-            store = SQLiteStore(self._path, synchronous=self._synchronous, writer=self._writer)
+            conn, file, _version = connect(self._path, synchronous=self._synchronous)
         except BaseException as exc:
             self._open_error = exc
             self._ready.set()
@@ -128,12 +143,12 @@ class AsyncStore:
                     group = [item for item in group if item is not _STOP]
                 try:
                     if group:
-                        self._commit_group(store, group)
+                        self._commit_group(conn, f"write {file}", group)
                 finally:
                     for _ in range(len(group) + stop):
                         self._queue.task_done()
         finally:
-            store.close()
+            conn.close()
             self._fail_leftovers()
 
     def _fail_leftovers(self) -> None:
@@ -149,15 +164,15 @@ class AsyncStore:
                     loop.call_soon_threadsafe(_settle, future, False, UsageError("AsyncStore closed"))
             self._queue.task_done()
 
-    def _commit_group(self, store: SQLiteStore, group: list[Any]) -> None:
+    def _commit_group(self, conn: sqlite3.Connection, what: str, group: list[Any]) -> None:
         results: list[tuple[bool, Any]] = []
         try:
-            with store.transaction() as conn:
+            with transaction(conn, what):
                 for op, _loop, _future in group:
                     conn.execute("SAVEPOINT op")
                     try:
                         with sqlite_errors("queued write"):
-                            value = op(store, conn)
+                            value = op(conn)
                     except KintsugiError as exc:
                         conn.execute("ROLLBACK TO op")
                         results.append((False, exc))

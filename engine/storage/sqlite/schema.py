@@ -19,6 +19,10 @@ Tables:
 - ``corrupt``: sessions whose stored chain failed verification, with the first broken index.
 - ``checkpoints``: cursors by namespace (sync progress, recovery exchanges), never mixed.
 - ``kv`` and ``kv_log``: CAS slots and their outcome history (engine.kv.store).
+- ``audit`` (1.1): the operator's audit log, one signed hash-chained record per row, in
+  ``seq`` order (engine.model.audit).
+- ``receipts`` (1.1): signed receipts of applied recoveries, with their archives
+  (engine.recovery.receipt), by id.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from engine.errors import SchemaVersionError
 from engine.storage.sqlite.kv import KV_SCHEMA
 
 SCHEMA_MAJOR = 1
-SCHEMA_MINOR = 0
+SCHEMA_MINOR = 1
 #: Most transactions stored in one ``blocks`` row.
 BLOCK_TRANSACTIONS = 1000
 
@@ -79,8 +83,36 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 ) WITHOUT ROWID;
 """
 
+#: Tables added in 1.1: the audit log and recovery receipts.
+SCHEMA_1_1 = """
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY,
+    body BLOB NOT NULL,
+    hash BLOB NOT NULL,
+    sig BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS receipts (
+    id BLOB PRIMARY KEY,
+    at INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    sig BLOB NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+def _statements(script: str) -> list[str]:
+    return [s for s in script.split(";") if s.strip()]
+
+
+def _to_1_1(conn: sqlite3.Connection) -> None:
+    for statement in _statements(SCHEMA_1_1):
+        conn.execute(statement)
+
+
 #: Migrations from (major, minor) to the next version, applied in order.
-MIGRATIONS: dict[tuple[int, int], tuple[tuple[int, int], Callable[[sqlite3.Connection], None]]] = {}
+MIGRATIONS: dict[tuple[int, int], tuple[tuple[int, int], Callable[[sqlite3.Connection], None]]] = {
+    (1, 0): ((1, 1), _to_1_1),
+}
 
 
 def encode_version(major: int, minor: int) -> int:
@@ -114,7 +146,7 @@ def ensure_schema(conn: sqlite3.Connection, *, readonly: bool = False) -> tuple[
         return version
     if version == (0, 0):
         conn.execute("BEGIN IMMEDIATE")
-        statements = [s for s in BASE_SCHEMA.split(";") if s.strip()] + list(KV_SCHEMA)
+        statements = _statements(BASE_SCHEMA) + list(KV_SCHEMA) + _statements(SCHEMA_1_1)
         for statement in statements:
             conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {encode_version(SCHEMA_MAJOR, SCHEMA_MINOR)}")

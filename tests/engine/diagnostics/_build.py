@@ -15,7 +15,8 @@ from engine.ids import SessionID
 from engine.model.header import Header, UnsafeAllowAll
 from engine.model.session_log import SessionLog
 from engine.model.transaction import encode_transaction
-from engine.storage.sqlite.store import SessionWrite, SQLiteStore
+from engine.storage.interface import SessionWrite
+from engine.storage.sqlite.store import SQLiteStore
 
 T0 = 1_700_000_000_000
 
@@ -53,7 +54,7 @@ def stored(path: Path, count: int, *, every: int = 100) -> tuple[SQLiteStore, Co
     fill(log, who, count, every=every)
     core.sessions[log.session] = log
     store = SQLiteStore(path)
-    store.write([core], [SessionWrite(log, 0, log.signed_count)])
+    store.write([core.header], [SessionWrite(log, 0, log.signed_count)])
     return store, core, log
 
 

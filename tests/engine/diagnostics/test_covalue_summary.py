@@ -22,6 +22,7 @@ from engine.model.header import Header, UnsafeAllowAll
 from engine.model.session_log import SessionLog
 from engine.model.transaction import encode_transaction
 from engine.node.facade import LocalNode
+from engine.node.loading import load_core
 from engine.storage.sqlite.store import SQLiteStore
 from tests.engine.diagnostics._build import T0, key, session_of, stored, tamper_tx
 
@@ -29,7 +30,7 @@ from tests.engine.diagnostics._build import T0, key, session_of, stored, tamper_
 def load_all(store: SQLiteStore) -> dict[CoValueID, CoValueCore]:
     cores: dict[CoValueID, CoValueCore] = {}
     for cid, _t, _d in store.covalue_ids():
-        core = store.load_covalue(cid)
+        core = load_core(store, cid)
         assert core is not None
         cores[cid] = core
     for core in cores.values():
@@ -74,7 +75,7 @@ def test_listing_matches_the_analysis_where_it_can(demo: DemoResult) -> None:
 def test_corrupt_sessions_carry_their_first_broken_link(tmp_path: Path) -> None:
     store, core, log = stored(tmp_path / "s", 300, every=100)
     tamper_tx(store, log.session, 150, encode_transaction(T0, [["set", "evil", 1]]))
-    loaded = store.load_covalue(core.id)
+    loaded = load_core(store, core.id)
     assert loaded is not None
     summary = summarize(loaded, stored_counts={log.session: 300})
     assert Badge.CORRUPT in summary.badges and summary.corrupt_sessions == 1

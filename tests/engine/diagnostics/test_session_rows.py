@@ -18,7 +18,7 @@ from engine.diagnostics.session_rows import (
 )
 from engine.model.session_log import SessionLog
 from engine.model.transaction import encode_transaction
-from engine.storage.sqlite.store import SessionWrite
+from engine.storage.interface import SessionWrite
 from tests.engine.diagnostics._build import T0, comap, fill, key, session_of, stored
 
 
@@ -107,7 +107,7 @@ def test_store_windows_stop_at_the_count_read_last(tmp_path: Path) -> None:
     store, core, log = stored(tmp_path / "s", 100, every=50)
     source = StoreSessionSource(store, core.id, log.session)
     fill(log, key(1), 50, every=50, start=100)
-    store.write([core], [SessionWrite(log, 100, 150)])  # another writer appends
+    store.write([core.header], [SessionWrite(log, 100, 150)])  # another writer appends
     assert source.count == 100 and [r[0] for r in source.window(90, 50)] == list(range(90, 100))
     source.reload()
     assert source.count == 150 and source.window(140, 50)[-1][0] == 149 and source.checkpoints()[-1] == 150

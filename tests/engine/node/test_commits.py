@@ -18,7 +18,8 @@ import pytest
 
 from engine.ids import CoValueID, SessionID
 from engine.node.facade import ChangeEvent, LocalNode
-from engine.storage import sqlite as sqlite_module
+from engine.node.loading import load_core
+from engine.storage.sqlite import connection as sqlite_connection
 from engine.storage.sqlite.store import SQLiteStore, store_file
 from tests.engine._fork import expected_keys, key_from_seed, make_fork, write_keys
 from tests.util import UNIT
@@ -42,7 +43,7 @@ def stored_map(path: Path, covalue: CoValueID) -> dict[str, object] | None:
     """The CoValue's content as a fresh read-only handle sees it (committed data only)."""
     peek = SQLiteStore(path, readonly=True)
     try:
-        core = peek.load_covalue(covalue)
+        core = load_core(peek, covalue)
         return None if core is None else core.comap().items()
     finally:
         peek.close()
@@ -91,7 +92,7 @@ def test_the_loop_runs_while_a_commit_waits_and_subscribers_hear_after_it(tmp_pa
 
 def test_a_failed_commit_is_retried_and_loses_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The writer gives up on a lock held past the busy timeout; the batch is retried."""
-    monkeypatch.setattr(sqlite_module, "BUSY_TIMEOUT_MS", int(100 * UNIT))
+    monkeypatch.setattr(sqlite_connection, "BUSY_TIMEOUT_MS", int(100 * UNIT))
 
     async def story() -> None:
         node = LocalNode.open(tmp_path, KEY, background_commits=True)

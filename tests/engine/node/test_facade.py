@@ -1,4 +1,4 @@
-"""LocalNode (engine/node.py): the facade over CoValues, a real SQLite store and leases.
+"""LocalNode (engine/node/facade.py): the facade over CoValues, a real SQLite store and leases.
 
 Forks are made on purpose with an in-memory twin that shares the owner's session through the
 ``session=`` argument (see tests/engine/_fork.py).
@@ -14,12 +14,15 @@ from pathlib import Path
 
 import pytest
 
+from engine.demo.held import HeldStore
 from engine.errors import CoValueDeleted, PermissionDenied, StorageEnvironmentError, UsageError
 from engine.ids import CoValueID, SessionID, conflict_session_id
 from engine.kv.lease import Lease, LeaseState, lease_key, parse_lease
 from engine.kv.store import KVStore
 from engine.model.session_log import MAX_BATCH_TRANSACTIONS
 from engine.node.facade import ChangeEvent, LocalNode
+from engine.node.loading import load_core
+from engine.storage import open_store
 from engine.storage.sqlite.store import SQLiteStore, store_file
 from tests.engine._fork import (
     COMMON,
@@ -97,7 +100,7 @@ class Locked:
     to 50 ms so that its writes fail at once instead of after BUSY_TIMEOUT_MS."""
 
     def __init__(self, node: LocalNode) -> None:
-        assert node.store is not None
+        assert isinstance(node.store, SQLiteStore)
         node.store.conn.execute("PRAGMA busy_timeout = 50")
         self.conn = sqlite3.connect(node.store.path, isolation_level=None)
 
@@ -191,7 +194,7 @@ def test_subscribers_get_events_after_commit(node: LocalNode, path: Path, caplog
 def test_batch_signs_every_1000_and_commits_once(node: LocalNode, path: Path) -> None:
     """A batch of 2,500 writes has checkpoints at most 1,000 apart and one store commit."""
     doc = node.create_map(None)
-    assert node.store is not None
+    assert isinstance(node.store, SQLiteStore)
     commits: list[str] = []
     node.store.conn.set_trace_callback(
         lambda sql: commits.append(sql) if sql.strip().upper().startswith("COMMIT") else None
@@ -214,7 +217,7 @@ def test_batch_signs_every_1000_and_commits_once(node: LocalNode, path: Path) ->
 
     store = SQLiteStore(path, readonly=True)
     try:
-        loaded = store.load_covalue(doc.id)
+        loaded = load_core(store, doc.id)
     finally:
         store.close()
     assert loaded is not None and not loaded.corrupt
@@ -231,60 +234,6 @@ def test_nested_batches_commit_at_the_outermost_end(node: LocalNode, path: Path)
             node.set(doc.id, "b", 2)
         assert stored_count(path, doc.id, node.session) is None
     assert stored_count(path, doc.id, node.session) == 2
-
-
-# -- sessions and leases --------------------------------------------------------------------------
-
-
-def test_two_nodes_on_one_store_get_different_sessions(path: Path) -> None:
-    """Two open nodes of one account on one store hold different sessions, both leased."""
-    first = LocalNode.open(path, KEY)
-    second = LocalNode.open(path, KEY)
-    try:
-        assert first.session != second.session
-        assert first.instance_id != second.instance_id
-        for n in (first, second):
-            lease = lease_of(first.kv, n.session)
-            assert lease is not None and lease.state is LeaseState.HELD
-            assert lease.instance == n.instance_id
-        doc = first.create_map(None)
-        first.set(doc.id, "from", "first")
-        second.set(doc.id, "second", True)
-        assert set(second.get(doc.id).sessions) == {first.session, second.session}
-    finally:
-        first.close()
-        second.close()
-    third = LocalNode.open(path, KEY)
-    try:
-        assert third.get_map(doc.id) == {"from": "first", "second": True}
-    finally:
-        third.close()
-
-
-def test_released_session_is_reused(path: Path) -> None:
-    """close() releases the session lease and the next open of the account reuses it."""
-    first = LocalNode.open(path, KEY)
-    session = first.session
-    doc = first.create_map(None)
-    first.set(doc.id, "n", 1)
-    first.close()
-    store = SQLiteStore(path, readonly=True)
-    try:
-        lease = lease_of(store.kv, session)
-    finally:
-        store.close()
-    assert lease is not None and lease.state is LeaseState.RELEASED
-
-    second = LocalNode.open(path, KEY)
-    try:
-        assert second.session == session
-        lease = lease_of(second.kv, session)
-        assert lease is not None and lease.state is LeaseState.HELD
-        assert lease.instance == second.instance_id
-        second.set(doc.id, "n", 2)
-        assert second.get(doc.id).sessions[session].count == 2
-    finally:
-        second.close()
 
 
 # -- tombstones ----------------------------------------------------------------------------------
@@ -313,7 +262,7 @@ def test_delete_covalue_persists_a_tombstone(path: Path) -> None:
     store = SQLiteStore(path, readonly=True)
     try:
         assert (doc.id, "comap", True) in store.covalue_ids()
-        core = store.load_covalue(doc.id)
+        core = load_core(store, doc.id)
     finally:
         store.close()
     assert core is not None and core.deleted and not core.corrupt
@@ -352,7 +301,7 @@ def test_write_of_a_second_node_after_a_tombstone_stays_purged(path: Path, wrote
     rows = session_rows(path, doc.id)
     store = SQLiteStore(path)
     try:
-        core = store.load_covalue(doc.id)
+        core = load_core(store, doc.id)
         corrupt = store.corrupt_sessions()
     finally:
         store.close()
@@ -428,7 +377,7 @@ def test_replace_owned_forked_session(path: Path) -> None:
     known = owner.known_state(doc.id)
     peek = SQLiteStore(path, readonly=True)  # another handle while the owner is open
     try:
-        stored = peek.load_covalue(doc.id)
+        stored = load_core(peek, doc.id)
         check_leases(peek.kv, owner)
     finally:
         peek.close()
@@ -477,7 +426,7 @@ def test_second_and_third_conflicts_get_new_sessions(path: Path) -> None:
 
     store = SQLiteStore(path, readonly=True)
     try:
-        core = store.load_covalue(doc)
+        core = load_core(store, doc)
     finally:
         store.close()
     assert core is not None and not core.corrupt
@@ -526,7 +475,7 @@ def test_replace_session_retried_after_a_failed_commit(path: Path) -> None:
         owner.close()
     store = SQLiteStore(path)
     try:
-        core = store.load_covalue(doc)
+        core = load_core(store, doc)
         lease = lease_of(store.kv, old)
     finally:
         store.close()
@@ -552,27 +501,35 @@ def test_delete_covalue_retried_after_a_failed_commit(node: LocalNode, path: Pat
         store.close()
 
 
-def test_an_idle_node_whose_lease_was_retired_moves_to_a_new_session(path: Path) -> None:
-    """If a node's lease expires while it is idle and another process retires it, the node
-    keeps working: its next write goes to a fresh leased session, nothing is lost."""
-    now = [1_000_000]
-    first = LocalNode.open(path, KEY, clock_ms=lambda: now[0])
+# -- a node on another Store ---------------------------------------------------------------------
+
+
+def test_a_node_on_a_held_store_announces_what_the_disk_lacks(path: Path) -> None:
+    """LocalNode works through the Store interface only: on the demo's HeldStore, a held write
+    is announced to subscribers (and so sent by the sync layer) before the file has it;
+    release() stores it, and a tombstone writes out what is held before itself."""
+    held = HeldStore(open_store(path))
+    node = LocalNode.open(held, KEY)
     try:
-        doc = first.create_map(None)
-        first.set(doc.id, "a", 1)
-        old = first.session
-        now[0] += first.leases.ttl_ms * 2  # idle past the lease's expiry
-        second = LocalNode.open(path, KEY, clock_ms=lambda: now[0])  # retires the expired lease
-        try:
-            assert second.session != old
-            first.set(doc.id, "b", 2)
-            assert first.session not in (old, second.session)
-        finally:
-            second.close()
+        doc = node.create_map(None).id
+        events: list[ChangeEvent] = []
+        node.subscribe(events.append, doc)
+        held.hold()
+        node.set(doc, "k", 1)
+        assert events == [ChangeEvent(doc, "local")] and held.held_writes == 1
+        assert stored_count(path, doc, node.session) is None
+        held.release()
+        assert stored_count(path, doc, node.session) == 1
+        held.hold()
+        node.set(doc, "k", 2)
+        node.delete_covalue(doc)
+        assert held.held_writes == 0
+        with pytest.raises(UsageError):
+            held.background_writer()
     finally:
-        first.close()
-    reopened = LocalNode.open(path, KEY)
+        node.close()
+    store = SQLiteStore(path, readonly=True)
     try:
-        assert reopened.get_map(doc.id) == {"a": 1, "b": 2}
+        assert (doc, "comap", True) in store.covalue_ids()
     finally:
-        reopened.close()
+        store.close()

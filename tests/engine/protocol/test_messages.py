@@ -1,4 +1,4 @@
-"""Wire messages (engine/protocol/messages.py): round trips and validation of each type.
+"""Wire messages (engine/protocol/messages/): round trips and validation of each type.
 
 The hypothesis strategies here build *valid* messages (well-formed ids, 32-byte hashes,
 64-byte signatures, chunks ending at a checkpoint, headers matching their CoValueID); the
@@ -41,6 +41,11 @@ from engine.protocol.messages import (
     KvList,
     Load,
     Message,
+    RecoverItem,
+    RecoverNext,
+    RecoverOpen,
+    RecoverPage,
+    RecoveryScope,
     Welcome,
     decode_message,
     hello_message,
@@ -137,6 +142,26 @@ def loads_or_knowns(draw: st.DrawFn, cls: type[Load] | type[Known]) -> Load | Kn
 
 text_maps = st.dictionaries(st.text(max_size=8), cbor_values(max_leaves=3), max_size=3)
 
+xids = st.binary(min_size=16, max_size=16)
+scopes = st.one_of(
+    st.builds(RecoveryScope, st.lists(covalue_ids, min_size=1, max_size=3).map(tuple)),
+    st.builds(
+        lambda cid, sids: RecoveryScope((cid,), sessions=tuple(sids)),
+        covalue_ids,
+        st.lists(session_ids, min_size=1, max_size=2),
+    ),
+    st.builds(lambda g: RecoveryScope(group=g), covalue_ids),
+)
+
+
+@st.composite
+def recover_items(draw: st.DrawFn) -> RecoverItem:
+    header = draw(_maybe_headers)
+    if header is None:
+        return RecoverItem(draw(covalue_ids), None)
+    return RecoverItem(header.covalue_id(), header, draw(st.booleans()), draw(_session_chunks))
+
+
 MESSAGE_STRATEGIES: dict[str, st.SearchStrategy[Message]] = {
     "challenge": st.builds(
         Challenge, short_text, st.binary(min_size=NONCE_SIZE, max_size=NONCE_SIZE), counts, short_text, features
@@ -154,6 +179,11 @@ MESSAGE_STRATEGIES: dict[str, st.SearchStrategy[Message]] = {
     "admin_result": st.builds(AdminResult, counts, st.booleans(), cbor_values(max_leaves=6)),
     "kv_list": st.builds(KvList, counts, short_text, short_text),
     "kv_keys": st.builds(KvKeys, counts, short_text, st.lists(text_maps, max_size=3)),
+    "recover_open": st.builds(RecoverOpen, counts, xids, scopes),
+    "recover_page": st.builds(
+        RecoverPage, counts, xids, counts, st.lists(recover_items(), max_size=3).map(tuple), st.booleans()
+    ),
+    "recover_next": st.builds(RecoverNext, xids, counts),
 }
 
 #: Any valid message of any type.
@@ -237,6 +267,9 @@ def _example(kind: str) -> dict[str, Any]:
         "admin_result": AdminResult(1, True, {"covalues": []}),
         "kv_list": KvList(1, alice.account_id, ""),
         "kv_keys": KvKeys(1, alice.account_id, [{"key": "k"}]),
+        "recover_open": RecoverOpen(1, b"\3" * 16, RecoveryScope((cid,))),
+        "recover_page": RecoverPage(1, b"\3" * 16, 0, (RecoverItem(cid, None),), True),
+        "recover_next": RecoverNext(b"\3" * 16, 1),
     }
     return examples[kind].to_obj()
 

@@ -1,4 +1,5 @@
-"""Tests of engine/storage: schema versions, the SQLite store and the ordered async queue."""
+"""Tests of engine/storage: the Store interface and its opener; schema versions, the SQLite
+store and the ordered async queue (sqlite/)."""
 
 from __future__ import annotations
 

@@ -21,8 +21,12 @@ from engine.crypto import AccountKey
 from engine.errors import InvalidContent, StorageBugError
 from engine.ids import new_session_id
 from engine.model.header import UnsafeAllowAll, new_header
+from engine.node.loading import load_core
+from engine.recovery.correction import replace_session
+from engine.storage.interface import SessionWrite
 from engine.storage.sqlite.queue import MAX_GROUP_OPERATIONS, AsyncStore
-from engine.storage.sqlite.store import SessionWrite, SQLiteStore, store_file
+from engine.storage.sqlite.rows import replace_rows, write_rows
+from engine.storage.sqlite.store import SQLiteStore, store_file
 from tests.engine._fork import key_from_seed
 from tests.util import timeout, wait_until
 
@@ -57,18 +61,18 @@ def logged(path: Path) -> list[tuple[int, int]]:
         conn.close()
 
 
-def append(astore: AsyncStore, n: int) -> Callable[[SQLiteStore, sqlite3.Connection], int]:
-    def op(_store: SQLiteStore, conn: sqlite3.Connection) -> int:
+def append(astore: AsyncStore, n: int) -> Callable[[sqlite3.Connection], int]:
+    def op(conn: sqlite3.Connection) -> int:
         conn.execute("INSERT INTO op_log (n, grp) VALUES (?, ?)", (n, astore.groups_committed))
         return n
 
     return op
 
 
-def gate(started: threading.Event, release: threading.Event) -> Callable[[SQLiteStore, Any], str]:
+def gate(started: threading.Event, release: threading.Event) -> Callable[[Any], str]:
     """An operation that holds the worker until ``release`` is set."""
 
-    def op(_store: SQLiteStore, _conn: Any) -> str:
+    def op(_conn: Any) -> str:
         started.set()
         if not release.wait(timeout(10)):
             raise AssertionError("gate was never released")
@@ -141,15 +145,15 @@ def test_failing_operation_fails_alone(tmp_path: Path) -> None:
     """A failing operation rolls back its own writes and fails its own future only."""
     make_log_table(tmp_path)
 
-    def fails_after_writing(_store: SQLiteStore, conn: sqlite3.Connection) -> None:
+    def fails_after_writing(conn: sqlite3.Connection) -> None:
         conn.execute("INSERT INTO op_log (n, grp) VALUES (-1, -1)")
         raise ValueError("boom")
 
-    def raises_engine_error(_store: SQLiteStore, conn: sqlite3.Connection) -> None:
+    def raises_engine_error(conn: sqlite3.Connection) -> None:
         conn.execute("INSERT INTO op_log (n, grp) VALUES (-2, -2)")
         raise InvalidContent("not this one")
 
-    def bad_sql(_store: SQLiteStore, conn: sqlite3.Connection) -> None:
+    def bad_sql(conn: sqlite3.Connection) -> None:
         conn.execute("INSERT INTO no_such_table VALUES (1)")
 
     async def main() -> list[Any]:
@@ -204,17 +208,18 @@ def test_replace_is_applied_after_the_appends_before_it(tmp_path: Path) -> None:
     write(local, "mine", 4, T0 + 10, key)
     second = SessionWrite(log, 3, 7)
     write(twin, "theirs", 5, T0 + 20, key)
-    outcome = local.replace_session(session, twin.sessions[session].chunk(), owner=key)
+    outcome = replace_session(local, session, twin.sessions[session].chunk(), owner=key)
     assert outcome.changed and outcome.conflict_session == session + "!"
+    replaced = [local.sessions[session], local.sessions[outcome.conflict_session]]
 
     async def main() -> None:
         astore = AsyncStore(tmp_path)
         astore.start()
         try:
             futures = [
-                astore.submit(lambda store, conn: store.write_rows(conn, [local], [first])),
-                astore.submit(lambda store, conn: store.write_rows(conn, [], [second])),
-                astore.submit(lambda store, conn: store.replace_rows(conn, local, outcome)),
+                astore.write([local.header], [first]),
+                astore.submit(lambda conn: write_rows(conn, [], [second])),
+                astore.submit(lambda conn: replace_rows(conn, local.header, replaced)),
             ]
             await asyncio.gather(*futures)
         finally:
@@ -223,7 +228,7 @@ def test_replace_is_applied_after_the_appends_before_it(tmp_path: Path) -> None:
     run(main)
     store = SQLiteStore(tmp_path, readonly=True)
     try:
-        loaded = store.load_covalue(local.id)
+        loaded = load_core(store, local.id)
     finally:
         store.close()
     assert loaded is not None and not loaded.corrupt
@@ -259,13 +264,13 @@ def test_submit_needs_a_started_store(tmp_path: Path) -> None:
     async def main() -> None:
         astore = AsyncStore(tmp_path)
         with pytest.raises(RuntimeError):
-            astore.submit(lambda _s, _c: None)
+            astore.submit(lambda _conn: None)
         astore.start()
         with pytest.raises(RuntimeError):
             astore.start()
         await astore.close()
         with pytest.raises(RuntimeError):
-            astore.submit(lambda _s, _c: None)
+            astore.submit(lambda _conn: None)
         await astore.close()  # closing twice is harmless
 
     run(main)

@@ -10,6 +10,7 @@ import pytest
 
 from engine.errors import SchemaVersionError, StorageError
 from engine.node.facade import LocalNode
+from engine.node.loading import load_core
 from engine.storage.sqlite.queue import AsyncStore
 from engine.storage.sqlite.schema import SCHEMA_MAJOR, SCHEMA_MINOR, decode_version, encode_version
 from engine.storage.sqlite.store import SQLiteStore, store_file
@@ -123,7 +124,7 @@ def test_newer_minor_opens(tmp_path: Path) -> None:
     try:
         assert store.version == (SCHEMA_MAJOR, SCHEMA_MINOR + 5)
         ((cid, _type, _deleted),) = store.covalue_ids()
-        core = store.load_covalue(cid)
+        core = load_core(store, cid)
         assert core is not None and core.comap().items() == {"k": "v"}
         assert not core.corrupt
     finally:

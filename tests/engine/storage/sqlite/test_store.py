@@ -27,6 +27,7 @@ from engine.errors import (
 )
 from engine.ids import CoValueID, SessionID
 from engine.node.facade import LocalNode
+from engine.node.loading import load_core
 from engine.storage.sqlite.store import SQLiteStore, store_file
 from tests.engine._fork import expected_keys, key_from_seed, write_keys
 from tests.engine.storage import file_state
@@ -95,7 +96,7 @@ def raw(path: Path) -> sqlite3.Connection:
 
 
 def load(store: SQLiteStore, covalue: CoValueID) -> CoValueCore:
-    core = store.load_covalue(covalue)
+    core = load_core(store, covalue)
     assert core is not None
     return core
 
@@ -241,7 +242,7 @@ def test_readonly_store_never_writes(sample: Sample) -> None:
         assert store.session_window(sample.covalue, sample.a, 0, 3)
         assert store.corrupt_sessions() == []
         with pytest.raises(StorageError):
-            store.write([core])
+            store.write([core.header])
     finally:
         store.close()
     assert file_state(sample.path) == before
@@ -270,11 +271,11 @@ def test_locked_database_is_an_environment_error(sample: Sample) -> None:
         store.conn.execute("PRAGMA busy_timeout = 50")
         other.execute("BEGIN EXCLUSIVE")
         with pytest.raises(StorageEnvironmentError) as info:
-            store.write([core])
+            store.write([core.header])
         assert "locked" in str(info.value)
         assert info.value.code == "storage_environment"
         other.execute("ROLLBACK")
-        store.write([core])  # the failed transaction left nothing open behind it
+        store.write([core.header])  # the failed transaction left nothing open behind it
     finally:
         other.close()
         store.close()
@@ -291,7 +292,7 @@ def test_writer_waits_for_a_short_lock(sample: Sample) -> None:
         started = time.monotonic()
         release.start()
         try:
-            store.write([core])
+            store.write([core.header])
         finally:
             release.join()
         assert time.monotonic() - started >= timeout(0.15)

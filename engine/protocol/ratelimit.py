@@ -1,11 +1,19 @@
-"""A token bucket (the per-connection rate limit). Time is passed in, so it is trivially
-testable; the shell feeds it ``loop.time()``."""
+"""A token bucket: the per-connection rate limit (``Limits.rate_per_second`` /
+``Limits.rate_burst``).
+
+Rules this module keeps: time is passed in (seconds from any monotonic clock), never read,
+so the bucket is a pure function of the times it is given; a refused take spends nothing, so
+a refused peer is not pushed further into debt; the bucket never saves more than ``burst``.
+:class:`engine.protocol.guard.FrameGuard` applies it to every frame a peer sends.
+"""
 
 from __future__ import annotations
 
+__all__ = ["TokenBucket"]
+
 
 class TokenBucket:
-    """``rate`` tokens per second, at most ``burst`` saved up; starts full."""
+    """``rate`` tokens per second, at most ``burst`` saved up; starts full at ``now``."""
 
     __slots__ = ("burst", "rate", "stamp", "tokens")
 

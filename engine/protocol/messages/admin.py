@@ -1,0 +1,158 @@
+"""Admin messages (DESIGN §6): an operator's ``admin{rid, op, args}`` and its
+``admin_result{rid, ok, result}``.
+
+Rules this module keeps:
+
+- Decoding an ``admin`` checks only its ``rid``, that ``op`` is one of :attr:`Admin.OPS` and
+  that ``args`` is a map, so a node always knows which ``rid`` to answer; each op's
+  arguments are checked by :func:`admin_args` when the request is handled, and bad ones get
+  ``admin_result{ok: false, code}`` instead of a dropped request.
+- A reply never carries more than :data:`MAX_ADMIN_HISTORY` CAS records or
+  :data:`MAX_ADMIN_EVENTS` sync events; a request may ask for fewer.
+- Who may use which op is decided by ``engine.sync.admin``, not here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from engine.protocol.messages.base import Message, exact_keys, need, nonneg_int, text_field
+
+__all__ = [
+    "MAX_ADMIN_EVENTS",
+    "MAX_ADMIN_HISTORY",
+    "Admin",
+    "AdminArgs",
+    "AdminResult",
+    "EventsArgs",
+    "KvSlotArgs",
+    "NoArgs",
+    "admin_args",
+]
+
+#: Most CAS records one ``admin{kv_slot}`` reply carries, newest kept (a store keeps at most
+#: 256 per key, so by default a whole history fits). A request may ask for fewer.
+MAX_ADMIN_HISTORY = 256
+#: Most sync events one ``admin{events}`` reply carries, oldest first from the cursor; a
+#: request may ask for fewer. The rest come with the next request.
+MAX_ADMIN_EVENTS = 256
+#: Largest ``after`` cursor an ``events`` request may give.
+_MAX_CURSOR = 2**63 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Admin(Message):
+    """An operator request; the answer is an :class:`AdminResult` with the same ``rid``.
+
+    Ops (``args`` in brackets; see :func:`admin_args`):
+
+    - ``list`` (none): CoValue ids and CAS namespaces the caller may see.
+    - ``peers`` (none; admins only): connected peers with lag and queue depth, and the peer
+      log (connections and disconnections, with close codes and the lagged flag).
+    - ``kv_slot`` (``namespace``, ``key``, ``history``?): one CAS slot with its value and
+      its newest ``history`` CAS records (at most :data:`MAX_ADMIN_HISTORY`); the caller's own
+      namespace, or any for admins.
+    - ``events`` (``after``?, ``limit``?; admins only): the node's recent sync events with a
+      sequence number above ``after``, at most ``limit`` (:data:`MAX_ADMIN_EVENTS`).
+
+    Decoding checks the op and that ``args`` is a map, nothing more, so a node always knows
+    the ``rid`` to answer; the arguments of each op are checked by :func:`admin_args` when
+    the request is handled, and bad ones get ``admin_result{ok: false, code}``.
+    """
+
+    T: ClassVar[str] = "admin"
+    rid: int
+    op: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+    OPS: ClassVar[tuple[str, ...]] = ("list", "peers", "kv_slot", "events")
+
+    def to_obj(self) -> dict[str, Any]:
+        return {"t": self.T, "rid": self.rid, "op": self.op, "args": self.args}
+
+    @classmethod
+    def from_obj(cls, obj: dict[str, Any]) -> Admin:
+        exact_keys(obj, {"rid", "op", "args"}, frozenset({"intent"}))
+        need(obj["op"] in cls.OPS, f"unknown admin op {obj['op']!r}")
+        need(isinstance(obj["args"], dict), "args must be a map")
+        return cls(nonneg_int(obj, "rid"), obj["op"], obj["args"])
+
+    @classmethod
+    def kv_slot(cls, rid: int, namespace: str, key: str, history: int = MAX_ADMIN_HISTORY) -> Admin:
+        """A ``kv_slot`` request for one slot and its newest ``history`` CAS records."""
+        return cls(rid, "kv_slot", {"namespace": namespace, "key": key, "history": history})
+
+    @classmethod
+    def events(cls, rid: int, after: int = 0, limit: int = MAX_ADMIN_EVENTS) -> Admin:
+        """An ``events`` request for at most ``limit`` events after the cursor ``after``."""
+        return cls(rid, "events", {"after": after, "limit": limit})
+
+
+@dataclass(frozen=True, slots=True)
+class NoArgs:
+    """Arguments of ``list`` and ``peers``: none (whatever is sent is ignored, as it always was)."""
+
+
+@dataclass(frozen=True, slots=True)
+class KvSlotArgs:
+    """Arguments of ``kv_slot``: which slot, and how many of its newest CAS records to send."""
+
+    namespace: str
+    key: str
+    history: int = MAX_ADMIN_HISTORY
+
+
+@dataclass(frozen=True, slots=True)
+class EventsArgs:
+    """Arguments of ``events``: events with a sequence number above ``after``, at most ``limit``."""
+
+    after: int = 0
+    limit: int = MAX_ADMIN_EVENTS
+
+
+AdminArgs = NoArgs | KvSlotArgs | EventsArgs
+
+
+def _bounded_int(args: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
+    if key not in args:
+        return default
+    value = args[key]
+    need(type(value) is int and low <= value <= high, f"{key} must be an integer in {low}..{high}")
+    return int(value)
+
+
+def admin_args(message: Admin) -> AdminArgs:
+    """The checked arguments of an admin request. Raises :class:`ProtocolError`
+    (``invalid_message``) for missing, extra or ill-typed arguments of ``kv_slot`` and
+    ``events``."""
+    args = message.args
+    if message.op == "kv_slot":
+        exact_keys(args, {"namespace", "key"}, frozenset({"history"}))
+        history = _bounded_int(args, "history", MAX_ADMIN_HISTORY, 0, MAX_ADMIN_HISTORY)
+        return KvSlotArgs(text_field(args, "namespace"), text_field(args, "key"), history)
+    if message.op == "events":
+        exact_keys(args, set(), frozenset({"after", "limit"}))
+        after = _bounded_int(args, "after", 0, 0, _MAX_CURSOR)
+        return EventsArgs(after, _bounded_int(args, "limit", MAX_ADMIN_EVENTS, 1, MAX_ADMIN_EVENTS))
+    return NoArgs()
+
+
+@dataclass(frozen=True, slots=True)
+class AdminResult(Message):
+    """The answer to ``admin`` request ``rid``: ``ok`` and the op's ``result`` (on refusal, a
+    map with ``code`` and ``detail``)."""
+
+    T: ClassVar[str] = "admin_result"
+    rid: int
+    ok: bool
+    result: Any
+
+    def to_obj(self) -> dict[str, Any]:
+        return {"t": self.T, "rid": self.rid, "ok": self.ok, "result": self.result}
+
+    @classmethod
+    def from_obj(cls, obj: dict[str, Any]) -> AdminResult:
+        exact_keys(obj, {"rid", "ok", "result"})
+        need(isinstance(obj["ok"], bool), "ok must be a boolean")
+        return cls(nonneg_int(obj, "rid"), obj["ok"], obj["result"])

@@ -1,0 +1,381 @@
+"""The Store interface (DESIGN §2, §9): everything the node, diagnostics and the inspector may
+ask of a store, as :class:`typing.Protocol` classes and the plain data they exchange.
+
+Code above engine/storage names only these protocols and opens stores with
+:func:`engine.storage.open_store`; an implementation lives in its own package below
+(engine/storage/sqlite today; engine/storage/postgres later, implementing the same
+protocols, with nothing above storage changing).
+
+Rules every implementation keeps:
+
+- Only checkpointed prefixes are stored: a session's stored count is always a checkpoint, so
+  what a store holds always verifies.
+- A write method returns (a :class:`StoreWriter` future resolves) only once the write is
+  durable: an acknowledgement sent after it is true.
+- Every write method is one atomic transaction: a replacement commits together with the CAS
+  writes of its session switch, a tombstone with the purge of every other session, or
+  nothing of them commits.
+- Reads return model data and rows — headers, verified :class:`SessionLog`, stored heads,
+  windows of ``(index, tx, hash)`` — never CoValues: engine/node builds those.
+- Loading verifies: a session whose stored chain does not verify is left out of
+  :attr:`StoredCoValue.sessions`, listed in :attr:`StoredCoValue.corrupt` and recorded (when
+  the store is writable), never served as valid.
+- Failures are :class:`~engine.errors.StorageEnvironmentError` (the environment failed: may
+  pass on retry) or :class:`~engine.errors.StorageBugError` (our bug), plus
+  :class:`~engine.errors.StoreNotFound` and :class:`~engine.errors.SchemaVersionError` when
+  opening; never a database driver's own exception.
+
+Imports: model, kv, ids and errors only (the storage row of the import table).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol, runtime_checkable
+
+from engine.errors import IntegrityError
+from engine.ids import CoValueID, SessionID
+from engine.kv.envelope import Slot
+from engine.kv.store import CASResult, KVStore
+from engine.model.audit import AuditRecord
+from engine.model.header import Header
+from engine.model.session_log import SessionLog
+
+__all__ = [
+    "CASWrite",
+    "CoValueReplace",
+    "CoValueRow",
+    "CorruptRecord",
+    "ListedCoValue",
+    "RawRow",
+    "SessionWrite",
+    "StoreListing",
+    "Store",
+    "StoreWriter",
+    "StoredCoValue",
+    "StoredReceipt",
+    "StoredSession",
+    "StoredSessionRows",
+    "StoredCounts",
+]
+
+#: ``(index, transaction bytes, stored chain hash h(index+1))``: one row of a session window.
+RawRow = tuple[int, bytes, bytes]
+#: Stored count of every session a write touched, by ``(CoValue, session)``.
+StoredCounts = dict[tuple[CoValueID, SessionID], int]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionWrite:
+    """Transactions ``[start, end)`` of ``log`` to append; ``end`` must be a checkpoint.
+
+    ``end`` is fixed when the write is made, so a write queued for later stores exactly the
+    prefix that existed then (checkpointed prefixes never change in place). ``start`` is the
+    writer's belief of what the store holds: appends continue from what it actually holds.
+    """
+
+    log: SessionLog
+    start: int
+    end: int
+
+    @classmethod
+    def pending_of(cls, log: SessionLog, stored: int) -> SessionWrite:
+        """Everything ``log`` has signed beyond the ``stored`` count."""
+        return cls(log, stored, log.signed_count)
+
+
+class CASWrite(NamedTuple):
+    """A CAS of one slot that commits inside another write's transaction (a session switch)."""
+
+    namespace: str
+    key: str
+    expected_gen: int
+    slot: Slot
+
+
+@dataclass(frozen=True, slots=True)
+class CoValueReplace:
+    """One CoValue's part of a recovery (DESIGN §7.2): ``logs`` written whole in place of
+    whatever the store holds of their sessions, ``remove`` sessions dropped, and with
+    ``deleted`` the CoValue tombstoned (every non-delete session dropped)."""
+
+    header: Header
+    logs: Sequence[SessionLog] = ()
+    remove: Sequence[SessionID] = ()
+    deleted: bool = False
+
+
+class StoredReceipt(NamedTuple):
+    """A signed recovery receipt as stored: its id (hash), time, CBOR body and signature."""
+
+    id: bytes
+    at_ms: int
+    body: bytes
+    sig: bytes
+
+
+class CoValueRow(NamedTuple):
+    """One CoValue as the store lists it."""
+
+    id: CoValueID
+    type: str
+    deleted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSession:
+    """What the store records beside a session's rows: its count and head ``h(count)``."""
+
+    covalue: CoValueID
+    session: SessionID
+    count: int
+    head: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSessionRows:
+    """A stored session's bookkeeping, read in one go for a windowed viewer.
+
+    ``key`` identifies this stored copy of the session: a replace (which writes the session
+    anew) gives it another, so a viewer notices a replacement. ``checkpoints`` are the counts
+    ``n`` with a stored signature, sorted.
+    """
+
+    key: int
+    count: int
+    head: bytes
+    checkpoints: tuple[int, ...]
+
+
+class CorruptRecord(NamedTuple):
+    """A session whose stored chain failed verification: where it first broke and why."""
+
+    covalue: CoValueID
+    session: SessionID
+    #: the first broken index
+    broken_at: int
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListedCoValue:
+    """A CoValue as a listing reads it: ``header`` is left undecoded (one damaged header must
+    not stop a listing)."""
+
+    id: CoValueID
+    type: str
+    deleted: bool
+    header: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoreListing:
+    """Everything a store-wide listing shows, without reading any transaction:
+    every CoValue (sorted by id), ``(CoValue, session id as stored, count)`` of every
+    session, and every corrupt record."""
+
+    covalues: list[ListedCoValue]
+    sessions: list[tuple[CoValueID, str, int]]
+    corrupt: list[CorruptRecord]
+
+
+@dataclass(slots=True)
+class StoredCoValue:
+    """A CoValue as stored: its header, deleted flag, every session that verified and the
+    sessions that did not (with the first failure). The node turns it into a CoValueCore."""
+
+    header: Header
+    id: CoValueID
+    deleted: bool
+    sessions: dict[SessionID, SessionLog] = field(default_factory=dict)
+    corrupt: dict[SessionID, IntegrityError] = field(default_factory=dict)
+
+
+@runtime_checkable
+class StoreWriter(Protocol):
+    """A store's ordered background writer: its own connection on its own thread, so a
+    durable commit never blocks the caller's event loop.
+
+    Writes commit strictly in submission order (grouped: one fsync for many); a write that
+    fails fails alone, through its future.
+    """
+
+    @property
+    def running(self) -> bool:
+        """True between :meth:`start` and the beginning of :meth:`close`."""
+        ...
+
+    def start(self) -> None:
+        """Open the writer's connection; raises what opening the store raises."""
+        ...
+
+    def write(
+        self, headers: Iterable[Header] = (), sessions: Iterable[SessionWrite] = ()
+    ) -> asyncio.Future[StoredCounts]:
+        """Queue :meth:`Store.write`; the future resolves on the calling loop once committed.
+
+        Raises :class:`~engine.errors.UsageError` when the writer is not running or its
+        queue is full.
+        """
+        ...
+
+    def drain_blocking(self) -> None:
+        """Block until every write submitted so far has committed (or failed)."""
+        ...
+
+    async def close(self) -> None:
+        """Finish every queued write, then stop."""
+        ...
+
+    def close_blocking(self) -> None:
+        """:meth:`close` for callers outside a running loop."""
+        ...
+
+
+@runtime_checkable
+class Store(Protocol):
+    """One store (DESIGN §9). Synchronous; one instance per thread."""
+
+    @property
+    def location(self) -> str:
+        """Where the store is, as :func:`engine.storage.open_store` accepts it again."""
+        ...
+
+    @property
+    def readonly(self) -> bool: ...
+
+    @property
+    def version(self) -> tuple[int, int]:
+        """Schema (major, minor); (0, 0) when the location holds no Kintsugi schema yet."""
+        ...
+
+    @property
+    def kv(self) -> KVStore:
+        """The CAS slots of every account in this store (DESIGN §8)."""
+        ...
+
+    def close(self) -> None: ...
+
+    # -- writing -------------------------------------------------------------------------
+
+    def write(self, headers: Iterable[Header] = (), sessions: Iterable[SessionWrite] = ()) -> StoredCounts:
+        """Store headers (kept if already there) and session appends as one transaction.
+
+        Appends continue from what the store holds, after checking that its head is on the
+        log's chain (:class:`~engine.errors.StorageBugError` if not); non-delete sessions of
+        a CoValue stored as deleted are refused (their count is 0). Returns the new stored
+        counts.
+        """
+        ...
+
+    def replace_sessions(
+        self, header: Header, logs: Sequence[SessionLog], *, cas: Sequence[CASWrite] = ()
+    ) -> list[CASResult]:
+        """Write each of ``logs`` whole in place of whatever the store holds of its session
+        (dropping its corrupt record), together with ``cas``, as one transaction.
+
+        Returns the result of each CAS write. If any of them conflicts, nothing at all is
+        written (the results say which conflicted).
+        """
+        ...
+
+    def mark_deleted(self, header: Header, delete_sessions: Sequence[SessionLog], purged: Iterable[SessionID]) -> None:
+        """Store a tombstone as one transaction: the delete sessions in (whole), ``purged``
+        and every other non-delete session out, the CoValue marked deleted."""
+        ...
+
+    def put_checkpoint(self, namespace: str, key: str, value: bytes) -> None:
+        """Set a cursor in its own namespace (sync progress, recovery exchanges, markers)."""
+        ...
+
+    def apply_recovery(
+        self, replaces: Sequence[CoValueReplace], *, receipt: StoredReceipt | None, audit: AuditRecord | None
+    ) -> None:
+        """Every replacement of one recovery, its receipt and its audit record as ONE
+        transaction: a crash leaves all of them or none. Raises
+        :class:`~engine.errors.StorageBugError` (nothing written) when ``audit`` does not
+        follow the stored log."""
+        ...
+
+    def append_audit(self, record: AuditRecord) -> None:
+        """Append one record to the audit log (one transaction). Raises
+        :class:`~engine.errors.StorageBugError` when it does not follow the last stored
+        record: the log is append-only and never forks."""
+        ...
+
+    def background_writer(self) -> StoreWriter:
+        """A new, not yet started :class:`StoreWriter` on this store, with its own
+        connection."""
+        ...
+
+    # -- reading -------------------------------------------------------------------------
+
+    def covalue_ids(self) -> list[CoValueRow]:
+        """Every CoValue in the store, sorted by id."""
+        ...
+
+    def covalue_row(self, covalue: CoValueID) -> CoValueRow | None:
+        """One CoValue's row; None when the store does not have it."""
+        ...
+
+    def has(self, covalue: CoValueID) -> bool: ...
+
+    def stored_sessions(self, covalue: CoValueID) -> list[StoredSession]:
+        """Count and head of every stored session of ``covalue``, sorted by session id."""
+        ...
+
+    def load_covalue(self, covalue: CoValueID) -> StoredCoValue | None:
+        """The CoValue with every session verified; None when the store does not have it.
+
+        Raises :class:`~engine.errors.StorageBugError` when its stored header is damaged.
+        """
+        ...
+
+    def load_session(self, covalue: CoValueID, session: SessionID) -> SessionLog:
+        """The stored rows of one session as a log, unverified (empty when not stored).
+
+        Raises :class:`~engine.errors.ChainError` when the rows themselves are damaged.
+        """
+        ...
+
+    def session_rows(self, covalue: CoValueID, session: SessionID) -> StoredSessionRows | None:
+        """The bookkeeping of one stored session; None when it is not stored."""
+        ...
+
+    def session_window(self, covalue: CoValueID, session: SessionID, offset: int, limit: int) -> list[RawRow]:
+        """Rows from ``offset`` (at most ``limit``), reading only the storage that overlaps
+        them: for views of huge sessions. Raises :class:`~engine.errors.ChainError` when a
+        stored block is unreadable."""
+        ...
+
+    def signature(self, key: int, n: int) -> bytes | None:
+        """The signature of checkpoint ``n`` of the stored session copy ``key`` (see
+        :class:`StoredSessionRows`); None when there is none."""
+        ...
+
+    def corrupt_sessions(self) -> list[CorruptRecord]:
+        """Every recorded corrupt session, sorted by CoValue and session."""
+        ...
+
+    def listing(self) -> StoreListing:
+        """Every CoValue, session count and corrupt record, without reading transactions."""
+        ...
+
+    def kv_namespaces(self) -> list[str]:
+        """Every KV namespace with at least one slot, sorted."""
+        ...
+
+    def get_checkpoint(self, namespace: str, key: str) -> bytes | None:
+        """A cursor set with :meth:`put_checkpoint`; None when there is none."""
+        ...
+
+    def audit_log(self) -> list[AuditRecord]:
+        """Every audit record, oldest first (empty for a store older than schema 1.1)."""
+        ...
+
+    def receipts(self) -> list[StoredReceipt]:
+        """Every stored recovery receipt, oldest first."""
+        ...

@@ -1,0 +1,51 @@
+"""Opening a store by its location: the one place that chooses an implementation.
+
+Callers above engine/storage open stores only through :func:`open_store` and hold them as
+:class:`~engine.storage.interface.Store`, so a new implementation (PostgreSQL, for a cluster
+of nodes) is added here and in its own package without touching anything above storage.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from engine.errors import UsageError
+from engine.storage.interface import Store
+from engine.storage.sqlite.connection import DEFAULT_SYNCHRONOUS
+from engine.storage.sqlite.store import SQLiteStore, store_file
+
+__all__ = ["POSTGRES_SCHEMES", "open_store", "store_directory"]
+
+#: Location prefixes that name a PostgreSQL database rather than a SQLite file.
+POSTGRES_SCHEMES = ("postgres://", "postgresql://")
+
+
+def open_store(
+    location: str | os.PathLike[str],
+    *,
+    readonly: bool = False,
+    writer: str | None = None,
+    synchronous: str = DEFAULT_SYNCHRONOUS,
+) -> Store:
+    """Open the store at ``location``: a SQLite store directory or file (created if missing
+    unless ``readonly``).
+
+    ``writer`` names this instance in the CAS-slot history; ``synchronous`` is SQLite's
+    durability setting (``FULL`` unless a caller trades durability for speed, as benchmarks
+    and test fixtures may). Raises :class:`~engine.errors.StoreNotFound` (read-only, nothing
+    there), :class:`~engine.errors.SchemaVersionError`, the other
+    :class:`~engine.errors.StorageError` types, and :class:`UsageError` for a PostgreSQL
+    location (not available yet).
+    """
+    if str(location).startswith(POSTGRES_SCHEMES):
+        raise UsageError("PostgreSQL stores are not available yet")
+    return SQLiteStore(location, readonly=readonly, writer=writer, synchronous=synchronous)
+
+
+def store_directory(location: str | os.PathLike[str]) -> Path | None:
+    """The directory a store's own files live in (a node keeps its key file there), whether
+    or not the store exists yet; None for a store on a database server."""
+    if str(location).startswith(POSTGRES_SCHEMES):
+        return None
+    return store_file(location).parent

@@ -16,6 +16,12 @@ object per line: ``opened`` (with the node's name and version), ``version_skew``
 
 Exit codes: 0 success; 1 the target could not be opened in ``--screenshot`` or
 ``--quit-after-load`` mode, or the screenshot could not be written; 2 bad usage.
+
+Desktop identity (:func:`set_identity`): the application and display names, the version, the
+desktop file name :data:`APP_ID` (so a desktop matches the windows to
+``resources/org.kintsugi.inspector.desktop``) and the window icon, read from the icon theme
+tree under :data:`RESOURCES`. Run the app through ``python -m inspector`` (or the frozen app),
+whose entry dispatches worker and demo-client processes before this parser sees them.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from PySide6.QtCore import QSize
+from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
 from engine import __version__
@@ -40,7 +48,7 @@ from inspector.recent import RecentTargets, default_settings
 from inspector.targets.base import TargetSpec
 from inspector.views.main_window import MainWindow
 
-__all__ = ["main", "run_inspector"]
+__all__ = ["APP_ID", "RESOURCES", "app_icon", "main", "run_inspector", "set_identity"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +56,16 @@ logger = logging.getLogger(__name__)
 WINDOW_SIZE = (1440, 880)
 #: Longest wait (seconds) for verification and content before a screenshot is taken anyway.
 SCREENSHOT_SETTLE_SECONDS = 10.0
+#: The application's id: the desktop file's name (``<APP_ID>.desktop``), the icon's and the
+#: AppStream component's.
+APP_ID = "org.kintsugi.inspector"
+#: The desktop resources (icon theme tree, .desktop file, AppStream metainfo): the
+#: ``resources`` folder beside the ``inspector`` package. That holds in a checkout, in an
+#: installed wheel (package data) and in the frozen app (packaging/kintsugi-inspector.spec).
+RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+#: The application's names: ``NAME`` (with the organisation, where the settings live) and
+#: the display name the platform shows after a window's title.
+ORGANIZATION, NAME, DISPLAY_NAME = "Kintsugi", "inspector", "Kintsugi inspector"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -160,15 +178,36 @@ async def run_inspector(app: QApplication, args: argparse.Namespace, events: Eve
     return code
 
 
+def app_icon(resources: Path = RESOURCES) -> QIcon:
+    """The application icon: every PNG size of :data:`APP_ID` in the hicolor icon tree under
+    ``resources``. A null icon when there is none (a broken installation; logged)."""
+    icon = QIcon()
+    for path in sorted((resources / "icons" / "hicolor").glob(f"*x*/apps/{APP_ID}.png")):
+        width, _, height = path.parent.parent.name.partition("x")
+        if width.isdigit() and height.isdigit():
+            icon.addFile(str(path), QSize(int(width), int(height)))
+    if icon.isNull():
+        logger.warning("no application icon under %s", resources)
+    return icon
+
+
+def set_identity(app: QApplication) -> None:
+    """Give ``app`` the inspector's names, version, desktop file name and window icon."""
+    app.setOrganizationName(ORGANIZATION)
+    app.setApplicationName(NAME)
+    app.setApplicationDisplayName(DISPLAY_NAME)
+    app.setApplicationVersion(__version__)
+    QApplication.setDesktopFileName(APP_ID)
+    app.setWindowIcon(app_icon())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     events = EventLog(sys.stderr if args.log_json else None)
     app = QApplication.instance() or QApplication([sys.argv[0]])
     assert isinstance(app, QApplication)
-    app.setOrganizationName("Kintsugi")
-    app.setApplicationName("inspector")
-    app.setApplicationDisplayName("Kintsugi inspector")
+    set_identity(app)
     # Closing the last window must not stop the loop under the main coroutine (NOTES-qt).
     app.setQuitOnLastWindowClosed(False)
     try:

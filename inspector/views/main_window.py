@@ -3,6 +3,19 @@ sync events in tabs; a banner for targets that failed to open (red) or opened wi
 such as version skew (amber); target, node, counts and loop lag in the status bar. Clicking a
 sync event shows its CoValue in the navigator and its session chains.
 
+The window title is the open target's label, said once: the platform adds the application's
+display name after it. The menu bar:
+
+- File: Connect… (Ctrl+O, the connect dialog), Open store… (Ctrl+Shift+O, a file dialog;
+  the chosen file opens as ``kintsugi-inspector PATH`` would), Open bundle… and Export
+  bundle… (disabled until diagnostic bundles exist), Quit (Ctrl+Q).
+- View: one entry per tab (Ctrl+1, Ctrl+2, …), Search CoValues (Ctrl+F focuses the
+  navigator's search), Reload (F5: re-reads a target that is not live, i.e. a store; a live
+  target updates by itself, so there it is disabled and its tooltip says why).
+- Actions: Recover… and Compare…, disabled with a tooltip until those features land.
+- Help: About (versions of Kintsugi, the protocol, Qt, PySide6 and Python; the data folder
+  and the settings file).
+
 Emits ``closing`` from :meth:`closeEvent` and nothing else happens there: the application's
 main coroutine waits for it and shuts the engine down (closing the last window must not stop
 the loop under a running coroutine).
@@ -10,13 +23,23 @@ the loop under a running coroutine).
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+import html
+import platform
+from collections.abc import Callable
+from pathlib import Path
+
+import platformdirs
+import PySide6
+from PySide6.QtCore import Qt, Signal, qVersion
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
+    QFileDialog,
     QFrame,
     QHBoxLayout,
     QLabel,
     QMainWindow,
+    QMenu,
+    QMessageBox,
     QSplitter,
     QTabWidget,
     QToolButton,
@@ -24,9 +47,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine import __version__
 from engine.diagnostics.covalue_summary import Badge
 from engine.ids import CoValueID
+from engine.protocol.limits import PROTOCOL_VERSION
 from inspector.controller import Inspector
+from inspector.recent import default_settings
 from inspector.style import BADGE_LABELS, BADGE_ORDER
 from inspector.targets.base import TargetSpec
 from inspector.views.chain import ChainView
@@ -41,6 +67,21 @@ __all__ = ["MainWindow"]
 
 #: Lag samples between two status bar updates.
 LAG_DISPLAY_EVERY = 25
+#: The window title while no target is open (the application's display name, so the
+#: platform does not repeat it).
+BASE_TITLE = "Kintsugi inspector"
+#: Tabs reachable with Ctrl+1 … Ctrl+9 (the View menu lists any others without a shortcut).
+MAX_TAB_SHORTCUTS = 9
+#: Tooltips of the menu entries whose features have not landed yet.
+BUNDLES_PENDING = "comes with diagnostic bundles"
+RECOVER_PENDING = "comes with authoritative-peer recovery"
+COMPARE_PENDING = "comes with side-by-side compare"
+#: Reload's tooltip when it can reload, when the target is live, and with no target.
+RELOAD_TIP = "Re-read the store from disk"
+RELOAD_LIVE_TIP = "A live target updates by itself: there is nothing to reload"
+RELOAD_NO_TARGET_TIP = "Open a store first: Reload re-reads it from disk"
+#: What the Open store dialog offers (a store directory holds its kintsugi.db file).
+STORE_FILTER = "Kintsugi stores (*.db);;All files (*)"
 BANNER_STYLES = {
     "error": "QFrame#errorBanner { background: #fdecea; border: 1px solid #c0392b; }",
     "warning": "QFrame#errorBanner { background: #fff4d6; border: 1px solid #d9822b; }",
@@ -54,8 +95,10 @@ class MainWindow(QMainWindow):
         super().__init__(parent)
         self.inspector = inspector
         self.setObjectName("mainWindow")
-        self.setWindowTitle("Kintsugi inspector")
+        self.setWindowTitle(BASE_TITLE)
         self.connect_dialog: ConnectDialog | None = None
+        self.store_dialog: QFileDialog | None = None
+        self.about_dialog: QMessageBox | None = None
         self._lag_samples: list[float] = []
 
         self.navigator = NavigatorView(inspector.navigator, inspector.kv_tree)
@@ -122,27 +165,105 @@ class MainWindow(QMainWindow):
         self.connect_action.setShortcut(QKeySequence.StandardKey.Open)
         self.connect_action.triggered.connect(self.show_connect_dialog)
         toolbar.addAction(self.connect_action)
-        quit_action = QAction("Quit", self)
-        quit_action.setShortcut(QKeySequence.StandardKey.Quit)
-        quit_action.triggered.connect(self.close)
-        self.addAction(quit_action)
+        self._build_menus()
 
         self.navigator.covalueSelected.connect(inspector.select_covalue)
         self.navigator.slotSelected.connect(self._slot_from_navigator)
         self.cas.slotSelected.connect(inspector.select_slot)
         self.sync_events.covalueActivated.connect(self.show_covalue)
         inspector.opened.connect(self._opened)
+        inspector.opened.connect(self._update_reload)
         inspector.failed.connect(self.show_error)
         inspector.warned.connect(self.show_warning)
         inspector.loaded.connect(self._show_stats)
         inspector.selected.connect(self._selected)
         inspector.changesApplied.connect(self._changes_applied)
 
+    def _build_menus(self) -> None:
+        """The menu bar (see the module docstring); its actions are attributes of the window."""
+        bar = self.menuBar()
+        file_menu = self._menu(bar.addMenu("&File"), "fileMenu")
+        file_menu.addAction(self.connect_action)
+        self.open_store_action = self._action(file_menu, "Open store…", "Ctrl+Shift+O", self.choose_store)
+        file_menu.addSeparator()
+        self.open_bundle_action = self._action(file_menu, "Open bundle…", pending=BUNDLES_PENDING)
+        self.export_bundle_action = self._action(file_menu, "Export bundle…", pending=BUNDLES_PENDING)
+        file_menu.addSeparator()
+        self.quit_action = self._action(file_menu, "Quit", "Ctrl+Q", self.close)
+        self.quit_action.setMenuRole(QAction.MenuRole.QuitRole)
+
+        view_menu = self._menu(bar.addMenu("&View"), "viewMenu")
+        self.tab_actions: list[QAction] = []
+        group = QActionGroup(self)
+        for index in range(self.tabs.count()):
+            shortcut = f"Ctrl+{index + 1}" if index < MAX_TAB_SHORTCUTS else ""
+            action = self._action(view_menu, self.tabs.tabText(index), shortcut)
+            action.setCheckable(True)
+            action.setActionGroup(group)
+            action.triggered.connect(lambda _checked=False, i=index: self.tabs.setCurrentIndex(i))
+            self.tab_actions.append(action)
+        self.tabs.currentChanged.connect(self._tab_changed)
+        self._tab_changed(self.tabs.currentIndex())
+        view_menu.addSeparator()
+        self.search_action = self._action(view_menu, "Search CoValues", "Ctrl+F", self.focus_search)
+        self.reload_action = self._action(view_menu, "Reload", "F5", self.reload)
+        self._update_reload()
+
+        actions_menu = self._menu(bar.addMenu("&Actions"), "actionsMenu")
+        self.recover_action = self._action(actions_menu, "Recover…", pending=RECOVER_PENDING)
+        self.compare_action = self._action(actions_menu, "Compare…", pending=COMPARE_PENDING)
+
+        help_menu = self._menu(bar.addMenu("&Help"), "helpMenu")
+        self.about_action = self._action(help_menu, "About Kintsugi inspector", "", self.show_about)
+        self.about_action.setMenuRole(QAction.MenuRole.AboutRole)
+
+    @staticmethod
+    def _menu(menu: QMenu, name: str) -> QMenu:
+        menu.setObjectName(name)
+        menu.setToolTipsVisible(True)  # the tooltips say why an entry is disabled
+        return menu
+
+    def _action(
+        self,
+        menu: QMenu,
+        text: str,
+        shortcut: str = "",
+        slot: Callable[[], object] | None = None,
+        *,
+        pending: str = "",
+    ) -> QAction:
+        """An entry of ``menu`` with a portable ``shortcut`` (``Ctrl`` is Command on macOS):
+        ``slot`` runs when it is triggered; ``pending`` makes it a disabled entry whose
+        tooltip says what it waits for."""
+        action = QAction(text, self)
+        if shortcut:
+            action.setShortcut(QKeySequence(shortcut))
+        if slot is not None:
+            action.triggered.connect(slot)
+        if pending:
+            action.setEnabled(False)
+            action.setToolTip(pending)
+        menu.addAction(action)
+        return action
+
     # -- reactions -----------------------------------------------------------------------
+
+    def _tab_changed(self, index: int) -> None:
+        if 0 <= index < len(self.tab_actions):
+            self.tab_actions[index].setChecked(True)
+
+    def _update_reload(self) -> None:
+        target = self.inspector.target
+        can = target is not None and not target.live
+        self.reload_action.setEnabled(can)
+        if target is None:
+            self.reload_action.setToolTip(RELOAD_NO_TARGET_TIP)
+        else:
+            self.reload_action.setToolTip(RELOAD_TIP if can else RELOAD_LIVE_TIP)
 
     def _opened(self, label: str) -> None:
         self.banner.hide()
-        self.setWindowTitle(f"Kintsugi inspector — {label}")
+        self.setWindowTitle(label)
         self.target_label.setText(f"target: {label}")
         target = self.inspector.target
         info = target.node_info if target is not None else None
@@ -230,6 +351,76 @@ class MainWindow(QMainWindow):
 
     def _connect_chosen(self, spec: TargetSpec) -> None:
         self.inspector.open_later(spec)
+
+    def choose_store(self) -> QFileDialog:
+        """Show the Open store file dialog (window-modal, returns at once); the chosen file
+        goes to :meth:`open_store`."""
+        target = self.inspector.target
+        start = ""
+        if target is not None and target.spec.kind == "store":
+            start = str(Path(target.spec.location).parent)
+        dialog = QFileDialog(self, "Open store", start, STORE_FILTER)
+        dialog.setObjectName("openStoreDialog")
+        dialog.setFileMode(QFileDialog.FileMode.ExistingFile)
+        dialog.setAcceptMode(QFileDialog.AcceptMode.AcceptOpen)
+        dialog.fileSelected.connect(self.open_store)
+        dialog.finished.connect(dialog.deleteLater)
+        self.store_dialog = dialog
+        dialog.open()
+        return dialog
+
+    def open_store(self, path: str) -> None:
+        """Open the store file or directory at ``path`` as the command line does."""
+        if path:
+            self.inspector.open_later(TargetSpec.parse(path))
+
+    def reload(self) -> None:
+        """Open the current target again, when it is not live (a store re-read from disk)."""
+        target = self.inspector.target
+        if target is not None and not target.live:
+            self.inspector.open_later(target.spec)
+
+    def focus_search(self) -> None:
+        """Put the keyboard focus in the navigator's search field, its text selected."""
+        search = self.navigator.search
+        search.setFocus(Qt.FocusReason.ShortcutFocusReason)
+        search.selectAll()
+
+    def about_text(self) -> str:
+        """The About box's text (HTML): versions and where the inspector keeps its files."""
+        recent = self.inspector.recent
+        settings = recent.settings if recent is not None else default_settings()
+        rows = (
+            ("Kintsugi", __version__),
+            ("Protocol", str(PROTOCOL_VERSION)),
+            ("Qt", qVersion()),
+            ("PySide6", PySide6.__version__),
+            ("Python", platform.python_version()),
+            ("Data folder", str(platformdirs.user_data_path("kintsugi", appauthor=False))),
+            ("Settings", settings.fileName()),
+        )
+        table = "".join(f"<tr><td><b>{name}</b></td><td>{html.escape(value)}</td></tr>" for name, value in rows)
+        return (
+            "<p><b>Kintsugi inspector</b>: see, compare and repair the replicas of a "
+            f"Kintsugi sync engine.</p><table cellspacing='4'>{table}</table>"
+        )
+
+    def show_about(self) -> QMessageBox:
+        """Show the About box (window-modal, returns at once)."""
+        box = QMessageBox(self)
+        box.setObjectName("aboutDialog")
+        box.setWindowTitle("About Kintsugi inspector")
+        box.setTextFormat(Qt.TextFormat.RichText)
+        box.setText(self.about_text())
+        box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        icon = self.windowIcon()
+        if not icon.isNull():
+            box.setIconPixmap(icon.pixmap(64, 64))
+        box.setStandardButtons(QMessageBox.StandardButton.Close)
+        box.finished.connect(box.deleteLater)
+        self.about_dialog = box
+        box.open()
+        return box
 
     def select_first(self, badge: Badge) -> bool:
         """Select the first CoValue with ``badge`` in the navigator (for screenshots)."""

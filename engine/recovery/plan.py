@@ -14,12 +14,15 @@ Rules, in the order they are decided:
 3. A CoValue deleted on the peer becomes deleted here: only the delete sessions are kept.
 4. Otherwise every session of the CoValue is replaced by the peer's copy (REPLACE, never
    union): the same chain is ``unchanged``, a missing one ``added``, one the peer lacks is
-   ``removed``, any other ``replaced``.
+   ``removed``, any other ``replaced`` — except that a session the operator owns and the peer
+   lacks is ``kept`` as it is: those are the operator's own edits that have not reached the
+   peer yet (moving them elsewhere would change nothing but their name), and keeping them
+   makes a second run of an applied recovery a no-op.
 5. Local transactions the peer's copy does not hold (a forked or longer tail, a session the
-   peer lacks) are *at risk*. Those of sessions the operator owns (it holds the session's
-   key) are *preserved* as a new conflict session ``sid!n`` (re-signed by the owner, original
-   ``madeAt`` kept); the others are *archived* with the receipt. A signed transaction is never
-   dropped without a copy.
+   peer lacks) are *at risk*. A divergent tail of a session the operator owns (it holds the
+   session's key) is *preserved* as a new conflict session ``sid!n`` (re-signed by the owner,
+   original ``madeAt`` kept); everything else at risk is *archived* with the receipt. A
+   signed transaction is never dropped without a copy.
 6. Local transactions beyond a broken link of a corrupt session cannot be verified: they are
    dropped as ``unverifiable`` and not counted at risk (they are not signed history).
 
@@ -80,6 +83,12 @@ class SessionAction(StrEnum):
     REPLACED = "replaced"
     ADDED = "added"
     REMOVED = "removed"
+    #: the operator's own session, which the peer lacks: left as it is
+    KEPT = "kept"
+
+
+#: Session actions that change nothing.
+_NO_CHANGE = frozenset({SessionAction.UNCHANGED, SessionAction.KEPT})
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +180,7 @@ class Plan:
         sessions = [s for c in self.covalues if c.changes for s in c.sessions]
         return {
             "covalues": sum(1 for c in self.covalues if c.changes),
-            "replaced": sum(1 for s in sessions if s.action is not SessionAction.UNCHANGED),
+            "replaced": sum(1 for s in sessions if s.action not in _NO_CHANGE),
             "dropped": sum(s.dropped for s in sessions),
             "at_risk": sum(s.at_risk for s in sessions),
             "preserved": sum(s.preserved for s in sessions),
@@ -241,6 +250,9 @@ def _session_plan(
     if local is None and corrupt is None:
         return SessionPlan(sid, SessionAction.ADDED, None, remote_head, 0)
     held = local.signed_count if local is not None else 0
+    owned = not is_delete_session(sid) and owns_session(operator, sid)
+    if remote is None and owned and may_preserve and corrupt is None:
+        return SessionPlan(sid, SessionAction.KEPT, local_head, None, 0)
     if remote is None:
         common = 0
         action = SessionAction.REMOVED
@@ -251,7 +263,7 @@ def _session_plan(
     at_risk = max(0, held - common)
     preserved = archived = 0
     preserved_as = None
-    if at_risk and may_preserve and not is_delete_session(sid) and owns_session(operator, sid):
+    if at_risk and may_preserve and owned:
         preserved = at_risk
         preserved_as = next_conflict_session(sid, taken)
         taken.add(preserved_as)
@@ -272,8 +284,15 @@ def _session_plan(
     )
 
 
-def plan_covalue(local: LocalCoValue | None, fetched: FetchedCoValue, operator: AccountID) -> CoValuePlan:
-    """The plan for one CoValue (see the module's rules). ``local`` None: not held here."""
+def plan_covalue(
+    local: LocalCoValue | None,
+    fetched: FetchedCoValue,
+    operator: AccountID,
+    *,
+    only: frozenset[SessionID] | None = None,
+) -> CoValuePlan:
+    """The plan for one CoValue (see the module's rules). ``local`` None: not held here.
+    ``only``: recover just these sessions; every other session is left as it is."""
     cid = fetched.id
     if fetched.header is None:
         return CoValuePlan(cid, CoValueAction.NOT_ON_PEER)
@@ -295,6 +314,8 @@ def plan_covalue(local: LocalCoValue | None, fetched: FetchedCoValue, operator: 
     taken: set[str] = set(local_sessions) | set(remote_sessions) | set(corrupt)
     sessions = []
     for sid in sorted(set(local_sessions) | set(remote_sessions) | set(corrupt)):
+        if only is not None and sid not in only:
+            continue
         if action is CoValueAction.KEEP_DELETED and sid not in remote_sessions:
             continue  # a delete session only we hold stays as it is
         # A CoValue that becomes deleted keeps no content session, so nothing of it can be
@@ -311,9 +332,7 @@ def plan_covalue(local: LocalCoValue | None, fetched: FetchedCoValue, operator: 
                 may_preserve=may_preserve,
             )
         )
-    if action is CoValueAction.REPLACE and all(s.action is SessionAction.UNCHANGED for s in sessions):
-        action = CoValueAction.UNCHANGED
-    if action is CoValueAction.KEEP_DELETED and all(s.action is SessionAction.UNCHANGED for s in sessions):
+    if action in (CoValueAction.REPLACE, CoValueAction.KEEP_DELETED) and all(s.action in _NO_CHANGE for s in sessions):
         action = CoValueAction.UNCHANGED
     return CoValuePlan(cid, action, tuple(sessions))
 
@@ -324,13 +343,15 @@ def compute_plan(
     *,
     peer: str,
     operator: AccountID,
+    only: frozenset[SessionID] | None = None,
 ) -> Plan:
     """The plan for a scope: one entry per fetched CoValue (the scope as the peer answered
     it, including the ones it does not hold), plus a ``not_on_peer`` entry for each local
-    CoValue in scope that the peer's answer does not name."""
+    CoValue in scope that the peer's answer does not name. ``only`` limits the plan to
+    those sessions (session recovery on command)."""
     seen: dict[CoValueID, CoValuePlan] = {}
     for item in fetched:
-        seen[item.id] = plan_covalue(local.get(item.id), item, operator)
+        seen[item.id] = plan_covalue(local.get(item.id), item, operator, only=only)
     for cid in local:
         if cid not in seen:
             seen[cid] = CoValuePlan(cid, CoValueAction.NOT_ON_PEER)

@@ -153,3 +153,36 @@ def test_common_prefix_is_exact_for_any_shared_prefix_and_tails(shared: int, lef
     (s,) = plan_of(local(a), fetched(b)).covalues[0].sessions
     assert s.common == shared
     assert s.at_risk == left  # every local-only transaction is counted, none twice
+
+
+def test_the_operators_own_session_that_the_peer_lacks_is_kept_as_it_is() -> None:
+    own = log(OPERATOR, txs(3, 300, "o"), session(OPERATOR))
+    plan = plan_of(local(log(ALICE, txs(2)), own), fetched(log(ALICE, txs(2))))
+    s = next(x for x in plan.covalues[0].sessions if x.session == own.session)
+    assert (s.action, s.at_risk, s.archived) == (SessionAction.KEPT, 0, 0)
+    assert plan.covalues[0].action is CoValueAction.UNCHANGED  # nothing else differs: a no-op
+
+
+def test_running_the_plan_again_on_its_own_result_is_a_no_op() -> None:
+    sid = session(OPERATOR)
+    mine = log(OPERATOR, txs(4) + txs(3, 100, "x"), sid)
+    theirs = log(OPERATOR, txs(4) + txs(5, 200, "y"), sid)
+    first = plan_of(local(mine), fetched(theirs))
+    (s,) = first.covalues[0].sessions
+    assert s.preserved_as is not None
+    # what an apply leaves: the peer's chain, and the tail moved aside in sid!
+    kept = log(OPERATOR, txs(3, 100, "x"), s.preserved_as)
+    again = plan_of(local(log(OPERATOR, txs(4) + txs(5, 200, "y"), sid), kept), fetched(theirs))
+    assert not again.changes
+
+
+def test_recovering_one_session_leaves_the_others_alone() -> None:
+    a, b = log(ALICE, txs(3)), log(BOB, txs(3))
+    plan = compute_plan(
+        {CID: local(a, b)},
+        [fetched(log(ALICE, txs(5)), log(BOB, txs(9)))],
+        peer="ws://peer",
+        operator=OPERATOR.account_id,
+        only=frozenset({a.session}),
+    )
+    assert [s.session for s in plan.covalues[0].sessions] == [a.session]

@@ -14,6 +14,15 @@ group, so every write is checked against the group's roles.
 - ``sync_ws``: a node runs as its own process (``kintsugi node serve``); the writer client
   commits n transactions, and the time runs until a second client has received, verified and
   applied all of them over loopback WebSockets. ``node_rss_mb`` is the node's peak memory.
+- ``bundle`` (opt-in: run it with ``--workload bundle``): export a diagnostic bundle, without
+  content, of the ``sqlite_write`` store (built first in its own process, not timed): every
+  chain re-verified a window at a time. ``bundle_bytes`` is the bundle's size; the goal for
+  n = 1,000,000 is 5 s and a peak RSS of 150 MB.
+- ``compare``: two stores with one ``n``-transaction session each, forked at ``n // 2``;
+  the time of ``kintsugi compare --json`` on them in its own process, which verifies both
+  sides (``cli_rss_mb`` its peak memory; ``no_verify_seconds`` / ``no_verify_rss_mb`` with
+  ``--no-verify``; ``app_first_rows_seconds`` the inspector's compare view, offscreen, from
+  being asked until both panes show their first rows).
 
 Each (workload, n) runs in its own child process, so ``rss_mb`` is that workload's peak
 resident memory (including the interpreter, about 20 MB) and runs never share caches.
@@ -28,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +179,147 @@ async def _sync_ws(n: int, tmp: Path) -> float:
 
 
 _NODE_RSS = [0.0]
+#: Extra figures a workload reports beside the common ones (name → value).
+_EXTRA: dict[str, Any] = {}
+
+
+def bench_bundle(n: int, tmp: Path) -> float:
+    """Export a redacted bundle (no content) of the ``sqlite_write`` store of n transactions."""
+    from engine.diagnostics.bundle import BundleInputs, export_bundle
+    from engine.diagnostics.redact import Redaction, RedactionPolicy, Tokenizer
+    from engine.storage import open_store
+
+    if not (tmp / "comap").exists():
+        _run_child("sqlite_write", n, tmp)
+    started = time.perf_counter()
+    store = open_store(tmp / "store", readonly=True)
+    try:
+        redaction = Redaction(RedactionPolicy(), Tokenizer(os.urandom(32)))
+        result = export_bundle(BundleInputs("store", store.location, store=store), tmp / "bundle.zip", redaction)
+    finally:
+        store.close()
+    elapsed = time.perf_counter() - started
+    assert result is not None and result.manifest["scope"]["transactions"] >= n
+    _EXTRA["bundle_bytes"] = result.bytes
+    return elapsed
+
+
+def bench_compare(n: int, tmp: Path) -> float:
+    """Two stores holding one ``n``-transaction session each, forked at ``n // 2``: the time
+    of ``kintsugi compare A B --covalue C --session S --json`` in its own process (verifying
+    both sides, as it does by default). Also measured: the same without verification, the
+    peak memory of each run, and the inspector's compare view showing its first rows."""
+    from engine.crypto import chain_extend, signed_message
+    from engine.ids import SessionID
+    from engine.model.header import Header, UnsafeAllowAll
+    from engine.model.session_log import MAX_BATCH_TRANSACTIONS, SessionLog
+    from engine.model.transaction import encode_transaction
+    from engine.storage import open_store
+    from engine.storage.interface import SessionWrite
+
+    key = AccountKey.from_seed(SEED_ALICE)
+    core = CoValueCore(Header("comap", UnsafeAllowAll(), {"name": "compare"}, b"compare", 1_700_000_000_000))
+    session = SessionID(f"{key.account_id}_session_z2xXM3eePfED")
+    fork = n // 2
+    shared = [encode_transaction(1_700_000_000_000 + i, [["set", KEYS[i % 1000], i]]) for i in range(fork)]
+    for side in ("a", "b"):
+        log = SessionLog(core.id, session)
+        log.txs.extend(shared)
+        log.txs.extend(
+            encode_transaction(1_700_000_000_000 + i, [["set", KEYS[i % 1000], f"{side}{i}"]]) for i in range(fork, n)
+        )
+        log.hashes.extend(chain_extend(log.base, log.txs))
+        for count in [*range(MAX_BATCH_TRANSACTIONS, n, MAX_BATCH_TRANSACTIONS), n]:
+            log.sigs[count] = key.sign(signed_message(core.id, session, count, log.hashes[count - 1]))
+        store = open_store(tmp / side, synchronous="OFF")
+        store.write([core.header], [SessionWrite(log, 0, n)])
+        store.close()
+        del log
+    args = [str(tmp / "a"), str(tmp / "b"), "--covalue", core.id, "--session", session, "--json"]
+    seconds, rss, report = _timed_cli(["compare", *args])
+    assert report["fork"]["index"] == fork and report["different"]["count"] == n - fork, report
+    _COMPARE["cli_rss_mb"] = rss
+    _COMPARE["no_verify_seconds"], _COMPARE["no_verify_rss_mb"], _ = _timed_cli(["compare", *args, "--no-verify"])
+    _COMPARE["app_first_rows_seconds"] = _app_first_rows(tmp, core.id, session)
+    return seconds
+
+
+_COMPARE: dict[str, float] = {}
+
+
+def _timed_cli(args: list[str]) -> tuple[float, float, dict[str, Any]]:
+    """Run ``kintsugi ARGS`` in a child: wall seconds, the child's peak RSS (MB), its JSON.
+
+    Measured by a small wrapper process that starts the command: a child forked straight
+    from this (large) process would count this process's memory in its own peak."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _MEASURE, sys.executable, "-m", "engine.cli", *args],
+        env=_child_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode not in (0, 1):
+        raise RuntimeError(f"kintsugi {' '.join(args)} failed: {proc.stderr}")
+    line = next(x for x in proc.stderr.splitlines() if x.startswith("KINTSUGI-MEASURE "))
+    rss_kb, seconds = line.split()[1:]
+    return float(seconds), int(rss_kb) / 1024, json.loads(proc.stdout)
+
+
+#: The wrapper of :func:`_timed_cli`: runs its arguments, then reports the child's peak RSS
+#: (KB) and its wall time on stderr, and exits with the child's code.
+_MEASURE = (
+    "import resource, subprocess, sys, time\n"
+    "started = time.perf_counter()\n"
+    "code = subprocess.run(sys.argv[1:], check=False).returncode\n"
+    "elapsed = time.perf_counter() - started\n"
+    "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
+    "sys.stderr.write(f'KINTSUGI-MEASURE {peak} {elapsed}\\n')\n"
+    "sys.exit(code)\n"
+)
+
+
+def _app_first_rows(tmp: Path, covalue: str, session: str) -> float:
+    """Seconds from asking the inspector's compare panes (offscreen, in their own process,
+    Qt already started) for the two stores' sessions until they have read their first rows
+    (at the fork); -1 when that fails."""
+    script = tmp / "first_rows.py"
+    script.write_text(_FIRST_ROWS_SCRIPT)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp / "a"), str(tmp / "b"), covalue, session],
+        env=dict(_child_env(), QT_QPA_PLATFORM="offscreen"),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lines = proc.stdout.strip().splitlines()
+    return float(lines[-1]) if proc.returncode == 0 and lines else -1.0
+
+
+_FIRST_ROWS_SCRIPT = """
+import sys, time
+started = time.perf_counter()
+from PySide6.QtWidgets import QApplication
+app = QApplication([])
+from engine.diagnostics.compare import compare_sessions
+from engine.diagnostics.compare_sides import StoreSide
+from engine.storage import open_store
+from inspector.models.compare import CompareModel
+from inspector.views.compare import ComparePanes
+left, right, covalue, session = sys.argv[1:5]
+asked = time.perf_counter()
+stores = [open_store(path, readonly=True) for path in (left, right)]
+a, b = (StoreSide(s).open_session(covalue, session) for s in stores)
+model = CompareModel(compare_sessions(a, b))
+panes = ComparePanes()
+panes.resize(1280, 800)
+panes.set_model(model, "left", "right", model.summary_text())
+panes.show()
+panes.go_to(model.fork_row)
+while model.cached_rows == 0 and time.perf_counter() - asked < 60:
+    app.processEvents()
+print(time.perf_counter() - asked if model.cached_rows else -1)
+"""
 
 
 def _peak_rss_mb(pid: int) -> float:
@@ -188,13 +338,40 @@ def _child_env() -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")])))
 
 
-WORKLOADS: dict[str, Callable[[int, Path], float]] = {
-    "write": bench_write,
-    "import_verify": bench_import_verify,
-    "sqlite_write": bench_sqlite_write,
-    "sqlite_reload": bench_sqlite_reload,
-    "sync_ws": bench_sync_ws,
-}
+Workload = Callable[[int, Path], float]
+
+
+class Workloads(Mapping[str, Workload]):
+    """Every workload by name. Iterating lists only the default ones (what ``kintsugi bench``
+    runs when no ``--workload`` is named); an opt-in workload (``bundle``: it first builds a
+    big store) is found by name, so ``--workload bundle`` runs it."""
+
+    def __init__(self, default: dict[str, Workload], opt_in: dict[str, Workload]) -> None:
+        self._default = default
+        self._all = {**default, **opt_in}
+        self.opt_in = tuple(opt_in)
+
+    def __getitem__(self, name: str) -> Workload:
+        return self._all[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._default)
+
+    def __len__(self) -> int:
+        return len(self._default)
+
+
+WORKLOADS = Workloads(
+    {
+        "write": bench_write,
+        "import_verify": bench_import_verify,
+        "sqlite_write": bench_sqlite_write,
+        "sqlite_reload": bench_sqlite_reload,
+        "sync_ws": bench_sync_ws,
+    },
+    # compare is opt-in too: it builds two stores of n transactions (meant for n = 1,000,000)
+    {"bundle": bench_bundle, "compare": bench_compare},
+)
 
 
 def _run_child(name: str, n: int, tmp: Path) -> dict[str, Any]:
@@ -242,6 +419,9 @@ def _child(name: str, n: int, tmp: Path) -> None:
     }
     if name == "sync_ws":
         result["node_rss_mb"] = round(_NODE_RSS[0], 1)
+    result.update(_EXTRA)
+    if name == "compare":
+        result.update({figure: round(value, 4) for figure, value in _COMPARE.items()})
     sys.stdout.write(json.dumps(result) + "\n")
 
 

@@ -47,6 +47,7 @@ from engine.ids import (
     parse_session_id,
     session_account,
 )
+from engine.model.fork import ForkPoint
 from engine.model.header import GroupRuleset, Header, OwnedByGroup
 from engine.model.known_state import KnownState
 from engine.model.session_log import Chunk, SessionLog
@@ -108,7 +109,9 @@ class ReplaceOutcome:
     ``diverged_at`` is the first index where the old local copy differed, ``dropped`` how many
     local transactions were not in the authoritative history, and ``conflict_session`` where
     they were kept (None when there were none, or the local account does not own them).
-    ``previous`` is the session log as it was, for storage and audit.
+    ``previous`` is the session log as it was, for storage and audit. ``fork`` is the fork
+    point (:mod:`engine.model.fork`) at ``diverged_at`` with the last common hash: where the
+    conflict session, if any, was split off (None when nothing changed).
     """
 
     session: SessionID
@@ -118,6 +121,7 @@ class ReplaceOutcome:
     conflict_session: SessionID | None
     owned: bool
     previous: SessionLog | None
+    fork: ForkPoint | None = None
 
 
 class CoValueCore:

@@ -7,7 +7,9 @@ model updates, and turns view actions (select a CoValue, select a slot) into eng
 Sync events (forks, corrections) go through the ``events`` throttle into the events model
 and the ``forked`` badge; what the engine does not notify about (peers, a remote node's new
 CoValues and CAS slots) is read by the ``poll`` :class:`~inspector.periodic.Periodic`
-refresh, once a second.
+refresh, once a second. The anomalies (``anomalies``) are recomputed once the target is
+analysed, after live changes, sync events and every poll; the peers × sessions matrix
+(``matrix``) follows the selected CoValue and the poll.
 
 Views never reach the engine: they get models, and call :meth:`Inspector.select_covalue`
 and friends. Background work is asyncio tasks owned here; :meth:`Inspector.close` cancels
@@ -38,16 +40,19 @@ from typing import Any
 from PySide6.QtCore import QObject, Signal
 
 from engine import __version__
+from engine.diagnostics.bundle_logs import install_log_ring
 from engine.diagnostics.covalue_summary import Badge
 from engine.ids import CoValueID
 from engine.sync.events import FORK_KINDS
 from inspector.eventlog import EventLog
 from inspector.lag import LoopLagMonitor
+from inspector.models.anomalies import AnomaliesModel
 from inspector.models.content import ContentModel, TombstonesModel
 from inspector.models.covalues import CoValueFilterModel, CoValueListModel
 from inspector.models.events import SyncEventsModel
 from inspector.models.kv import CasSlotsModel, CasTimelineModel, KvTreeModel
 from inspector.models.lanes import LanesModel
+from inspector.models.matrix import MatrixModel
 from inspector.models.peers import PeerLogModel, PeersModel
 from inspector.periodic import DEFAULT_PERIOD_MS, Periodic
 from inspector.recent import RecentTargets
@@ -113,6 +118,9 @@ class Inspector(QObject):
         self.peers = PeersModel(self)
         self.peer_log = PeerLogModel(self)
         self.sync_events = SyncEventsModel(self)
+        self.anomalies = AnomaliesModel(self)
+        self.matrix = MatrixModel(self)
+        install_log_ring()  # so a bundle exported later carries the embedded node's log lines
         self.throttle = Throttle("changes", self._apply_changes, throttle_ms, parent=self)
         self.event_throttle = Throttle("events", self._apply_events, throttle_ms, parent=self)
         self.poller = Periodic("poll", self._poll_tick, poll_ms, parent=self)
@@ -223,7 +231,7 @@ class Inspector(QObject):
             self._unsubscribe = target.subscribe(self._on_change)
             self._unsubscribe_events = target.recorder.subscribe(self._on_sync_event)
             self.poller.start()
-        if self.recent is not None:
+        if self.recent is not None and spec.kind != "bundle":  # the connect dialog lists no bundles
             self.recent.add(spec)
         info = target.node_info
         self.events.emit("opened", target=spec.label, kind=spec.kind, node=info.to_json() if info else None)
@@ -246,6 +254,8 @@ class Inspector(QObject):
             self.failed.emit(code, f"analysis failed: {message}")
             return False
         self.is_loaded = True
+        self.anomalies.refresh()
+        self.matrix.refresh()
         stats = target.stats()
         self.events.emit("loaded", **stats)
         self.loaded.emit(stats)
@@ -262,6 +272,8 @@ class Inspector(QObject):
             self.peers,
             self.peer_log,
             self.sync_events,
+            self.anomalies,
+            self.matrix,
         )
 
     def _on_analysed(self, covalues: list[CoValueID]) -> None:
@@ -311,6 +323,8 @@ class Inspector(QObject):
             self.kv_tree.refresh()
             self.cas_slots.refresh()
             self.cas_timeline.refresh()
+            if self.is_loaded:
+                self.anomalies.refresh()
             self.changesApplied.emit(len(covalues))
 
     # -- sync events ---------------------------------------------------------------------
@@ -329,6 +343,8 @@ class Inspector(QObject):
             for cid, kinds in batch.items()
             if kinds & FORK_KINDS and target.summary(CoValueID(str(cid))) is not None
         ]
+        if self.is_loaded:
+            self.anomalies.refresh()
         if forked:
             self.covalues.update(forked)
             self._log_forks()
@@ -366,12 +382,14 @@ class Inspector(QObject):
             return
         self.peers.refresh()
         self.peer_log.refresh()
+        self.matrix.refresh()
         # CAS writes do not notify: pick them up here too (only emits when they changed)
         self.kv_tree.refresh()
         self.cas_slots.refresh()
         self.cas_timeline.refresh()  # a lost race changes a history, not a generation
         if self.is_loaded:
             self._report_peers()
+            self.anomalies.refresh()  # peers, lost races and sync events change without a notice
         self.polled.emit(self.poller.ticks)
 
     def _report_peers(self) -> None:
@@ -397,6 +415,7 @@ class Inspector(QObject):
             return
         self.selected_covalue = cid
         self.lanes.set_covalue(self.target, cid)
+        self.matrix.set_covalue(cid)
         self._content_request += 1
         self.content.set_content(None)
         if cid is not None and self.target is not None:

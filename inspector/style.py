@@ -71,6 +71,27 @@ INVALID_BACKGROUND = "#f6e7fb"
 LOST_BACKGROUND = "#fdebd3"
 LAGGED_BACKGROUND = "#f9d0cc"
 FORK_BACKGROUND = "#fde3c8"
+#: Compare view rows: light tints of the Okabe–Ito blue, orange and reddish purple, which stay
+#: apart for the common colour-blindnesses (and the rows also carry a kind mark and tooltip).
+ONLY_LEFT_BACKGROUND = "#d5e8f6"
+ONLY_RIGHT_BACKGROUND = "#fce6c6"
+DIFFERENT_BACKGROUND = "#f3dcea"
+COMPARE_FOLD_BACKGROUND = "#eeeeee"
+#: Marks the fork point in the chain and compare views (U+22D4 PITCHFORK: in DejaVu Sans,
+#: unlike U+2442, which most Linux desktops cannot draw).
+FORK_MARK = "⋔"
+#: Row kinds of the compare view (keys: :class:`engine.diagnostics.compare.RowKind` values).
+COMPARE_COLORS = {
+    "only_left": ONLY_LEFT_BACKGROUND,
+    "only_right": ONLY_RIGHT_BACKGROUND,
+    "different": DIFFERENT_BACKGROUND,
+}
+COMPARE_LABELS = {
+    "common": "common: the same transaction on both sides",
+    "different": "different: both sides hold a transaction here, and their chains differ",
+    "only_left": "only left: the right side has no transaction here",
+    "only_right": "only right: the left side has no transaction here",
+}
 MUTED = "#8a8a8a"
 OK_GREEN = "#1e8449"
 

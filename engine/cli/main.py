@@ -2,7 +2,9 @@
 
 Command groups, one module each: :mod:`~engine.cli.account`, :mod:`~engine.cli.demo`,
 :mod:`~engine.cli.store` (verify, inspect), :mod:`~engine.cli.node` (node serve),
-:mod:`~engine.cli.bench`. What they share (``--json`` output, progress, exit codes) is
+:mod:`~engine.cli.bench`, :mod:`~engine.cli.bundle` (bundle export), :mod:`~engine.cli.anomalies`,
+:mod:`~engine.cli.compare`, :mod:`~engine.cli.recover` (plan, apply), :mod:`~engine.cli.audit`
+(verify, show). What they share (``--json`` output, progress, exit codes) is
 :mod:`engine.cli.output`. Engine errors become a message and exit 1, never a traceback.
 """
 
@@ -15,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from engine import __version__
-from engine.cli import account, bench, demo, node, store
+from engine.cli import account, anomalies, audit, bench, bundle, compare, demo, node, recover, store
 from engine.cli.output import EXIT_FAILED, Handler, Output, add_json_flag
 from engine.errors import KintsugiError
 
@@ -42,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     store.register(command)
     node.register(sub)
     bench.register(command)
+    bundle.register(sub)
+    anomalies.register(command)
+    compare.register(command)
+    recover.register(sub)
+    audit.register(sub)
     return parser
 
 

@@ -7,7 +7,9 @@
 - a forked session: two tabs of Bob's app reuse one session id, the node keeps the copy it
   received first, the second tab receives the authoritative history and recovers: its
   divergent edits move to a conflict session (``…!``) and it continues in a new session —
-  all through the engine's own fork detection and ``replace_session``;
+  all through the engine's own fork detection and ``replace_session``; the fork point the
+  tail was split at goes into the store as the conflict session's fork record (see
+  :mod:`engine.model.fork`: it cannot be recomputed from the logs);
 - a CoValue "scratch" that Alice deleted (a tombstone);
 - CAS slots that three writers contended for (the losing attempts are in the slot history).
 
@@ -38,6 +40,7 @@ from engine.ids import CoValueID, SessionID
 from engine.kv.envelope import Present, Slot, Tombstone
 from engine.kv.rmw import read_modify_write
 from engine.kv.store import KVStore
+from engine.model.fork import CONFLICT_FORK_NAMESPACE, ForkPoint, conflict_fork_key, encode_conflict_fork, fork_detail
 from engine.node.facade import LocalNode
 from engine.storage.opener import open_store
 
@@ -172,11 +175,23 @@ def build_demo(
     replicate(tab1, node, notes.id)
     for outcome in replicate(tab2, node, notes.id):
         if outcome.status is OutcomeStatus.FORK and outcome.fork_index is not None:
-            result.forks_detected.append({"covalue": notes.id, "session": outcome.session, "index": outcome.fork_index})
-            authoritative = node.get(notes.id).sessions[outcome.session].chunk(outcome.fork_index)
+            origin = node.get(notes.id).sessions[outcome.session]
+            fork = ForkPoint(outcome.fork_index, origin.hash_at(outcome.fork_index))
+            result.forks_detected.append(
+                {"covalue": notes.id, "session": outcome.session, "index": fork.index, "detail": fork_detail(fork)}
+            )
+            authoritative = origin.chunk(outcome.fork_index)
             repaired = tab2.replace_session(notes.id, outcome.session, authoritative)
             if repaired.conflict_session is not None:
                 result.conflict_sessions.append(repaired.conflict_session)
+            if repaired.conflict_session is not None and repaired.fork is not None:
+                # Tab 2 split the tail off, so it alone knows where: its conflict fork record
+                # goes with the conflict session into the node's store (the demo plays both).
+                node.store.put_checkpoint(
+                    CONFLICT_FORK_NAMESPACE,
+                    conflict_fork_key(notes.id, repaired.conflict_session),
+                    encode_conflict_fork(outcome.session, repaired.fork),
+                )
     tab2.set(notes.id, "after-recovery", "tab 2 continues in a new session")
     replicate(tab2, node, notes.id)
 

@@ -14,6 +14,7 @@ from engine.crypto import AccountKey
 from engine.errors import UsageError
 from engine.ids import AccountID, parse_account_id
 from engine.net.client import SyncClient
+from engine.net.recover import AdminRecoverer
 from engine.net.server import NodeServer
 from engine.net.shell import SyncShell
 from engine.node.facade import LocalNode
@@ -61,6 +62,7 @@ async def serve(
     key = node_key(store, key_file)
     node = LocalNode.open(store, key, instance_id=f"node-{os.getpid()}", background_commits=True)
     shell = SyncShell(node, limits=limits)
+    shell.manager.on_admin_action = AdminRecoverer(node, shell.send_to)
     admin_ids: list[AccountID] = [parse_account_id(a) for a in admins]
     server = NodeServer(shell, admins=admin_ids)
     url = await server.start(host, port)

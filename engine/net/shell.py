@@ -130,6 +130,12 @@ class SyncShell:
         await self.node.durable()
         self.dispatch()
 
+    def send_to(self, peer_id: str, message: Message) -> None:
+        """Queue ``message`` for ``peer_id`` through the manager and send it soon (answers
+        that the shell produces later, such as an admin action's result)."""
+        self.manager.send_to(peer_id, message)
+        self.schedule_dispatch()
+
     def send_error(self, conn: PeerConnection, exc: KintsugiError) -> None:
         conn.send_frame(encode_frame(OP, [Error.of(exc)]))
 

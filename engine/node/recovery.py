@@ -241,6 +241,7 @@ def apply_recovery(
     scope: Sequence[CoValueID],
     only: frozenset[SessionID] | None = None,
     at_ms: int | None = None,
+    audit_details: Mapping[str, object] | None = None,
 ) -> SignedReceipt:
     """Apply ``plan`` (as the operator saw it) with what was fetched; returns the signed
     receipt. Raises :class:`RecoveryError` with nothing changed when the replica moved on
@@ -277,7 +278,13 @@ def apply_recovery(
         operator,
         AuditAction.RECOVER,
         store.location,
-        details={"peer": plan.peer, "plan": plan.digest().hex(), "receipt": signed.id.hex(), "summary": summary},
+        details={
+            "peer": plan.peer,
+            "plan": plan.digest().hex(),
+            "receipt": signed.id.hex(),
+            "summary": summary,
+            **(audit_details or {}),
+        },
         at_ms=when,
     )
     if plan.changes:

@@ -24,6 +24,8 @@ FEATURES = (
     "admin_peer_log",
     "admin_kv_slot",
     "admin_events",
+    "recovery",
+    "admin_recover",
 )
 
 

@@ -17,7 +17,11 @@ head. Rules kept here:
 3. The replacement, the conflict session and the session switch are persisted as one
    atomic write (:class:`Replacement` says what to write; the node's ``persist`` callback
    writes it through its store, together with the CAS writes of the lease switch).
-   Running the same correction again is a no-op.
+   Running the same correction again is a no-op. The outcome carries the fork point
+   (:class:`~engine.model.fork.ForkPoint`: the first index that differed and the last common
+   hash), which is where the conflict session stands against its origin; a replica with a
+   store keeps it as a conflict fork record (:meth:`Replacement.fork_record`), since it
+   cannot be recomputed later (see :mod:`engine.model.fork`).
 4. A deleted CoValue stays deleted: replacing one of its sessions raises
    :class:`~engine.errors.CoValueDeleted`.
 """
@@ -39,6 +43,7 @@ from engine.ids import (
     parse_session_id,
     session_account,
 )
+from engine.model.fork import CONFLICT_FORK_NAMESPACE, ForkPoint, conflict_fork_key, encode_conflict_fork
 from engine.model.header import Header
 from engine.model.session_log import Chunk, SessionLog
 
@@ -65,6 +70,16 @@ class Replacement:
     header: Header
     logs: tuple[SessionLog, ...]
     switch_to: SessionID | None
+
+    def fork_record(self) -> tuple[str, str, bytes] | None:
+        """``(namespace, key, value)`` of the conflict fork record to keep beside the store
+        (:meth:`~engine.storage.interface.Store.put_checkpoint`), or None when no conflict
+        session was made."""
+        outcome = self.outcome
+        if outcome.conflict_session is None or outcome.fork is None:
+            return None
+        key = conflict_fork_key(self.header.covalue_id(), outcome.conflict_session)
+        return CONFLICT_FORK_NAMESPACE, key, encode_conflict_fork(outcome.session, outcome.fork)
 
 
 #: Writes a :class:`Replacement` (and its session switch) atomically, or raises with nothing
@@ -151,7 +166,8 @@ def replace_session(
         installed.append(conflict)
     installed.append(fresh)
     core.install_sessions(installed)
-    return ReplaceOutcome(session, True, diverged, len(tail), conflict_sid, owned, old)
+    fork = ForkPoint(diverged, fresh.hash_at(diverged))
+    return ReplaceOutcome(session, True, diverged, len(tail), conflict_sid, owned, old, fork)
 
 
 def apply_correction(

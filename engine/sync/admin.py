@@ -204,12 +204,19 @@ def _events(view: AdminView, peer: Requester, args: AdminArgs) -> dict[str, Any]
     }
 
 
+def _acts(_view: AdminView, _peer: Requester, _args: AdminArgs) -> dict[str, Any]:
+    """Ops that change the node are the shell's (the sync manager hands them over); here they
+    are refused."""
+    raise ProtocolError("this op is performed by the node's shell", code="unsupported_op")
+
+
 #: The ops, by name: the names :attr:`Admin.OPS` lets the decoder admit.
 _OPS: dict[str, Callable[[AdminView, Requester, AdminArgs], dict[str, Any]]] = {
     "list": _list,
     "peers": _peers,
     "kv_slot": _kv_slot,
     "events": _events,
+    "recover": _acts,
 }
 
 

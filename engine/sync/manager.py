@@ -29,6 +29,10 @@ Rules, in the order they matter:
    refusal (not an admin, another account's namespace, bad arguments) is ``ok: false`` with
    a stable ``code``, and every reply fits in one frame of ``limits.max_frame_size``
    (:mod:`engine.sync.admin` answers them).
+8. A REPLACE exchange (``recover_open``/``recover_next``, DESIGN §7.2) is answered by
+   :class:`~engine.recovery.exchange.RecoveryResponder` in its own cursor namespace: it never
+   reads or changes what a peer is believed to hold (``known``/``acked``), so it cannot
+   disturb incremental sync, and it serves members and admins only.
 
 Sync events (forks, corrections, rejections) go to ``on_event`` as they are decided, stamped
 with the host's clock, and into a ring of the last :data:`EVENT_RING_SIZE` with sequence
@@ -48,6 +52,7 @@ from typing import Any, ClassVar, Protocol
 from engine.covalue import ApplyReport, CoValueCore, OutcomeStatus, ReplaceOutcome
 from engine.errors import ForkError, IntegrityError, KintsugiError, MissingPrefix, SignatureError
 from engine.ids import AccountID, CoValueID, SessionID, is_delete_session
+from engine.model.fork import ForkPoint, fork_bound_detail, fork_detail
 from engine.model.header import Header, OwnedByGroup
 from engine.model.known_state import KnownState
 from engine.model.session_log import Chunk
@@ -65,7 +70,11 @@ from engine.protocol.messages import (
     KvList,
     Load,
     Message,
+    RecoverNext,
+    RecoverOpen,
+    RecoverPage,
 )
+from engine.recovery.exchange import RecoveryResponder
 from engine.sync.admin import AdminHost, answer_admin
 from engine.sync.chunks import longest_stretch, servable_stretch, split_content
 from engine.sync.events import EventRing, SyncEvent, SyncEventKind
@@ -74,6 +83,11 @@ logger = logging.getLogger(__name__)
 security_log = logging.getLogger("kintsugi.security")
 
 Heads = dict[SessionID, tuple[int, bytes]]
+
+#: Admin ops that change the node: answered by the shell, after it did the work.
+ACTION_OPS = frozenset({"recover"})
+#: Bytes of a frame kept free around a recovery page's items (envelope, ids, map keys).
+RECOVERY_PAGE_MARGIN = 64 * 1024
 
 
 class PeerKind(StrEnum):
@@ -97,6 +111,8 @@ class SyncHost(AdminHost, Protocol):
     def replace_session(self, covalue: CoValueID, session: SessionID, chunk: Chunk) -> ReplaceOutcome: ...
 
     def kv_items(self, namespace: str, prefix: str) -> list[dict[str, Any]]: ...
+
+    def covalues_owned_by(self, group: CoValueID) -> list[CoValueID]: ...
 
     @property
     def clock_ms(self) -> Callable[[], int]:
@@ -144,6 +160,13 @@ class SyncManager:
         #: the peer log for admin ``peers`` replies, oldest first
         #: (:func:`engine.sync.events.peer_log_json` rows; None: not offered)
         self.peer_log_report: Callable[[], list[dict[str, Any]]] | None = None
+        #: performs admin ops that act (``recover``): called with the peer id, its account
+        #: and the request; it must answer with exactly one ``admin_result`` (via send_to)
+        self.on_admin_action: Callable[[str, AccountID, Admin], None] | None = None
+        #: receives ``error`` messages from peers (a requester's exchange ends on one)
+        self.on_error: Callable[[str, Error], None] | None = None
+        #: serves REPLACE exchanges (``recover_open``/``recover_next``) in their own namespace
+        self.recovery = RecoveryResponder(host, page_budget=limits.max_frame_size - RECOVERY_PAGE_MARGIN)
         self._out: Outbox = []
         self._forwarded_loads: set[CoValueID] = set()
         self._unsubscribe = host.subscribe(lambda event: self.local_changed(event.covalue))
@@ -192,8 +215,9 @@ class SyncManager:
 
     def remove_peer(self, peer_id: str) -> None:
         """The connection is gone; what we believed about it is forgotten (a reconnect starts
-        with a fresh bulk exchange)."""
+        with a fresh bulk exchange; a recovery exchange it had open ends)."""
         self.peers.pop(peer_id, None)
+        self.recovery.drop_peer(peer_id)
 
     def load(self, covalue: CoValueID) -> None:
         """Ask upstream peers for ``covalue`` (app code or a downstream load for an unknown id)."""
@@ -378,7 +402,8 @@ class SyncManager:
             logger.warning("correction of %s/%s from %s ended at another head than announced", cid, sid, peer.id)
         peer.known.setdefault(cid, {})[sid] = msg.head
         if outcome.changed:
-            detail = f"diverged at {outcome.diverged_at}, {outcome.dropped} local transactions"
+            fork = outcome.fork or ForkPoint(outcome.diverged_at, b"")
+            detail = f"{fork_detail(fork)}, {outcome.dropped} local transactions"
             if outcome.conflict_session is not None:
                 detail += f" kept in {outcome.conflict_session}"
             self._event(SyncEventKind.CORRECTION_APPLIED, peer, cid, sid, detail)
@@ -391,10 +416,32 @@ class SyncManager:
 
     def _on_error(self, peer: PeerState, msg: Error) -> None:
         logger.info("peer %s reported %s for %s: %s", peer.id, msg.code, msg.id, msg.detail)
+        if self.on_error is not None:
+            self.on_error(peer.id, msg)
+
+    def _on_recover_open(self, peer: PeerState, msg: RecoverOpen) -> None:
+        """Start a REPLACE exchange (:mod:`engine.recovery.exchange`): members of the owner
+        group and admins are served, anyone else is answered as for an unknown id."""
+        self._send(peer, self.recovery.open(peer.id, peer.account, peer.admin, msg, self.host.clock_ms()))
+
+    def _on_recover_next(self, peer: PeerState, msg: RecoverNext) -> None:
+        self._send(peer, self.recovery.next(peer.id, msg, self.host.clock_ms()))
 
     def _on_admin(self, peer: PeerState, msg: Admin) -> None:
         """Answer an admin request (:func:`~engine.sync.admin.answer_admin`): exactly one
-        ``admin_result``; a refusal changes nothing."""
+        ``admin_result``; a refusal changes nothing. An op that acts (``recover``) is handed
+        to :attr:`on_admin_action` (the shell does the I/O and answers later); without one,
+        or for a non-admin, it is refused at once."""
+        if msg.op in ACTION_OPS:
+            if not peer.admin:
+                self._send(peer, AdminResult(msg.rid, False, {"code": "permission_denied", "detail": "admins only"}))
+            elif self.on_admin_action is None:
+                self._send(
+                    peer, AdminResult(msg.rid, False, {"code": "unsupported_op", "detail": f"{msg.op} not served"})
+                )
+            else:
+                self.on_admin_action(peer.id, peer.account, msg)
+            return
         self._send(peer, answer_admin(self, peer, msg))
 
     def _on_reply(self, peer: PeerState, msg: Message) -> None:
@@ -419,6 +466,9 @@ class SyncManager:
         KvList: _on_kv_list,
         AdminResult: _on_reply,
         KvKeys: _on_reply,
+        RecoverOpen: _on_recover_open,
+        RecoverNext: _on_recover_next,
+        RecoverPage: _on_reply,
     }
 
     # -- reconciliation ----------------------------------------------------------------------
@@ -445,7 +495,7 @@ class SyncManager:
         """Forks visible from the peer's known state alone (their head differs from ours)."""
         for fork in core.forks_in_known(known):
             self._event(
-                SyncEventKind.FORK_DETECTED, peer, core.id, SessionID(fork.session), f"heads differ at {fork.index}"
+                SyncEventKind.FORK_DETECTED, peer, core.id, SessionID(fork.session), fork_bound_detail(fork.index)
             )
             peer.known.setdefault(core.id, {}).pop(SessionID(fork.session), None)
             self._answer_fork(peer, core, SessionID(fork.session), 0)

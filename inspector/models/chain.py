@@ -12,6 +12,10 @@ state. After a slice it emits ``dataChanged`` for the state column of the rows w
 changed (at most every :data:`PROGRESS_INTERVAL` seconds, and once more when done) and
 ``verificationChanged``.
 
+Fork marks: on a session that has conflict sessions, the rows where they were split off
+(:meth:`SessionChainModel.set_fork_marks`, set by the lanes model) show ``⋔`` in the index
+column and the fork colour.
+
 Live sessions: :meth:`refresh` (after the change throttle) emits one ``rowsInserted`` for all
 rows appended since, or ``modelReset`` when the session was replaced.
 """
@@ -33,6 +37,8 @@ from inspector.models.roles import Role
 from inspector.models.table import Index, TableModel
 from inspector.style import (
     BROKEN_BACKGROUND,
+    FORK_BACKGROUND,
+    FORK_MARK,
     INVALID_BACKGROUND,
     MUTED,
     OK_GREEN,
@@ -106,6 +112,7 @@ _MUTED = QColor(MUTED)
 _BROKEN = QColor(BROKEN_BACKGROUND)
 _INVALID = QColor(INVALID_BACKGROUND)
 _UNVERIFIABLE = QColor(UNVERIFIABLE_BACKGROUND)
+_FORK = QColor(FORK_BACKGROUND)
 _RIGHT = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
 _CENTER = int(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignVCenter)
 
@@ -142,6 +149,8 @@ class SessionChainModel(TableModel):
         self._last_progress = time.monotonic()
         self._fonts: dict[tuple[bool, bool, bool], QFont] = {}
         self.pages_read = 0
+        #: rows where a conflict session of this session was split off, with what to say
+        self.fork_marks: dict[int, str] = {}
 
     # -- reading -------------------------------------------------------------------------
 
@@ -179,6 +188,15 @@ class SessionChainModel(TableModel):
         while len(self._pages) > KEEP_PAGES:
             self._pages.popitem(last=False)
         return page
+
+    def set_fork_marks(self, marks: Mapping[int, str]) -> None:
+        """Mark rows where conflict sessions of this session were split off (``⋔`` and the
+        fork colour); ``marks`` maps a row to its tooltip. Emits ``dataChanged`` for the
+        rows whose mark changed."""
+        changed = set(self.fork_marks) ^ set(marks)
+        self.fork_marks = dict(marks)
+        for row in sorted(r for r in changed if 0 <= r < self._rows):
+            self.dataChanged.emit(self.index(row, 0), self.index(row, self.STATE))
 
     def state(self, row: int) -> RowState:
         return self.verifier.state(row) if self.verifier is not None else RowState.PENDING
@@ -272,6 +290,8 @@ class SessionChainModel(TableModel):
                 return _BROKEN
             if i in self._invalid:
                 return _INVALID
+            if i in self.fork_marks:
+                return _FORK
             return _UNVERIFIABLE if state is RowState.UNVERIFIABLE else None
         if role == FONT:
             return self._font(i, column)
@@ -290,7 +310,7 @@ class SessionChainModel(TableModel):
 
     def _display(self, i: int, column: int) -> Any:
         if column == self.INDEX:
-            return str(i)
+            return f"{FORK_MARK} {i}" if i in self.fork_marks else str(i)
         if column == self.CHECKPOINT:
             return "◆" if is_checkpoint(self.source.checkpoints(), i) else ""
         if column == self.STATE:
@@ -307,6 +327,8 @@ class SessionChainModel(TableModel):
         return None
 
     def _tooltip(self, i: int, column: int) -> str | None:
+        if column == self.INDEX and i in self.fork_marks:
+            return self.fork_marks[i]
         state = self.state(i)
         if column == self.STATE or state is RowState.BROKEN:
             failure = self.verifier.failure if self.verifier is not None else None

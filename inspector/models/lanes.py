@@ -8,6 +8,10 @@ reader and its own verifier registered with the :class:`VerificationRunner`.
 Emits ``modelAboutToBeReset``/``modelReset`` when another CoValue is selected or the set of
 sessions changed (lane widgets are rebuilt then), and ``dataChanged`` for a lane whose count
 or verification changed.
+
+On a session that has conflict sessions, the rows where they were split off are marked in
+its chain model (:meth:`SessionChainModel.set_fork_marks`): the conflict session's recorded
+fork point, or the inferred one (see :mod:`engine.model.fork`).
 """
 
 from __future__ import annotations
@@ -18,11 +22,14 @@ from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, Qt
 from PySide6.QtGui import QColor
 
 from engine.diagnostics.chain_verify import ChainVerifier
+from engine.diagnostics.compare import align_conflict
 from engine.diagnostics.covalue_summary import Badge, CoValueSummary, SessionSummary
 from engine.diagnostics.session_rows import LogSessionSource
-from engine.ids import CoValueID
+from engine.errors import KintsugiError
+from engine.ids import CoValueID, SessionKind, parse_session_id
 from inspector.models.batch import Index
 from inspector.models.chain import SessionChainModel
+from inspector.models.compare import TargetSide
 from inspector.models.roles import Role
 from inspector.style import BADGE_COLORS, KIND_COLORS, KIND_LABELS, kind_icon, short_session
 from inspector.targets.base import Target
@@ -52,7 +59,32 @@ class LanesModel(QAbstractListModel):
         self._sessions = list(summary.sessions) if summary is not None else []
         if target is not None and summary is not None:
             self._chains = [self._make_chain(target, summary, s, row) for row, s in enumerate(self._sessions)]
+            self._mark_forks(target, summary)
         self.endResetModel()
+
+    def _mark_forks(self, target: Target, summary: CoValueSummary) -> None:
+        """Mark, on each origin lane, where its conflict sessions were split off (their
+        recorded or inferred fork points: a few single-row reads each)."""
+        rows = {s.id: row for row, s in enumerate(self._sessions)}
+        marks: dict[int, dict[int, str]] = {}
+        for session in self._sessions:
+            if session.kind is not SessionKind.CONFLICT:
+                continue
+            origin = parse_session_id(session.id).base
+            if origin not in rows:
+                continue
+            try:
+                fork = align_conflict(
+                    self._chains[rows[origin]].source,
+                    self._chains[rows[session.id]].source,
+                    TargetSide(target).conflict_fork_record(summary.id, session.id),
+                )
+            except KintsugiError:
+                continue
+            note = f"{fork.fork.describe()}: {short_session(session.id)} was split off here ({fork.basis})"
+            marks.setdefault(rows[origin], {})[fork.fork.index] = note
+        for row, chain_marks in marks.items():
+            self._chains[row].set_fork_marks(chain_marks)
 
     def clear(self) -> None:
         self.set_covalue(None, None)

@@ -10,6 +10,7 @@ from inspector.targets.base import (
     TargetUnavailable,
     describe_error,
 )
+from inspector.targets.bundle import BundleTarget
 from inspector.targets.demo import LiveDemoTarget
 from inspector.targets.events import SyncEventRecorder, TimedEvent
 from inspector.targets.node import NodeTarget
@@ -18,6 +19,7 @@ from inspector.targets.store import StoreTarget
 from inspector.workers import WorkerPool
 
 __all__ = [
+    "BundleTarget",
     "LiveDemoTarget",
     "NodeInfo",
     "NodeTarget",
@@ -40,4 +42,6 @@ def make_target(spec: TargetSpec, pool: WorkerPool) -> Target:
         return LiveDemoTarget(spec, pool)
     if spec.kind == "node":
         return RemoteTarget(spec, pool)
+    if spec.kind == "bundle":
+        return BundleTarget(spec, pool)
     return StoreTarget(spec, pool)

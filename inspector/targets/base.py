@@ -1,6 +1,7 @@
 """What the inspector looks at: a *target*, and the one interface every kind offers.
 
-A target is a store file opened read-only (:mod:`inspector.targets.store`), an in-process
+A target is a store file opened read-only (:mod:`inspector.targets.store`), a diagnostic
+bundle opened offline (:mod:`inspector.targets.bundle`), an in-process
 :class:`~engine.node.LocalNode` (:mod:`inspector.targets.node`), the embedded live demo
 (:mod:`inspector.targets.demo`), or a remote node over ``ws://`` seen through an in-memory
 replica (:mod:`inspector.targets.remote`). Models and views only ever talk to
@@ -33,7 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from engine import __version__
+from engine.diagnostics.anomalies import Anomaly
 from engine.diagnostics.covalue_summary import Badge, ContentSnapshot, CoValueSummary
+from engine.diagnostics.matrix import PeersSessionsMatrix
 from engine.diagnostics.session_rows import SessionSource
 from engine.errors import KintsugiError
 from engine.ids import CoValueID, SessionID
@@ -53,13 +56,14 @@ __all__ = [
     "describe_error",
 ]
 
-KINDS = ("demo", "store", "node")
+KINDS = ("demo", "store", "node", "bundle")
 
 
 @dataclass(frozen=True, slots=True)
 class TargetSpec:
-    """Which target to open: ``demo`` (embedded), ``store`` (``location`` is a path) or
-    ``node`` (``location`` is a ``ws://`` URL, ``key_file`` the operator's account key)."""
+    """Which target to open: ``demo`` (embedded), ``store`` (``location`` is a path),
+    ``node`` (``location`` is a ``ws://`` URL, ``key_file`` the operator's account key) or
+    ``bundle`` (``location`` is a diagnostic bundle, a ``.zip`` file)."""
 
     kind: str
     location: str = ""
@@ -76,6 +80,8 @@ class TargetSpec:
             return cls("demo")
         if target.startswith(("ws://", "wss://")):
             return cls("node", target, key_file or "")
+        if target.lower().endswith(".zip"):
+            return cls("bundle", str(Path(target).expanduser()))
         return cls("store", str(Path(target).expanduser()))
 
     @property
@@ -278,6 +284,19 @@ class Target(abc.ABC):
     def peers_note(self) -> str:
         """Why :meth:`peers` or :meth:`peer_log` is None, for the peers view."""
         return "A store file has no peers: connect to a node or open the embedded demo to see them."
+
+    # -- anomalies and the peers × sessions matrix ----------------------------------------
+
+    def anomalies(self) -> list[Anomaly] | None:
+        """Anomalies the target carries as found elsewhere (a bundle's, from its export);
+        None: the inspector finds them in what the target shows
+        (:mod:`inspector.models.anomalies`)."""
+        return None
+
+    def matrix(self) -> PeersSessionsMatrix | None:
+        """A peers × sessions matrix the target carries (a bundle's); None: the inspector
+        reads it from the target's sync shell, if it has one (:mod:`inspector.models.matrix`)."""
+        return None
 
     async def poll(self) -> None:
         """Fetch what is not pushed (a remote node's peers, new CoValues); the inspector calls

@@ -16,13 +16,20 @@ strip with no layout, with scroll bars that are always there: binding, showing o
 lane never moves, resizes or repaints another, and each lane is painted once per binding.
 While the view is hidden (another tab) no lane is bound; the rest follow, one per turn, once
 it is shown again.
+
+A lane's context menu offers comparisons (``compareRequested``, handled by
+:class:`~inspector.views.compare.CompareLauncher`): a conflict lane with its origin, a lane
+with another lane, or a session with the same session on another target. A row where a
+conflict session was split off its origin is marked ``⋔`` (see
+:meth:`~inspector.models.chain.SessionChainModel.set_fork_marks`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QItemSelectionModel, QModelIndex, Qt, QTimer, Signal
+from PySide6.QtCore import QItemSelectionModel, QModelIndex, QPoint, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QPalette, QResizeEvent, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -30,6 +37,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QMenu,
     QScrollArea,
     QTableView,
     QToolButton,
@@ -38,6 +46,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.diagnostics.covalue_summary import Badge
+from engine.ids import SessionKind, parse_session_id
 from inspector.models.chain import SessionChainModel
 from inspector.models.lanes import LanesModel
 from inspector.models.roles import Role
@@ -102,13 +111,18 @@ class NoRows(TableModel):
 class LaneWidget(QFrame):
     """One session: header and rows. Shows row ``row`` of ``lanes`` and its chain model
     ``chain`` once :meth:`bind` is called; :meth:`detach` lets go of them (the widget can be
-    bound to another lane later). ``row`` is -1 and ``chain`` None while detached."""
+    bound to another lane later). ``row`` is -1 and ``chain`` None while detached.
+
+    Its context menu (:meth:`compare_menu`) asks ``on_compare(covalue, left, right)`` for a
+    comparison: "Compare with origin" on a conflict lane, "Compare with…" another lane or
+    (``right`` empty) the same session on another target."""
 
     def __init__(self, lanes: LanesModel, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.lanes = lanes
         self.row = -1
         self.chain: SessionChainModel | None = None
+        self.on_compare: Callable[[str, str, str], None] | None = None
         self.setObjectName("lane")
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.setFixedWidth(LANE_WIDTH)
@@ -168,6 +182,44 @@ class LaneWidget(QFrame):
         layout.addLayout(head)
         layout.addWidget(self.info)
         layout.addWidget(self.table, 1)
+        for widget in (self, self.table):
+            widget.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+            widget.customContextMenuRequested.connect(lambda pos, w=widget: self._show_menu(w.mapToGlobal(pos)))
+
+    def compare_menu(self) -> QMenu | None:
+        """The lane's context menu (None while detached): compare entries (see the class)."""
+        if self.row < 0 or self.lanes.covalue is None:
+            return None
+        covalue = self.lanes.covalue
+        session = self.lanes.session(self.row)
+        menu = QMenu(self)
+        menu.setObjectName("laneMenu")
+        if session.kind is SessionKind.CONFLICT:
+            origin = parse_session_id(session.id).base
+            if any(self.lanes.session(r).id == origin for r in range(self.lanes.rowCount())):
+                action = menu.addAction("Compare with origin")
+                action.triggered.connect(lambda: self._compare(covalue, origin, session.id))
+        others = menu.addMenu("Compare with…")
+        for row in range(self.lanes.rowCount()):
+            other = self.lanes.session(row)
+            if row != self.row and other.kind is not SessionKind.DELETE:
+                text = str(self.lanes.index(row).data(Qt.ItemDataRole.DisplayRole))
+                action = others.addAction(text)
+                action.triggered.connect(lambda _c=False, o=other.id: self._compare(covalue, session.id, o))
+        others.addSeparator()
+        action = others.addAction("The same session on another target…")
+        action.triggered.connect(lambda: self._compare(covalue, session.id, ""))
+        return menu
+
+    def _compare(self, covalue: str, left: str, right: str) -> None:
+        if self.on_compare is not None:
+            self.on_compare(covalue, left, right)
+
+    def _show_menu(self, where: QPoint) -> None:
+        menu = self.compare_menu()
+        if menu is not None:
+            menu.aboutToHide.connect(menu.deleteLater)
+            menu.popup(where)
 
     def _button(self, text: str, tip: str, slot: object) -> QToolButton:
         button = QToolButton()
@@ -272,9 +324,12 @@ class LaneStrip(QWidget):
 
 
 class ChainView(QWidget):
-    """Emits ``lanesBuilt(int)`` once every lane of the current CoValue is shown."""
+    """Emits ``lanesBuilt(int)`` once every lane of the current CoValue is shown, and
+    ``compareRequested(covalue, left session, right session)`` from a lane's context menu
+    (``right`` empty: the same session on another target)."""
 
     lanesBuilt = Signal(int)
+    compareRequested = Signal(str, str, str)
 
     def __init__(self, lanes: LanesModel, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -290,7 +345,8 @@ class ChainView(QWidget):
         self.legend = QLabel(
             "lanes: <b style='color:#2f6fb3'>● active</b> · <b style='color:#d9822b'>! conflict</b> · "
             "<b style='color:#a93226'>$ delete</b> · <b style='color:#c0392b'>✗ corrupt</b> &nbsp;&nbsp; "
-            "rows: ◆ checkpoint · ✓ verified · … not yet · ○ unsigned · ✗ first broken link · – unverifiable"
+            "rows: ◆ checkpoint · ✓ verified · … not yet · ○ unsigned · ✗ first broken link · – unverifiable · "
+            "⋔ a conflict session was split off here"
         )
         self.legend.setObjectName("chainLegend")
         self.strip = LaneStrip()
@@ -317,6 +373,7 @@ class ChainView(QWidget):
 
     def _new_lane(self) -> LaneWidget:
         lane = LaneWidget(self.lanes, self.strip)
+        lane.on_compare = self.compareRequested.emit
         lane.ensurePolished()  # now, not in a second paint after the first
         self.strip.lanes.append(lane)
         return lane

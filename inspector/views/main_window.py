@@ -7,12 +7,15 @@ The window title is the open target's label, said once: the platform adds the ap
 display name after it. The menu bar:
 
 - File: Connect… (Ctrl+O, the connect dialog), Open store… (Ctrl+Shift+O, a file dialog;
-  the chosen file opens as ``kintsugi-inspector PATH`` would), Open bundle… and Export
-  bundle… (disabled until diagnostic bundles exist), Quit (Ctrl+Q).
+  the chosen file opens as ``kintsugi-inspector PATH`` would), Open bundle… (a diagnostic
+  bundle, offline), Export bundle… (Ctrl+E: a bundle of the open target, with a progress
+  dialog that can cancel; disabled with no target or a bundle open), Quit (Ctrl+Q).
 - View: one entry per tab (Ctrl+1, Ctrl+2, …), Search CoValues (Ctrl+F focuses the
   navigator's search), Reload (F5: re-reads a target that is not live, i.e. a store; a live
   target updates by itself, so there it is disabled and its tooltip says why).
-- Actions: Recover… and Compare…, disabled with a tooltip until those features land.
+- Actions: Recover… (disabled with a tooltip until that feature lands) and Compare… (pick
+  two targets; :class:`~inspector.views.compare.CompareLauncher` opens the compare view,
+  also from a session lane's context menu).
 - Help: About (versions of Kintsugi, the protocol, Qt, PySide6 and Python; the data folder
   and the settings file).
 
@@ -48,6 +51,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine import __version__
+from engine.diagnostics.anomalies import Anomaly
 from engine.diagnostics.covalue_summary import Badge
 from engine.ids import CoValueID
 from engine.protocol.limits import PROTOCOL_VERSION
@@ -55,11 +59,15 @@ from inspector.controller import Inspector
 from inspector.recent import default_settings
 from inspector.style import BADGE_LABELS, BADGE_ORDER
 from inspector.targets.base import TargetSpec
+from inspector.views.anomalies import AnomaliesView, counts_text
 from inspector.views.chain import ChainView
+from inspector.views.compare import CompareLauncher
 from inspector.views.connect import ConnectDialog
 from inspector.views.content import ContentView, TombstonesView
 from inspector.views.events import EventsView
+from inspector.views.export import ExportDialog, ExportJob, bundle_inputs
 from inspector.views.kv import CasView
+from inspector.views.matrix import MatrixView
 from inspector.views.navigator import NavigatorView
 from inspector.views.peers import PeersView
 
@@ -73,7 +81,6 @@ BASE_TITLE = "Kintsugi inspector"
 #: Tabs reachable with Ctrl+1 … Ctrl+9 (the View menu lists any others without a shortcut).
 MAX_TAB_SHORTCUTS = 9
 #: Tooltips of the menu entries whose features have not landed yet.
-BUNDLES_PENDING = "comes with diagnostic bundles"
 RECOVER_PENDING = "comes with authoritative-peer recovery"
 COMPARE_PENDING = "comes with side-by-side compare"
 #: Reload's tooltip when it can reload, when the target is live, and with no target.
@@ -82,6 +89,11 @@ RELOAD_LIVE_TIP = "A live target updates by itself: there is nothing to reload"
 RELOAD_NO_TARGET_TIP = "Open a store first: Reload re-reads it from disk"
 #: What the Open store dialog offers (a store directory holds its kintsugi.db file).
 STORE_FILTER = "Kintsugi stores (*.db);;All files (*)"
+#: What the Open bundle and Export bundle dialogs offer.
+BUNDLE_FILTER = "Kintsugi bundles (*.zip)"
+#: Export bundle's tooltip when it cannot export.
+EXPORT_NO_TARGET_TIP = "Open a store, a node or the demo first"
+EXPORT_BUNDLE_TIP = "A bundle is exported already: compare or inspect it"
 BANNER_STYLES = {
     "error": "QFrame#errorBanner { background: #fdecea; border: 1px solid #c0392b; }",
     "warning": "QFrame#errorBanner { background: #fff4d6; border: 1px solid #d9822b; }",
@@ -108,6 +120,11 @@ class MainWindow(QMainWindow):
         self.cas = CasView(inspector.cas_slots, inspector.cas_timeline)
         self.peers = PeersView(inspector.peers, inspector.peer_log)
         self.sync_events = EventsView(inspector.sync_events)
+        self.anomalies = AnomaliesView(inspector.anomalies)
+        self.matrix = MatrixView(inspector.matrix)
+        self.bundle_dialog: QFileDialog | None = None
+        self.export_file_dialog: QFileDialog | None = None
+        self.export_dialog: ExportDialog | None = None
         self.tabs = QTabWidget()
         self.tabs.setObjectName("tabs")
         self.tabs.addTab(self.chain, "Session chains")
@@ -116,6 +133,8 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.cas, "CAS slots")
         self.tabs.addTab(self.peers, "Peers")
         self.tabs.addTab(self.sync_events, "Sync events")
+        self.tabs.addTab(self.anomalies, "Anomalies")
+        self.tabs.addTab(self.matrix, "Peers × sessions")
 
         self.banner = QFrame()
         self.banner.setObjectName("errorBanner")
@@ -153,9 +172,12 @@ class MainWindow(QMainWindow):
         self.stats_label.setObjectName("statsLabel")
         self.lag_label = QLabel()
         self.lag_label.setObjectName("lagLabel")
+        self.anomalies_label = QLabel()
+        self.anomalies_label.setObjectName("anomaliesLabel")
         self.statusBar().addWidget(self.target_label)
         self.statusBar().addWidget(self.node_label)
         self.statusBar().addWidget(self.stats_label, 1)
+        self.statusBar().addPermanentWidget(self.anomalies_label)
         self.statusBar().addPermanentWidget(self.lag_label)
 
         toolbar = self.addToolBar("Target")
@@ -166,11 +188,15 @@ class MainWindow(QMainWindow):
         self.connect_action.triggered.connect(self.show_connect_dialog)
         toolbar.addAction(self.connect_action)
         self._build_menus()
+        self.comparer = CompareLauncher(self)
 
         self.navigator.covalueSelected.connect(inspector.select_covalue)
         self.navigator.slotSelected.connect(self._slot_from_navigator)
         self.cas.slotSelected.connect(inspector.select_slot)
         self.sync_events.covalueActivated.connect(self.show_covalue)
+        self.anomalies.anomalyActivated.connect(self.show_anomaly)
+        inspector.anomalies.modelReset.connect(self._show_anomaly_counts)
+        inspector.opened.connect(self._update_export)
         inspector.opened.connect(self._opened)
         inspector.opened.connect(self._update_reload)
         inspector.failed.connect(self.show_error)
@@ -186,8 +212,9 @@ class MainWindow(QMainWindow):
         file_menu.addAction(self.connect_action)
         self.open_store_action = self._action(file_menu, "Open store…", "Ctrl+Shift+O", self.choose_store)
         file_menu.addSeparator()
-        self.open_bundle_action = self._action(file_menu, "Open bundle…", pending=BUNDLES_PENDING)
-        self.export_bundle_action = self._action(file_menu, "Export bundle…", pending=BUNDLES_PENDING)
+        self.open_bundle_action = self._action(file_menu, "Open bundle…", "", self.choose_bundle)
+        self.export_bundle_action = self._action(file_menu, "Export bundle…", "Ctrl+E", self.choose_export)
+        self._update_export()
         file_menu.addSeparator()
         self.quit_action = self._action(file_menu, "Quit", "Ctrl+Q", self.close)
         self.quit_action.setMenuRole(QAction.MenuRole.QuitRole)
@@ -211,7 +238,7 @@ class MainWindow(QMainWindow):
 
         actions_menu = self._menu(bar.addMenu("&Actions"), "actionsMenu")
         self.recover_action = self._action(actions_menu, "Recover…", pending=RECOVER_PENDING)
-        self.compare_action = self._action(actions_menu, "Compare…", pending=COMPARE_PENDING)
+        self.compare_action = self._action(actions_menu, "Compare…")
 
         help_menu = self._menu(bar.addMenu("&Help"), "helpMenu")
         self.about_action = self._action(help_menu, "About Kintsugi inspector", "", self.show_about)
@@ -342,7 +369,8 @@ class MainWindow(QMainWindow):
 
     def show_connect_dialog(self) -> ConnectDialog:
         target = self.inspector.target
-        dialog = ConnectDialog(self.inspector.recent, target.spec if target is not None else None, self)
+        current = target.spec if target is not None and target.spec.kind != "bundle" else None
+        dialog = ConnectDialog(self.inspector.recent, current, self)
         dialog.chosen.connect(self._connect_chosen)
         dialog.finished.connect(dialog.deleteLater)
         self.connect_dialog = dialog
@@ -373,6 +401,81 @@ class MainWindow(QMainWindow):
         """Open the store file or directory at ``path`` as the command line does."""
         if path:
             self.inspector.open_later(TargetSpec.parse(path))
+
+    def choose_bundle(self) -> QFileDialog:
+        """Show the Open bundle file dialog (window-modal, returns at once); the chosen file
+        opens as ``kintsugi-inspector FILE.zip`` would."""
+        dialog = QFileDialog(self, "Open bundle", "", BUNDLE_FILTER)
+        dialog.setObjectName("openBundleDialog")
+        dialog.setFileMode(QFileDialog.FileMode.ExistingFile)
+        dialog.setAcceptMode(QFileDialog.AcceptMode.AcceptOpen)
+        dialog.fileSelected.connect(self.open_store)
+        dialog.finished.connect(dialog.deleteLater)
+        self.bundle_dialog = dialog
+        dialog.open()
+        return dialog
+
+    def _update_export(self) -> None:
+        target = self.inspector.target
+        can = target is not None and bundle_inputs(target) is not None
+        self.export_bundle_action.setEnabled(can)
+        if can:
+            self.export_bundle_action.setToolTip("Export a diagnostic bundle of the open target")
+        elif target is not None and target.spec.kind == "bundle":
+            self.export_bundle_action.setToolTip(EXPORT_BUNDLE_TIP)
+        else:
+            self.export_bundle_action.setToolTip(EXPORT_NO_TARGET_TIP)
+
+    def choose_export(self) -> QFileDialog:
+        """Show the Export bundle file dialog (window-modal, returns at once); the chosen
+        file goes to :meth:`export_bundle`."""
+        dialog = QFileDialog(self, "Export bundle", "kintsugi-bundle.zip", BUNDLE_FILTER)
+        dialog.setObjectName("exportBundleDialog")
+        dialog.setAcceptMode(QFileDialog.AcceptMode.AcceptSave)
+        dialog.setDefaultSuffix("zip")
+        dialog.fileSelected.connect(lambda path: self.export_bundle(path) if path else None)
+        dialog.finished.connect(dialog.deleteLater)
+        self.export_file_dialog = dialog
+        dialog.open()
+        return dialog
+
+    def export_bundle(self, path: str, *, include_content: bool = False) -> ExportJob | None:
+        """Export the open target to ``path`` with a progress dialog that can cancel; None
+        when the target cannot be exported. The job reports in the status bar when done."""
+        target = self.inspector.target
+        inputs = bundle_inputs(target) if target is not None else None
+        if inputs is None:
+            return None
+        job = ExportJob(inputs, Path(path).expanduser(), include_content=include_content, parent=self)
+        dialog = ExportDialog(job, self)
+        job.finished.connect(lambda out: self.statusBar().showMessage(f"bundle written to {out}", 10_000))
+        job.cancelled.connect(lambda: self.statusBar().showMessage("export cancelled: nothing was written", 10_000))
+        job.failed.connect(lambda code, message: self.show_warning(code, f"export failed: {message}"))
+        self.export_dialog = dialog
+        dialog.show()
+        self.inspector.spawn(job.run(), "export")
+        return job
+
+    def _show_anomaly_counts(self) -> None:
+        counts = self.inspector.anomalies.counts()
+        self.anomalies_label.setText(f"anomalies: {counts_text(counts)}")
+        self.anomalies_label.setToolTip("View → Anomalies lists them, worst first")
+
+    def show_anomaly(self, anomaly: Anomaly) -> bool:
+        """Go to what ``anomaly`` concerns: its CoValue and session chains, its CAS slot, or
+        its peer. False when there is nothing to go to."""
+        if anomaly.covalue is not None:
+            return self.show_covalue(anomaly.covalue)
+        if anomaly.namespace is not None and anomaly.key is not None:
+            self._slot_from_navigator(anomaly.namespace, anomaly.key)
+            return True
+        if anomaly.peer is not None:
+            self.tabs.setCurrentWidget(self.peers)
+            row = self.inspector.peers.row_of(anomaly.peer)
+            if row >= 0:
+                self.peers.table.selectRow(row)
+            return True
+        return False
 
     def reload(self) -> None:
         """Open the current target again, when it is not live (a store re-read from disk)."""

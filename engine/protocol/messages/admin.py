@@ -17,7 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from engine import codec
+from engine.crypto import SIGNATURE_SIZE
 from engine.protocol.messages.base import Message, exact_keys, need, nonneg_int, text_field
+from engine.protocol.messages.recovery import RecoveryScope
 
 __all__ = [
     "MAX_ADMIN_EVENTS",
@@ -28,7 +31,9 @@ __all__ = [
     "EventsArgs",
     "KvSlotArgs",
     "NoArgs",
+    "RecoverArgs",
     "admin_args",
+    "intent_message",
 ]
 
 #: Most CAS records one ``admin{kv_slot}`` reply carries, newest kept (a store keeps at most
@@ -55,6 +60,10 @@ class Admin(Message):
       namespace, or any for admins.
     - ``events`` (``after``?, ``limit``?; admins only): the node's recent sync events with a
       sequence number above ``after``, at most ``limit`` (:data:`MAX_ADMIN_EVENTS`).
+    - ``recover`` (``from``, ``scope``; admins only; changes the node): the node pulls the
+      scope from the node at ``from`` and applies it (REPLACE, DESIGN §7.2); the result is
+      the plan's summary and the signed receipt. ``intent`` is the operator's signature of
+      the request (:func:`intent_message`), kept in the node's audit log.
 
     Decoding checks the op and that ``args`` is a map, nothing more, so a node always knows
     the ``rid`` to answer; the arguments of each op are checked by :func:`admin_args` when
@@ -65,18 +74,24 @@ class Admin(Message):
     rid: int
     op: str
     args: dict[str, Any] = field(default_factory=dict)
+    intent: bytes | None = None
 
-    OPS: ClassVar[tuple[str, ...]] = ("list", "peers", "kv_slot", "events")
+    OPS: ClassVar[tuple[str, ...]] = ("list", "peers", "kv_slot", "events", "recover")
 
     def to_obj(self) -> dict[str, Any]:
-        return {"t": self.T, "rid": self.rid, "op": self.op, "args": self.args}
+        obj: dict[str, Any] = {"t": self.T, "rid": self.rid, "op": self.op, "args": self.args}
+        if self.intent is not None:
+            obj["intent"] = self.intent
+        return obj
 
     @classmethod
     def from_obj(cls, obj: dict[str, Any]) -> Admin:
         exact_keys(obj, {"rid", "op", "args"}, frozenset({"intent"}))
         need(obj["op"] in cls.OPS, f"unknown admin op {obj['op']!r}")
         need(isinstance(obj["args"], dict), "args must be a map")
-        return cls(nonneg_int(obj, "rid"), obj["op"], obj["args"])
+        intent = obj.get("intent")
+        need(intent is None or (isinstance(intent, bytes) and len(intent) == SIGNATURE_SIZE), "intent is a signature")
+        return cls(nonneg_int(obj, "rid"), obj["op"], obj["args"], intent)
 
     @classmethod
     def kv_slot(cls, rid: int, namespace: str, key: str, history: int = MAX_ADMIN_HISTORY) -> Admin:
@@ -111,7 +126,26 @@ class EventsArgs:
     limit: int = MAX_ADMIN_EVENTS
 
 
-AdminArgs = NoArgs | KvSlotArgs | EventsArgs
+@dataclass(frozen=True, slots=True)
+class RecoverArgs:
+    """Arguments of ``recover``: the node to pull from (a ``ws://`` URL) and the scope."""
+
+    source: str
+    scope: RecoveryScope
+
+
+#: Domain of the operator's signature over an admin request (``intent``).
+INTENT_DOMAIN = b"kintsugi/intent/v1"
+
+
+def intent_message(node: str, op: str, args: dict[str, Any]) -> bytes:
+    """What an operator signs as the ``intent`` of an admin request to the node named
+    ``node`` (its name from the challenge): the request itself, so the node's audit log
+    shows what exactly the operator asked for."""
+    return INTENT_DOMAIN + codec.encode({"node": node, "op": op, "args": args})
+
+
+AdminArgs = NoArgs | KvSlotArgs | EventsArgs | RecoverArgs
 
 
 def _bounded_int(args: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
@@ -135,6 +169,11 @@ def admin_args(message: Admin) -> AdminArgs:
         exact_keys(args, set(), frozenset({"after", "limit"}))
         after = _bounded_int(args, "after", 0, 0, _MAX_CURSOR)
         return EventsArgs(after, _bounded_int(args, "limit", MAX_ADMIN_EVENTS, 1, MAX_ADMIN_EVENTS))
+    if message.op == "recover":
+        exact_keys(args, {"from", "scope"})
+        source = text_field(args, "from")
+        need(source.startswith(("ws://", "wss://")), "from must be a ws:// or wss:// URL")
+        return RecoverArgs(source, RecoveryScope.from_obj(args["scope"]))
     return NoArgs()
 
 

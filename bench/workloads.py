@@ -23,6 +23,16 @@ group, so every write is checked against the group's roles.
   sides (``cli_rss_mb`` its peak memory; ``no_verify_seconds`` / ``no_verify_rss_mb`` with
   ``--no-verify``; ``app_first_rows_seconds`` the inspector's compare view, offscreen, from
   being asked until both panes show their first rows).
+- ``recover``: a node process holds
+  one CoMap of ``n`` transactions; a client store holds a stale, forked copy (the first
+  ``n // 2`` of them and :data:`RECOVER_FORKED_TAIL` of its own). Timed: REPLACE of that
+  CoMap from the node over loopback, as ``kintsugi recover apply`` does it — open the store
+  read-only, fetch every page, verify, plan, reopen for writing, apply in one transaction —
+  in a process of its own (``client_rss_mb`` its peak; ``node_rss_mb`` the node's).
+  ``sync_ws_seconds`` is the ``sync_ws`` time of the same ``n`` in the same run and
+  ``ratio_to_sync_ws`` the quotient (goal: at most 2). A default workload: for both default
+  sizes it adds about 15 s to a run (it runs ``sync_ws`` again), below the ~30 s that makes
+  a workload opt-in.
 
 Each (workload, n) runs in its own child process, so ``rss_mb`` is that workload's peak
 resident memory (including the interpreter, about 20 MB) and runs never share caches.
@@ -246,6 +256,138 @@ def bench_compare(n: int, tmp: Path) -> float:
 
 _COMPARE: dict[str, float] = {}
 
+#: Transactions of the client's own divergent tail in the ``recover`` workload (archived).
+RECOVER_FORKED_TAIL = 1_000
+SEED_BOB = bytes(range(2, 34))
+
+
+def _copy_in(src: LocalNode, dst: LocalNode, covalues: list[CoValueID]) -> None:
+    for cid in covalues:
+        core = src.get(cid)
+        dst.add_header(core.header)
+        dst.apply_content(cid, {sid: log.chunk() for sid, log in core.sessions.items() if log.signed_count})
+
+
+def bench_recover(n: int, tmp: Path) -> float:
+    """REPLACE of one CoMap of ``n`` transactions from a node process over loopback (plan,
+    fetch, verify, apply) into a store holding a stale forked copy; see the module docstring.
+    Also runs ``sync_ws`` for the same ``n`` to report the two side by side."""
+    (tmp / "sync").mkdir(exist_ok=True)
+    _EXTRA["sync_ws_seconds"] = round(bench_sync_ws(n, tmp / "sync"), 4)
+    _EXTRA["sync_ws_node_rss_mb"] = round(_NODE_RSS[0], 1)
+    alice, bob = AccountKey.from_seed(SEED_ALICE), AccountKey.from_seed(SEED_BOB)
+    writer = LocalNode.open(tmp / "recover-node", alice)
+    group = writer.create_group()
+    writer.set_role(group.id, bob.account_id, "reader")
+    comap = writer.create_map(group.id).id
+    half = n // 2
+    with writer.batch():
+        for i in range(half):
+            writer.set(comap, KEYS[i % 1000], i)
+    writer.flush()
+    twin = LocalNode(alice, None, session=writer.session)
+    _copy_in(writer, twin, [group.id, comap])
+    with twin.batch():
+        for i in range(RECOVER_FORKED_TAIL):
+            twin.set(comap, KEYS[i % 1000], -i)
+    twin.flush()
+    with writer.batch():
+        for i in range(half, n):
+            writer.set(comap, KEYS[i % 1000], i)
+    writer.close()
+    # the client's stale copy: the twin's (Alice's session forked at n // 2; Bob owns none of it)
+    client = LocalNode.open(tmp / "recover-client", bob)
+    _copy_in(twin, client, [group.id, comap])
+    client.close()
+    bob.save(tmp / "bob.key")
+    del twin, client
+
+    ready = tmp / "recover-node.ready"
+    serve = ["node", "serve", "--store", str(tmp / "recover-node"), "--ready-file", str(ready)]
+    node_proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", *serve],
+        env=_child_env(),
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            if time.monotonic() > deadline or node_proc.poll() is not None:
+                raise RuntimeError("node did not start")
+            time.sleep(0.01)
+        url = ready.read_text().strip()
+        args = [str(tmp / "recover-client"), url, str(tmp / "bob.key"), comap]
+        _wall, rss, report = _timed_python(_RECOVER_SCRIPT, args)
+        _EXTRA["node_rss_mb"] = round(_peak_rss_mb(node_proc.pid), 1)
+    finally:
+        node_proc.terminate()
+        node_proc.wait(timeout=30)
+    summary = report["summary"]
+    assert summary["replaced"] == 1 and summary["archived"] == RECOVER_FORKED_TAIL, report
+    seconds = float(report["seconds"])
+    _EXTRA.update(
+        {
+            "client_rss_mb": round(rss, 1),
+            "fetch_verify_plan_seconds": round(report["fetch_verify_plan_seconds"], 4),
+            "apply_seconds": round(report["apply_seconds"], 4),
+            "pages": report["pages"],
+            "ratio_to_sync_ws": round(seconds / _EXTRA["sync_ws_seconds"], 2),
+        }
+    )
+    return seconds
+
+
+#: The timed part of ``recover`` (``STORE URL KEYFILE COMAP``), from after its imports: prints
+#: a JSON line with the times of fetch + verify + plan and of the apply, the pages and the
+#: plan's summary.
+_RECOVER_SCRIPT = """
+import asyncio, json, sys, time
+from engine.crypto import AccountKey
+from engine.ids import new_session_id
+from engine.net.recover import apply, recover_from
+from engine.node.facade import LocalNode
+from engine.protocol.messages.recovery import RecoveryScope
+from engine.storage import open_store
+
+store, url, key_file, comap = sys.argv[1:]
+key = AccountKey.load(key_file)
+pages = []
+started = time.perf_counter()
+reader = LocalNode(key, open_store(store, readonly=True), session=new_session_id(key.account_id))
+scope = RecoveryScope(covalues=(comap,))
+planned = asyncio.run(recover_from(reader, url, key, scope, progress=lambda p, _t: pages.append(p)))
+reader.close()
+fetched = time.perf_counter()
+node = LocalNode.open(store, key)
+apply(node, planned, key)
+node.close()
+done = time.perf_counter()
+print(json.dumps({
+    "seconds": done - started,
+    "fetch_verify_plan_seconds": fetched - started,
+    "apply_seconds": done - fetched,
+    "pages": len(pages),
+    "summary": planned.plan.summary(),
+}))
+"""
+
+
+def _timed_python(script: str, args: list[str]) -> tuple[float, float, dict[str, Any]]:
+    """Run ``python -c script args`` through the :data:`_MEASURE` wrapper: wall seconds, peak
+    RSS (MB) and the JSON of its last stdout line."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _MEASURE, sys.executable, "-c", script, *args],
+        env=_child_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"timed script failed: {proc.stderr}")
+    line = next(x for x in proc.stderr.splitlines() if x.startswith("KINTSUGI-MEASURE "))
+    rss_kb, seconds = line.split()[1:]
+    return float(seconds), int(rss_kb) / 1024, json.loads(proc.stdout.strip().splitlines()[-1])
+
 
 def _timed_cli(args: list[str]) -> tuple[float, float, dict[str, Any]]:
     """Run ``kintsugi ARGS`` in a child: wall seconds, the child's peak RSS (MB), its JSON.
@@ -368,6 +510,7 @@ WORKLOADS = Workloads(
         "sqlite_write": bench_sqlite_write,
         "sqlite_reload": bench_sqlite_reload,
         "sync_ws": bench_sync_ws,
+        "recover": bench_recover,
     },
     # compare is opt-in too: it builds two stores of n transactions (meant for n = 1,000,000)
     {"bundle": bench_bundle, "compare": bench_compare},

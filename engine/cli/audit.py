@@ -1,8 +1,9 @@
 """``kintsugi audit``: read and check a store's audit log of operator actions (DESIGN §10).
 
 - ``audit verify STORE``: the whole chain (every record's hash, link, seq and signature),
-  every stored receipt's signature and archive, and that every ``recover`` record names a
-  receipt that is there. Exit 0 when all of it holds, 1 otherwise (the first failure named).
+  every stored receipt's signature and archive, that every ``recover`` record names a
+  receipt that is there and every receipt is named by a record. Exit 0 when all of it
+  holds, 1 otherwise (the first failure named).
 - ``audit show STORE``: the records, oldest first, and whether the log verifies.
 
 The store is opened read-only.
@@ -38,12 +39,19 @@ def check_store(store: Store) -> dict[str, Any]:
     problems += [f"receipt {rid.hex()}: does not verify" for rid, ok in receipts.items() if not ok]
     if failure is None:
         known = {rid.hex() for rid in receipts}
+        named_by_records: set[str] = set()
         for record in records:
             f = record.fields()
             named = f["details"].get("receipt") if isinstance(f["details"], dict) else None
             changed = (f["details"].get("summary") or {}).get("covalues", 1)
-            if f["action"] == AuditAction.RECOVER and named and changed and named not in known:
-                problems.append(f"record {f['seq']}: names receipt {named}, which is not in the store")
+            if f["action"] == AuditAction.RECOVER and isinstance(named, str):
+                named_by_records.add(named)
+                if changed and named not in known:
+                    problems.append(f"record {f['seq']}: names receipt {named}, which is not in the store")
+        # A receipt is stored in the same transaction as the record of its recovery: one that
+        # no record names means that record was removed (the chain alone cannot show the
+        # newest records cut off).
+        problems += [f"receipt {rid}: no audit record names it" for rid in sorted(known - named_by_records)]
     return {
         "ok": not problems,
         "records": len(records),

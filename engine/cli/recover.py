@@ -10,6 +10,11 @@
 ``--session SID`` (repeatable, with one ``--covalue``) recovers just those sessions. Exit
 codes: 0 success, 1 the recovery failed or was aborted (nothing changed), 2 bad usage
 (including ``apply`` without ``--yes``: the plan is printed and nothing is changed).
+
+The store is read-only while the scope is fetched, verified and planned; it is opened for
+writing only to apply, after ``--yes`` and the last verified page, so an aborted fetch leaves
+every byte of it as it was. A peer that goes away mid-exchange (or a node that goes away
+before answering an admin's request) ends the command at once with exit 1.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any
 
 from engine.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Output, add_json_flag
 from engine.crypto import AccountKey
-from engine.errors import KintsugiError, UsageError
+from engine.errors import InvalidId, KintsugiError, RecoveryAborted, UsageError
 from engine.ids import SessionID, new_session_id, parse_covalue_id, parse_session_id
 from engine.protocol.messages.recovery import RecoveryScope
 
@@ -31,6 +36,14 @@ NODE_RECOVER_TIMEOUT = 600.0
 
 
 def _scope(args: argparse.Namespace) -> RecoveryScope:
+    """The scope the arguments name; a malformed id is a :class:`UsageError`."""
+    try:
+        return _parse_scope(args)
+    except InvalidId as exc:
+        raise UsageError(exc.detail) from None
+
+
+def _parse_scope(args: argparse.Namespace) -> RecoveryScope:
     if bool(args.covalue) == bool(args.group):
         raise UsageError("name the scope: --covalue ID (repeatable) or --group ID")
     if args.session and len(args.covalue) != 1:
@@ -95,20 +108,22 @@ def _open_node(store: str, key: AccountKey, *, writable: bool) -> Any:
     return LocalNode(key, open_store(location, readonly=True), session=new_session_id(key.account_id))
 
 
-async def _plan(args: argparse.Namespace, out: Output, *, writable: bool) -> tuple[Any, Any, AccountKey]:
+async def _plan(args: argparse.Namespace, out: Output) -> tuple[Any, AccountKey]:
+    """Fetch the scope and plan it against the store opened read-only: until the operator's
+    ``--yes`` and the last verified page, nothing in the store is written (not even a
+    session lease)."""
     from engine.net.recover import recover_from
 
     _check_peer(args.source, "--from")
     key = AccountKey.load(args.key)
     scope = _scope(args)
-    node = _open_node(args.store, key, writable=writable)
+    node = _open_node(args.store, key, writable=False)
     try:
         out.progress(f"fetching the scope from {args.source}")
         recovery = await recover_from(node, args.source, key, scope, timeout=args.timeout, progress=_progress(out))
-    except BaseException:
+    finally:
         node.close()
-        raise
-    return node, recovery, key
+    return recovery, key
 
 
 def cmd_plan(args: argparse.Namespace, out: Output) -> int:
@@ -116,8 +131,7 @@ def cmd_plan(args: argparse.Namespace, out: Output) -> int:
         raise UsageError("recover plan takes a store; to have a node recover, use recover apply ws://NODE")
 
     async def run() -> int:
-        node, recovery, _key = await _plan(args, out, writable=False)
-        node.close()
+        recovery, _key = await _plan(args, out)
         data = recovery.plan.to_json() | {"hash": recovery.plan.digest().hex()}
         out.result(data, "\n".join(plan_text(data)))
         return EXIT_OK
@@ -132,13 +146,16 @@ def cmd_apply(args: argparse.Namespace, out: Output) -> int:
     async def run() -> int:
         from engine.net.recover import apply
 
-        node, recovery, key = await _plan(args, out, writable=args.yes)
+        recovery, key = await _plan(args, out)
+        data = recovery.plan.to_json() | {"hash": recovery.plan.digest().hex()}
+        if not args.yes:
+            lines = [*plan_text(data), "nothing changed: add --yes to apply"]
+            out.result(data | {"applied": False}, "\n".join(lines))
+            return EXIT_USAGE
+        # Opened for writing only now; the apply plans again against it and refuses
+        # (nothing changed) if the store moved on since the plan above.
+        node = _open_node(args.store, key, writable=True)
         try:
-            data = recovery.plan.to_json() | {"hash": recovery.plan.digest().hex()}
-            if not args.yes:
-                lines = [*plan_text(data), "nothing changed: add --yes to apply"]
-                out.result(data | {"applied": False}, "\n".join(lines))
-                return EXIT_USAGE
             receipt = apply(node, recovery, key)
         finally:
             node.close()
@@ -174,7 +191,8 @@ def _apply_on_node(args: argparse.Namespace, out: Output) -> int:
             node_name = session.client.challenge.node if session.client.challenge else ""
             intent = key.sign(intent_message(node_name, "recover", request))
             out.progress(f"asking {args.store} to recover from {args.source}")
-            reply = await session.request(Admin(session.next_rid(), "recover", request, intent), NODE_RECOVER_TIMEOUT)
+            admin = Admin(session.next_rid(), "recover", request, intent)
+            reply = await _node_answer(session, admin, NODE_RECOVER_TIMEOUT)
         finally:
             await session.close()
             session.node.close()
@@ -196,6 +214,48 @@ def _apply_on_node(args: argparse.Namespace, out: Output) -> int:
     return asyncio.run(run())
 
 
+async def _node_answer(session: Any, request: Any, timeout: float) -> Any:
+    """The node's answer to ``request``. Raises :class:`RecoveryAborted` when none comes
+    within ``timeout`` seconds, or as soon as the connection is gone (then whether the node
+    applied the recovery is in its audit log, not known here)."""
+    from engine.net.recover import CONNECTION_CHECK
+
+    peer_id = session.peer_id
+    asking = asyncio.ensure_future(session.request(request, timeout))
+    try:
+        while True:
+            done, _pending = await asyncio.wait({asking}, timeout=CONNECTION_CHECK)
+            if done:
+                try:
+                    return asking.result()
+                except TimeoutError:
+                    raise RecoveryAborted(f"{session.url} did not answer within {timeout:g} s") from None
+            if peer_id not in session.shell.connections:
+                raise RecoveryAborted(
+                    f"{session.url} closed the connection before answering; "
+                    "its audit log tells whether it applied the recovery"
+                )
+    finally:
+        if not asking.done():
+            asking.cancel()
+            await asyncio.gather(asking, return_exceptions=True)
+
+
+def _usage_exits_2(func: Any) -> Any:
+    """``func`` with a :class:`UsageError` (no scope, a bad URL or id, ``apply`` of a node
+    without ``--yes``) reported with exit code 2, before anything was fetched or changed."""
+
+    def run(args: argparse.Namespace, out: Output) -> int:
+        try:
+            code: int = func(args, out)
+        except UsageError as exc:
+            out.error(exc)
+            return EXIT_USAGE
+        return code
+
+    return run
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     recover = sub.add_parser(
         "recover",
@@ -210,7 +270,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ("apply", cmd_apply, "recover: apply the plan (with --yes) and print the signed receipt"),
     ):
         p = actions.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(func=func)
+        p.set_defaults(func=_usage_exits_2(func))
         p.add_argument("store", help="store directory or file (apply: or a node's ws:// URL, which then recovers)")
         p.add_argument("--from", dest="source", required=True, metavar="URL", help="the node to pull from (ws://)")
         p.add_argument("--key", required=True, type=Path, help="the operator's account key file")

@@ -24,25 +24,27 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from engine.crypto import AccountKey
-from engine.errors import KintsugiError, RecoveryAborted
+from engine.crypto import AccountKey, verify_signature
+from engine.errors import KintsugiError, PermissionDenied, RecoveryAborted
 from engine.ids import AccountID, CoValueID
 from engine.net.remote import RemoteSession
 from engine.node.facade import LocalNode
 from engine.node.recovery import apply_recovery, plan_recovery, scope_ids
 from engine.protocol.messages import Admin, AdminResult, Error, Message, RecoverPage, RecoveryScope
-from engine.protocol.messages.admin import RecoverArgs, admin_args
+from engine.protocol.messages.admin import RecoverArgs, admin_args, intent_message
 from engine.protocol.messages.recovery import XID_SIZE
 from engine.recovery.exchange import RecoveryFetch
 from engine.recovery.plan import FetchedCoValue, Plan
 from engine.recovery.receipt import SignedReceipt
 
-__all__ = ["PAGE_TIMEOUT", "AdminRecoverer", "Recovery", "fetch_scope", "recover_from"]
+__all__ = ["CONNECTION_CHECK", "PAGE_TIMEOUT", "AdminRecoverer", "Recovery", "fetch_scope", "recover_from"]
 
 logger = logging.getLogger(__name__)
 
 #: Seconds to wait for each page before the exchange is abandoned.
 PAGE_TIMEOUT = 30.0
+#: Seconds between checks, while waiting for a page, that the connection is still there.
+CONNECTION_CHECK = 0.05
 
 Progress = Callable[[int, int], None]
 
@@ -84,22 +86,43 @@ async def _exchange(
         answers.put_nowait(message)  # any error while the exchange runs ends it
 
     manager.on_reply, manager.on_error = on_reply, on_error
+    peer_id = session.peer_id
     try:
         request: Message | None = fetch.open_message()
         while request is not None:
-            manager.send_to(session.peer_id, request)
+            manager.send_to(peer_id, request)
             session.shell.dispatch()
-            try:
-                async with asyncio.timeout(timeout):
-                    answer = await answers.get()
-            except TimeoutError:
-                raise RecoveryAborted(f"no page from {session.url} within {timeout:g} s") from None
+            answer = await _next_answer(answers, session, peer_id, timeout)
             if not isinstance(answer, RecoverPage | Error):
                 continue
             request = fetch.receive(answer)
         return fetch.result()
     finally:
         manager.on_reply, manager.on_error = previous_reply, previous_error
+
+
+async def _next_answer(
+    answers: asyncio.Queue[Message], session: RemoteSession, peer_id: str, timeout: float
+) -> Message:
+    """The next answer of the exchange. Raises :class:`RecoveryAborted` when none comes
+    within ``timeout`` seconds, or as soon as the connection it was asked on is gone (the
+    peer died or closed it: the exchange cannot go on, even if the client reconnects)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    getting = asyncio.ensure_future(answers.get())
+    try:
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise RecoveryAborted(f"no page from {session.url} within {timeout:g} s")
+            done, _pending = await asyncio.wait({getting}, timeout=min(left, CONNECTION_CHECK))
+            if done:
+                return getting.result()
+            if peer_id not in session.shell.connections:
+                raise RecoveryAborted(f"{session.url} closed the connection before the last page")
+    finally:
+        if not getting.done():
+            getting.cancel()
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,8 +180,16 @@ class AdminRecoverer:
     ``on_admin_action``). One recovery runs at a time; another request meanwhile is refused
     with ``busy``."""
 
-    def __init__(self, node: LocalNode, send: Callable[[str, Message], None], *, timeout: float = PAGE_TIMEOUT) -> None:
+    def __init__(
+        self,
+        node: LocalNode,
+        send: Callable[[str, Message], None],
+        *,
+        node_name: str,
+        timeout: float = PAGE_TIMEOUT,
+    ) -> None:
         self.node = node
+        self.node_name = node_name
         self.send = send
         self.timeout = timeout
         self._running: asyncio.Task[None] | None = None
@@ -173,6 +204,9 @@ class AdminRecoverer:
         try:
             args = admin_args(msg)
             assert isinstance(args, RecoverArgs)
+            signed = intent_message(self.node_name, msg.op, msg.args)
+            if msg.intent is None or not verify_signature(account, signed, msg.intent):
+                raise PermissionDenied("a recover request needs the operator's signed intent for this node")
             planned = await recover_from(self.node, args.source, self.node.account, args.scope, timeout=self.timeout)
             asked = {"requested_by": account, "intent": msg.intent.hex() if msg.intent else None}
             receipt = apply(self.node, planned, self.node.account, audit_details=asked)
@@ -184,3 +218,7 @@ class AdminRecoverer:
         except KintsugiError as exc:
             logger.warning("recovery asked by admin %s failed: %s", account, exc)
             self.send(peer_id, AdminResult(msg.rid, False, {"code": exc.code, "detail": exc.detail[:500]}))
+        except Exception:  # a bug: the admin still gets an answer instead of waiting it out
+            logger.exception("recovery asked by admin %s failed", account)
+            detail = "the node failed while recovering; see its log"
+            self.send(peer_id, AdminResult(msg.rid, False, {"code": "internal_error", "detail": detail}))

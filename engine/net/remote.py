@@ -47,12 +47,15 @@ from engine.net.shell import SyncShell
 from engine.node.facade import LocalNode
 from engine.protocol.messages import MAX_ADMIN_EVENTS, MAX_ADMIN_HISTORY, Admin, AdminResult, KvList, Message
 from engine.sync.events import PeerLogEntry, SyncEvent, peer_log_from_json
+from engine.sync.manager import Heads
 from engine.sync.peers import PeerInfo, peer_info_from_json
 
 __all__ = ["REMOTE_TIMEOUT", "EventCursor", "RemoteSession", "connect_error"]
 
 #: Seconds a remote inspection may take before it gives up.
 REMOTE_TIMEOUT = 60.0
+#: Seconds a load may see no session grow before it stops waiting for the rest.
+LOAD_QUIET = 2.0
 
 
 def connect_error(url: str, exc: BaseException, handshake_timeout: float = 0.0) -> KintsugiError:
@@ -241,17 +244,50 @@ class RemoteSession:
         return next(self._rids)
 
     async def load_all(self, ids: list[CoValueID], timeout: float) -> None:
-        """Load ``ids`` and wait until the node has answered each with its known state."""
+        """Load ``ids`` and wait until the node has answered each with its known state and
+        every session it announced has arrived in full (a large session comes in several
+        frames after the first answer). A session that stops growing for
+        :data:`LOAD_QUIET` seconds (the node's copy was rejected here, or it is a tombstone's
+        leftover) no longer holds the wait up."""
         for cid in ids:
             self.shell.manager.load(cid)
         self.shell.dispatch()
         peer = self.shell.manager.peers[self.peer_id]
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not all(cid in peer.known for cid in ids):
-            if asyncio.get_running_loop().time() > deadline:
-                missing = [cid for cid in ids if cid not in peer.known]
-                raise ProtocolError(f"node did not answer for {len(missing)} CoValues", code="timeout")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        progress, changed_at = -1, loop.time()
+        while True:
+            now = loop.time()
+            missing = [cid for cid in ids if cid not in peer.known]
+            if not missing:
+                behind, held = self._behind(ids, peer.acked, peer.has_header)
+                if behind == 0:
+                    return
+                if held != progress:
+                    progress, changed_at = held, now
+                elif now - changed_at >= LOAD_QUIET:
+                    return
+            if now > deadline:
+                if missing:
+                    raise ProtocolError(f"node did not answer for {len(missing)} CoValues", code="timeout")
+                return
             await asyncio.sleep(0.01)
+
+    def _behind(
+        self, ids: list[CoValueID], acked: dict[CoValueID, Heads], has_header: set[CoValueID]
+    ) -> tuple[int, int]:
+        """Transactions the node announced that are not here yet, and how many are here."""
+        behind = held = 0
+        for cid in ids:
+            core = self.node.covalues.get(cid)
+            if cid not in has_header or (core is not None and core.deleted):
+                continue  # unknown to the node, or a tombstone: it carries only its delete sessions
+            ours = core.known_state().sessions if core is not None else {}
+            for sid, (n, _h) in acked.get(cid, {}).items():
+                have = ours.get(sid, (0, b""))[0]
+                held += have
+                behind += max(0, n - have)
+        return behind, held
 
     async def close(self) -> None:
         await self.client.stop()

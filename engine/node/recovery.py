@@ -18,6 +18,8 @@ Rules kept here:
 - **No signed transaction lost without a copy.** Owned divergent tails become conflict
   sessions re-signed by the operator (original ``madeAt`` kept: the transaction bytes are
   unchanged); every other local-only transaction goes into the signed receipt's archive.
+  Each such conflict session gets its conflict fork record (:mod:`engine.model.fork`), as
+  automatic recovery gives one, so a comparison with its origin aligns at the true fork.
 - **A peer's tombstone is believed only if it verifies here**: a delete marker counts only
   when its author is an admin of the owner group as this replica (or the fetched scope)
   knows it.
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from engine.covalue import CoValueCore
@@ -35,6 +37,7 @@ from engine.crypto import AccountKey, chain_extend
 from engine.errors import ChainError, RecoveryError
 from engine.ids import CoValueID, SessionID, is_delete_session
 from engine.model.audit import AuditAction, AuditRecord, append_record
+from engine.model.fork import CONFLICT_FORK_NAMESPACE, ForkPoint, conflict_fork_key, encode_conflict_fork
 from engine.model.header import OwnedByGroup
 from engine.model.session_log import SessionLog
 from engine.node.changes import ChangeEvent, ChangeKind
@@ -166,6 +169,9 @@ class _Prepared:
     after: dict[CoValueID, dict[SessionID, tuple[int, bytes]]]
     preserved: dict[CoValueID, dict[SessionID, SessionID]]
     archived: list[ArchivedStretch]
+    #: conflict fork records of the preserved tails: ``(key, value)`` in
+    #: :data:`~engine.model.fork.CONFLICT_FORK_NAMESPACE`
+    forks: list[tuple[str, bytes]] = field(default_factory=list)
 
 
 def _prepare(
@@ -206,6 +212,11 @@ def _prepare(
                 logs.append(kept)
                 after[sp.preserved_as] = kept.head()
                 out.preserved.setdefault(cp.id, {})[sp.session] = sp.preserved_as
+                # Its transaction j stood at index common + j of the origin; the origin's
+                # h(common) is the same before and after the replace (the shared prefix).
+                fork = ForkPoint(sp.common, old.hash_at(sp.common))
+                key = conflict_fork_key(cp.id, sp.preserved_as)
+                out.forks.append((key, encode_conflict_fork(sp.session, fork)))
             else:
                 sigs = {n: s for n, s in old.sigs.items() if sp.common < n <= old.signed_count}
                 out.archived.append(ArchivedStretch(cp.id, sp.session, sp.common, old.hash_at(sp.common), tail, sigs))
@@ -287,6 +298,12 @@ def apply_recovery(
         },
         at_ms=when,
     )
+    # The fork records go first: a record whose conflict session is not (yet) there is never
+    # read, while a conflict session without its record would only get an inferred fork
+    # point. A re-run after a crash plans the same conflict sessions and writes the same
+    # records again.
+    for key, value in prepared.forks:
+        store.put_checkpoint(CONFLICT_FORK_NAMESPACE, key, value)
     if plan.changes:
         store.apply_recovery(
             prepared.writes, receipt=StoredReceipt(signed.id, when, signed.body, signed.sig), audit=record

@@ -223,3 +223,19 @@ def test_demo_client_reports_only_an_acknowledgement_the_node_gave(
             if isinstance(m, Known) and m.id == comap and m.known.sessions.get(session, (0, b""))[0] >= 8
         ]
     assert acks and acks[0] <= reported, "the client reported an acknowledgement before the node sent it"
+
+
+def test_inspect_over_the_network_waits_for_sessions_larger_than_a_frame(processes: Processes) -> None:
+    """A session of about 9 MB reaches an inspecting account in several content frames after
+    the node's first answer; ``kintsugi inspect ws://…`` reports it whole, with the count and
+    head of the node's own store (it once stopped at the first frame: 2,010 of 9,010)."""
+    from tests.e2e._recovery import make_world, write_big
+
+    world = make_world(processes)
+    write_big(world.origin, world.doc, 9_000)
+    node = world.node("node-big")
+    node.wait_ready()
+    remote = by_id(inspect(node.url, world.bob.key))
+    on_disk = by_id(inspect(node.store))
+    assert remote[world.doc]["sessions"] == on_disk[world.doc]["sessions"]
+    assert sum(s["count"] for s in on_disk[world.doc]["sessions"]) > 9_000

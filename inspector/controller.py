@@ -9,7 +9,8 @@ and the ``forked`` badge; what the engine does not notify about (peers, a remote
 CoValues and CAS slots) is read by the ``poll`` :class:`~inspector.periodic.Periodic`
 refresh, once a second. The anomalies (``anomalies``) are recomputed once the target is
 analysed, after live changes, sync events and every poll; the peers × sessions matrix
-(``matrix``) follows the selected CoValue and the poll.
+(``matrix``) follows the selected CoValue and the poll; the audit log (``audit``) is read and
+verified when the target opens and after replaced CoValues (a recovery), or on request.
 
 Views never reach the engine: they get models, and call :meth:`Inspector.select_covalue`
 and friends. Background work is asyncio tasks owned here; :meth:`Inspector.close` cancels
@@ -47,6 +48,7 @@ from engine.sync.events import FORK_KINDS
 from inspector.eventlog import EventLog
 from inspector.lag import LoopLagMonitor
 from inspector.models.anomalies import AnomaliesModel
+from inspector.models.audit import AuditModel
 from inspector.models.content import ContentModel, TombstonesModel
 from inspector.models.covalues import CoValueFilterModel, CoValueListModel
 from inspector.models.events import SyncEventsModel
@@ -120,6 +122,7 @@ class Inspector(QObject):
         self.sync_events = SyncEventsModel(self)
         self.anomalies = AnomaliesModel(self)
         self.matrix = MatrixModel(self)
+        self.audit = AuditModel(self)
         install_log_ring()  # so a bundle exported later carries the embedded node's log lines
         self.throttle = Throttle("changes", self._apply_changes, throttle_ms, parent=self)
         self.event_throttle = Throttle("events", self._apply_events, throttle_ms, parent=self)
@@ -274,6 +277,7 @@ class Inspector(QObject):
             self.sync_events,
             self.anomalies,
             self.matrix,
+            self.audit,
         )
 
     def _on_analysed(self, covalues: list[CoValueID]) -> None:
@@ -325,6 +329,8 @@ class Inspector(QObject):
             self.cas_timeline.refresh()
             if self.is_loaded:
                 self.anomalies.refresh()
+            if any("replaced" in kinds for kinds in pending.values()):
+                self.audit.refresh()  # a recovery replaces CoValues and appends to the log
             self.changesApplied.emit(len(covalues))
 
     # -- sync events ---------------------------------------------------------------------
@@ -364,7 +370,11 @@ class Inspector(QObject):
                 continue
             self._forks_logged.add(key)
             self.events.emit(
-                "fork", covalue=event.covalue, session=event.session, kind=event.kind, peer=event.peer,
+                "fork",
+                covalue=event.covalue,
+                session=event.session,
+                kind=event.kind,
+                peer=event.peer,
                 detail=event.detail,
             )
             self.forkDetected.emit(event.covalue, event.session or "")

@@ -49,6 +49,10 @@ def cmd_demo(args: argparse.Namespace, out: Output) -> int:
             f"  deleted CoValues: {', '.join(result.deleted)}",
             f"  lost CAS races recorded: {result.kv_conflicts}",
             f"look at it with: kintsugi inspect {result.store}",
+            f"something to recover: {result.recovery['replica']} (a corrupt ledger, a stale release)",
+            f"  serve its origin:  kintsugi node serve --store {result.recovery['origin']}",
+            f"  then:              kintsugi recover plan {result.recovery['replica']} --from ws://HOST:PORT "
+            f"--key {result.recovery['operator_key']} --group {result.recovery['group']}",
         ]
     )
     out.result(data, text)
@@ -60,8 +64,9 @@ def register(command: AddCommand) -> None:
         "demo",
         cmd_demo,
         "Build the demo scenario into a store: a group with members, CoMaps with thousands of "
-        "edits, a forked session recovered into a conflict session, a deleted CoValue and "
-        "contended CAS slots. A previous demo store at the same place is replaced.",
+        "edits, a forked session recovered into a conflict session, a deleted CoValue, "
+        "contended CAS slots, and beside it a replica to recover (a corrupt and a stale copy) with its origin. "
+        "A previous demo store at the same place is replaced.",
     )
     p.add_argument("--headless", action="store_true", help="build the store without opening the inspector")
     p.add_argument("--store", help=f"store directory (default: {default_demo_store()})")

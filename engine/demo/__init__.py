@@ -5,6 +5,9 @@
   after acknowledgement (``kintsugi demo --connect``).
 - :mod:`engine.demo.embedded` — an in-process node with the live demo, for the inspector's
   embedded default.
+- :mod:`engine.demo.repairs` — something to recover: a corrupt and a stale copy of two
+  CoValues, and their good copies for an origin to serve (both the embedded demo and
+  ``kintsugi demo --headless`` carry them).
 - :mod:`engine.demo.held` — :class:`~engine.demo.held.HeldStore`, a store that holds commits
   back (a disk slower than the network), for the crash-after-acknowledgement story.
 

@@ -3,10 +3,14 @@
 :class:`EmbeddedDemo` starts a node (its own store in a working directory) on 127.0.0.1,
 plays the demo story against it over real WebSockets — a group with members, CoMaps with
 edits, two tabs forking one session, a client SIGKILLed after the node acknowledged what it
-never persisted, a deleted CoValue — fills contended CAS slots in the node's store, and then
-keeps going: Alice and Bob keep editing, and a peer that stopped reading is closed as lagged
-and comes back, again and again. The inspector embeds the node (``demo.node``); an admin key
-for connecting from outside is in ``demo.admin_key``.
+never persisted, a deleted CoValue — fills contended CAS slots in the node's store, gives its
+replica something to recover (:mod:`engine.demo.repairs`: a corrupt ledger and a stale release,
+whose good copies a second in-process node, the *origin*, serves), and then keeps going:
+Alice and Bob keep editing, and a peer that stopped reading is closed as lagged and comes
+back, again and again. The inspector embeds the node (``demo.node``); an admin key
+for connecting from outside is in ``demo.admin_key``; it is an admin of the origin too, and
+saved as ``demo.operator_key_file`` for recovering from it (``demo.report["recovery"]`` names
+the origin's URL and the two damaged CoValues).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from websockets.asyncio.client import connect
 from engine import __version__
 from engine.crypto import AccountKey
 from engine.demo.live import LiveClient, run_live_demo
+from engine.demo.repairs import RecoverySeed, make_seed, write_seed
 from engine.demo.scenario import contend_slots
 from engine.ids import CoValueID
 from engine.model.known_state import KnownState
@@ -35,6 +40,7 @@ from engine.protocol.frames import OP, encode_frame
 from engine.protocol.handshake import PeerHandshake
 from engine.protocol.limits import Limits
 from engine.protocol.messages import Load
+from engine.storage.opener import open_store
 
 logger = logging.getLogger(__name__)
 
@@ -64,9 +70,7 @@ class EmbeddedDemo:
         self.admin_key = AccountKey.generate()
         #: the node's store directory (the demo's tabs open it too, to contend for CAS slots)
         self.store_dir = workdir / "node"
-        self.node = LocalNode.open(
-            self.store_dir, self.node_key, instance_id="embedded-node", background_commits=True
-        )
+        self.node = LocalNode.open(self.store_dir, self.node_key, instance_id="embedded-node", background_commits=True)
         self.shell = SyncShell(self.node, limits=EMBEDDED_LIMITS)
         self.server = NodeServer(
             self.shell, name="embedded-demo", admins=[self.admin_key.account_id], socket_send_buffer=SOCKET_SEND_BUFFER
@@ -76,6 +80,14 @@ class EmbeddedDemo:
         self.clients: list[LiveClient] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.stalls = 0
+        #: the origin: a second node holding the good copies of what the node holds damaged
+        self.origin_key = AccountKey.generate()
+        self.origin: LocalNode | None = None
+        self.origin_shell: SyncShell | None = None
+        self.origin_server: NodeServer | None = None
+        self.origin_url = ""
+        #: ``admin_key`` saved, for recovering the node from the origin
+        self.operator_key_file = workdir / "keys" / "operator.key"
 
     async def start(self) -> None:
         """Listen, play the story, then start the live edits and the stalled peer."""
@@ -84,6 +96,7 @@ class EmbeddedDemo:
         # Some forty CAS commits, each synced: on a thread, so the shared loop keeps running.
         await asyncio.to_thread(contend_slots, self.store_dir, self.node.account_id)
         keys = self.workdir / "clients" / "keys"
+        await self._start_origin(keys / "bob.key")
         alice = LiveClient("alice-live", AccountKey.load(keys / "alice.key"), self.url)
         bob = LiveClient("bob-live", AccountKey.load(keys / "bob.key"), self.url)
         for client in (alice, bob):
@@ -118,6 +131,43 @@ class EmbeddedDemo:
         await self.server.close()
         self.shell.close()
         await self.node.aclose()
+        if self.origin_server is not None:
+            await self.origin_server.close()
+        if self.origin_shell is not None:
+            self.origin_shell.close()
+        if self.origin is not None:
+            await self.origin.aclose()
+
+    def _open_origin(self, seed: RecoverySeed) -> LocalNode:
+        """The origin's node, over a new store holding the good copies."""
+        origin_dir = self.workdir / "origin"
+        origin_store = open_store(origin_dir)
+        try:
+            write_seed(origin_store, seed, seed.good)
+        finally:
+            origin_store.close()
+        return LocalNode.open(origin_dir, self.origin_key, instance_id="embedded-origin")
+
+    async def _start_origin(self, writer_key: Path) -> None:
+        """Write the damaged copies into the node's store and the good ones into the
+        origin's, and serve the origin on 127.0.0.1 (``admin_key`` is its admin)."""
+        await self.node.durable()
+        store = self.node.store
+        assert store is not None
+        seed = make_seed(self.node, CoValueID(self.report["group"]), AccountKey.load(writer_key))
+        write_seed(store, seed, seed.damaged)
+        # Creating a store takes tens of milliseconds: on a thread, so the shared loop runs on.
+        self.origin = await asyncio.to_thread(self._open_origin, seed)
+        self.origin_shell = SyncShell(self.origin)
+        self.origin_server = NodeServer(self.origin_shell, name="embedded-origin", admins=[self.admin_key.account_id])
+        self.origin_url = await self.origin_server.start("127.0.0.1", 0)
+        self.operator_key_file.parent.mkdir(parents=True, exist_ok=True)
+        self.admin_key.save(self.operator_key_file)
+        self.report["recovery"] = {
+            **seed.to_json(),
+            "origin": self.origin_url,
+            "operator_key": str(self.operator_key_file),
+        }
 
     async def _edit_forever(self, client: LiveClient, which: str) -> None:
         rng = random.Random(which)

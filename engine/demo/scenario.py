@@ -11,7 +11,12 @@
   tail was split at goes into the store as the conflict session's fork record (see
   :mod:`engine.model.fork`: it cannot be recomputed from the logs);
 - a CoValue "scratch" that Alice deleted (a tombstone);
-- CAS slots that three writers contended for (the losing attempts are in the slot history).
+- CAS slots that three writers contended for (the losing attempts are in the slot history);
+- something to recover (:mod:`engine.demo.repairs`), beside the demo store so that the store
+  itself stays whole: ``<store>/recovery/replica``, a store whose ledger is corrupt and whose
+  release is stale, and ``<store>/recovery/origin``, a store with both whole, for
+  ``kintsugi node serve`` to serve and ``kintsugi recover`` (or the inspector's Recover…)
+  to pull from, with Alice's key (an admin of the owner group).
 
 Account keys are written to ``<store>/keys`` (mode 0600) so the demo can be reopened.
 No network is involved: replicas exchange content through the same apply/replace calls the
@@ -34,6 +39,7 @@ from typing import Any
 
 from engine.covalue import OutcomeStatus, SessionOutcome
 from engine.crypto import AccountKey
+from engine.demo.repairs import make_seed, write_seed
 from engine.diagnostics.analysis import portable_errors
 from engine.errors import StorageError, StoreNotFound, UsageError
 from engine.ids import CoValueID, SessionID
@@ -48,6 +54,8 @@ from engine.storage.opener import open_store
 DEMO_NAMESPACE = "kintsugi"
 DEMO_KEY = "demo"
 DEFAULT_EDITS = 3000
+#: Folder of a demo store that holds the stores to recover (``replica``) and from (``origin``).
+RECOVERY_DIR = "recovery"
 
 Progress = Callable[[str], None]
 
@@ -64,6 +72,9 @@ class DemoResult:
     kv_conflicts: int = 0
     transactions: int = 0
     seconds: float = 0.0
+    #: the stores to recover: ``replica``, ``origin``, ``operator_key``, ``corrupt`` and
+    #: ``stale`` (CoValue ids), ``group``
+    recovery: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -77,6 +88,7 @@ class DemoResult:
             "kv_conflicts": self.kv_conflicts,
             "transactions": self.transactions,
             "seconds": round(self.seconds, 3),
+            "recovery": self.recovery,
         }
 
 
@@ -202,6 +214,21 @@ def build_demo(
             node.set(scratch.id, f"line-{i}", f"draft {i}")
     node.delete_covalue(scratch.id)
     result.deleted.append(scratch.id)
+
+    say("something to recover: a corrupt and a stale replica, and their origin")
+    repairs = make_seed(node, group.id, bob)
+    for name, logs in (("origin", repairs.good), ("replica", repairs.damaged)):
+        side = open_store(path / RECOVERY_DIR / name)
+        try:
+            write_seed(side, repairs, logs)
+        finally:
+            side.close()
+    result.recovery = {
+        **repairs.to_json(),
+        "replica": str(path / RECOVERY_DIR / "replica"),
+        "origin": str(path / RECOVERY_DIR / "origin"),
+        "operator_key": str(keys_dir / "alice.key"),
+    }
 
     say("contended CAS slots")
     result.kv_conflicts = contend_slots(path, alice.account_id)

@@ -91,7 +91,11 @@ def _stamp(store: Store, covalue: CoValueID) -> tuple[Any, ...] | None:
     row = store.covalue_row(covalue)
     if row is None:
         return None
-    return (row.deleted, tuple(store.stored_sessions(covalue)))
+    sessions = store.stored_sessions(covalue)
+    # the count and head of a session replaced by a recovery may be what they were (a corrupt
+    # copy of the same length): the stored copy's key tells the copies apart
+    copies = tuple(r.key if (r := store.session_rows(covalue, s.session)) else None for s in sessions)
+    return (row.deleted, tuple(sessions), copies)
 
 
 def _load(path: str, covalue: CoValueID) -> CoValueCore | None:

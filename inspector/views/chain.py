@@ -115,7 +115,8 @@ class LaneWidget(QFrame):
 
     Its context menu (:meth:`compare_menu`) asks ``on_compare(covalue, left, right)`` for a
     comparison: "Compare with origin" on a conflict lane, "Compare with…" another lane or
-    (``right`` empty) the same session on another target."""
+    (``right`` empty) the same session on another target; and ``on_recover(covalue,
+    session)`` for "Recover this session…"."""
 
     def __init__(self, lanes: LanesModel, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -123,6 +124,7 @@ class LaneWidget(QFrame):
         self.row = -1
         self.chain: SessionChainModel | None = None
         self.on_compare: Callable[[str, str, str], None] | None = None
+        self.on_recover: Callable[[str, str], None] | None = None
         self.setObjectName("lane")
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.setFixedWidth(LANE_WIDTH)
@@ -209,7 +211,15 @@ class LaneWidget(QFrame):
         others.addSeparator()
         action = others.addAction("The same session on another target…")
         action.triggered.connect(lambda: self._compare(covalue, session.id, ""))
+        menu.addSeparator()
+        recover = menu.addAction("Recover this session…")
+        recover.setObjectName("recoverSession")
+        recover.triggered.connect(lambda: self._recover(covalue, session.id))
         return menu
+
+    def _recover(self, covalue: str, session: str) -> None:
+        if self.on_recover is not None:
+            self.on_recover(covalue, session)
 
     def _compare(self, covalue: str, left: str, right: str) -> None:
         if self.on_compare is not None:
@@ -326,10 +336,12 @@ class LaneStrip(QWidget):
 class ChainView(QWidget):
     """Emits ``lanesBuilt(int)`` once every lane of the current CoValue is shown, and
     ``compareRequested(covalue, left session, right session)`` from a lane's context menu
-    (``right`` empty: the same session on another target)."""
+    (``right`` empty: the same session on another target), and ``recoverRequested(covalue,
+    session)`` from its "Recover this session…"."""
 
     lanesBuilt = Signal(int)
     compareRequested = Signal(str, str, str)
+    recoverRequested = Signal(str, str)
 
     def __init__(self, lanes: LanesModel, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -374,6 +386,7 @@ class ChainView(QWidget):
     def _new_lane(self) -> LaneWidget:
         lane = LaneWidget(self.lanes, self.strip)
         lane.on_compare = self.compareRequested.emit
+        lane.on_recover = self.recoverRequested.emit
         lane.ensurePolished()  # now, not in a second paint after the first
         self.strip.lanes.append(lane)
         return lane

@@ -1,7 +1,8 @@
-"""The main window: navigator on the left; chains, content, tombstones, CAS slots, peers and
-sync events in tabs; a banner for targets that failed to open (red) or opened with a warning
-such as version skew (amber); target, node, counts and loop lag in the status bar. Clicking a
-sync event shows its CoValue in the navigator and its session chains.
+"""The main window: navigator on the left; chains, content, tombstones, CAS slots, peers,
+sync events, anomalies, the peers × sessions matrix and the audit log in tabs; a banner for
+targets that failed to open (red) or opened with a warning such as version skew (amber);
+target, node, counts and loop lag in the status bar. Clicking a sync event shows its CoValue
+in the navigator and its session chains.
 
 The window title is the open target's label, said once: the platform adds the application's
 display name after it. The menu bar:
@@ -13,9 +14,12 @@ display name after it. The menu bar:
 - View: one entry per tab (Ctrl+1, Ctrl+2, …), Search CoValues (Ctrl+F focuses the
   navigator's search), Reload (F5: re-reads a target that is not live, i.e. a store; a live
   target updates by itself, so there it is disabled and its tooltip says why).
-- Actions: Recover… (disabled with a tooltip until that feature lands) and Compare… (pick
-  two targets; :class:`~inspector.views.compare.CompareLauncher` opens the compare view,
-  also from a session lane's context menu).
+- Actions: Recover… (also on the toolbar, a CoValue's context menu in the navigator and a
+  session lane's: :class:`~inspector.views.recover.RecoverDialog` for the selected CoValue;
+  its tooltip says why when the target cannot be recovered from here) and Compare… (pick two
+  targets; :class:`~inspector.views.compare.CompareLauncher` opens the compare view, also
+  from a session lane's context menu). After a recovery the audit log is read again and a
+  store (not live) is reloaded.
 - Help: About (versions of Kintsugi, the protocol, Qt, PySide6 and Python; the data folder
   and the settings file).
 
@@ -51,15 +55,18 @@ from PySide6.QtWidgets import (
 )
 
 from engine import __version__
+from engine.diagnostics.analysis import close_stores
 from engine.diagnostics.anomalies import Anomaly
 from engine.diagnostics.covalue_summary import Badge
 from engine.ids import CoValueID
 from engine.protocol.limits import PROTOCOL_VERSION
 from inspector.controller import Inspector
+from inspector.models.recover import recover_block
 from inspector.recent import default_settings
 from inspector.style import BADGE_LABELS, BADGE_ORDER
 from inspector.targets.base import TargetSpec
 from inspector.views.anomalies import AnomaliesView, counts_text
+from inspector.views.audit import AuditView
 from inspector.views.chain import ChainView
 from inspector.views.compare import CompareLauncher
 from inspector.views.connect import ConnectDialog
@@ -70,6 +77,7 @@ from inspector.views.kv import CasView
 from inspector.views.matrix import MatrixView
 from inspector.views.navigator import NavigatorView
 from inspector.views.peers import PeersView
+from inspector.views.recover import RecoverDialog
 
 __all__ = ["MainWindow"]
 
@@ -80,9 +88,9 @@ LAG_DISPLAY_EVERY = 25
 BASE_TITLE = "Kintsugi inspector"
 #: Tabs reachable with Ctrl+1 … Ctrl+9 (the View menu lists any others without a shortcut).
 MAX_TAB_SHORTCUTS = 9
-#: Tooltips of the menu entries whose features have not landed yet.
-RECOVER_PENDING = "comes with authoritative-peer recovery"
-COMPARE_PENDING = "comes with side-by-side compare"
+#: Recover…'s tooltip when the target can be recovered, and what it says with none selected.
+RECOVER_TIP = "Replace the selected CoValue, its group or a session with a chosen peer's copy, after a plan"
+RECOVER_SELECT_FIRST = "Select a CoValue first: Recover… works on the selected one"
 #: Reload's tooltip when it can reload, when the target is live, and with no target.
 RELOAD_TIP = "Re-read the store from disk"
 RELOAD_LIVE_TIP = "A live target updates by itself: there is nothing to reload"
@@ -122,6 +130,8 @@ class MainWindow(QMainWindow):
         self.sync_events = EventsView(inspector.sync_events)
         self.anomalies = AnomaliesView(inspector.anomalies)
         self.matrix = MatrixView(inspector.matrix)
+        self.audit = AuditView(inspector.audit)
+        self.recover_dialog: RecoverDialog | None = None
         self.bundle_dialog: QFileDialog | None = None
         self.export_file_dialog: QFileDialog | None = None
         self.export_dialog: ExportDialog | None = None
@@ -135,6 +145,7 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.sync_events, "Sync events")
         self.tabs.addTab(self.anomalies, "Anomalies")
         self.tabs.addTab(self.matrix, "Peers × sessions")
+        self.tabs.addTab(self.audit, "Audit log")
 
         self.banner = QFrame()
         self.banner.setObjectName("errorBanner")
@@ -188,10 +199,14 @@ class MainWindow(QMainWindow):
         self.connect_action.triggered.connect(self.show_connect_dialog)
         toolbar.addAction(self.connect_action)
         self._build_menus()
+        toolbar.addAction(self.recover_action)
         self.comparer = CompareLauncher(self)
 
         self.navigator.covalueSelected.connect(inspector.select_covalue)
         self.navigator.slotSelected.connect(self._slot_from_navigator)
+        self.navigator.recoverRequested.connect(self.show_recover_dialog)
+        self.chain.recoverRequested.connect(self.show_recover_dialog)
+        inspector.opened.connect(self._update_recover)
         self.cas.slotSelected.connect(inspector.select_slot)
         self.sync_events.covalueActivated.connect(self.show_covalue)
         self.anomalies.anomalyActivated.connect(self.show_anomaly)
@@ -237,7 +252,8 @@ class MainWindow(QMainWindow):
         self._update_reload()
 
         actions_menu = self._menu(bar.addMenu("&Actions"), "actionsMenu")
-        self.recover_action = self._action(actions_menu, "Recover…", pending=RECOVER_PENDING)
+        self.recover_action = self._action(actions_menu, "Recover…", "", self.recover_selected)
+        self._update_recover()
         self.compare_action = self._action(actions_menu, "Compare…")
 
         help_menu = self._menu(bar.addMenu("&Help"), "helpMenu")
@@ -302,6 +318,41 @@ class MainWindow(QMainWindow):
             self.node_label.setText(f"node {info.name} · Kintsugi {info.version}{skew} · protocol {info.proto}{who}")
         self.stats_label.setText("verifying…")
         self.chain.set_heading("Select a CoValue to see its session chains")
+
+    def _update_recover(self) -> None:
+        self.recover_action.setToolTip(recover_block(self.inspector.target) or RECOVER_TIP)
+
+    def recover_selected(self) -> RecoverDialog | None:
+        """Recover… from the menu or toolbar: the dialog for the selected CoValue."""
+        return self.show_recover_dialog(self.inspector.selected_covalue or "")
+
+    def show_recover_dialog(self, covalue: str, session: str = "") -> RecoverDialog | None:
+        """The Recover dialog for ``covalue`` (and ``session``), window-modal, returning at
+        once; None, with the reason in the status bar, when the target cannot be recovered
+        from here or nothing is selected."""
+        why = recover_block(self.inspector.target) or ("" if covalue else RECOVER_SELECT_FIRST)
+        if why:
+            self.statusBar().showMessage(why, 10_000)
+            return None
+        dialog = RecoverDialog(self.inspector, covalue, session or None, self)
+        dialog.recovered.connect(self._recovered)
+        dialog.finished.connect(dialog.deleteLater)
+        self.recover_dialog = dialog
+        dialog.open()
+        return dialog
+
+    def _recovered(self, location: str) -> None:
+        self.statusBar().showMessage(f"recovered {location}: the receipt and audit record are in its store", 10_000)
+        self.inspector.audit.refresh()
+        target = self.inspector.target
+        if target is not None and not target.live:  # a live target follows by itself
+            self.inspector.spawn(self._reread(target.spec), "reread")
+
+    async def _reread(self, spec: TargetSpec) -> None:
+        """Open ``spec`` again after it was written, with the worker's loaded CoValues
+        forgotten: a recovery can rewrite a session in place of one with the same head."""
+        await self.inspector.pool.run(close_stores)
+        await self.inspector.open(spec)
 
     def show_error(self, code: str, message: str) -> None:
         self._banner("error", f"<b>Could not open the target</b> ({code}): {message}")

@@ -1,13 +1,14 @@
 """The navigator: CoValues with badges (filter by badge, search by id or name) and the KV
 namespaces with their keys.
 
-Emits ``covalueSelected(str)`` when the current CoValue row changes and
-``slotSelected(str, str)`` (namespace, key) when a key is chosen in the KV tree.
+Emits ``covalueSelected(str)`` when the current CoValue row changes,
+``slotSelected(str, str)`` (namespace, key) when a key is chosen in the KV tree, and
+``recoverRequested(str)`` (CoValue id) from a CoValue's context menu (Recover…).
 """
 
 from __future__ import annotations
 
-from PySide6.QtCore import QModelIndex, QRect, QSize, Qt, Signal
+from PySide6.QtCore import QModelIndex, QPoint, QRect, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QFontMetrics, QPainter
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -16,6 +17,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QLineEdit,
+    QMenu,
     QSplitter,
     QStyle,
     QStyledItemDelegate,
@@ -89,6 +91,7 @@ class BadgeDelegate(QStyledItemDelegate):
 class NavigatorView(QWidget):
     covalueSelected = Signal(str)
     slotSelected = Signal(str, str)
+    recoverRequested = Signal(str)
 
     def __init__(self, covalues: CoValueFilterModel, kv: KvTreeModel, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -123,6 +126,8 @@ class NavigatorView(QWidget):
             header.resizeSection(column, width)
         header.setSectionHidden(CoValueListModel.ID, True)
         self.list.selectionModel().currentRowChanged.connect(self._current_changed)
+        self.list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.list.customContextMenuRequested.connect(self._show_menu)
         self.count = QLabel()
         self.count.setObjectName("covalueCount")
         for signal in (covalues.rowsInserted, covalues.rowsRemoved, covalues.modelReset, covalues.layoutChanged):
@@ -169,6 +174,24 @@ class NavigatorView(QWidget):
     def _current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
         if current.isValid():
             self.covalueSelected.emit(str(current.data(Role.ID)))
+
+    def context_menu(self, covalue: str) -> QMenu:
+        """The context menu of ``covalue``'s row: Recover… (emits ``recoverRequested``)."""
+        menu = QMenu(self.list)
+        menu.setObjectName("covalueMenu")
+        action = menu.addAction("Recover…")
+        action.setObjectName("recoverCovalue")
+        action.setToolTip("Replace this CoValue (or its group) with a chosen peer's copy, after a plan")
+        action.triggered.connect(lambda: self.recoverRequested.emit(covalue))
+        return menu
+
+    def _show_menu(self, where: QPoint) -> None:
+        index = self.list.indexAt(where)
+        if not index.isValid():
+            return
+        menu = self.context_menu(str(index.data(Role.ID)))
+        menu.aboutToHide.connect(menu.deleteLater)
+        menu.popup(self.list.viewport().mapToGlobal(where))
 
     def _slot_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
         key = current.data(Role.KEY) if current.isValid() else None

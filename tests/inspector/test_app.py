@@ -92,8 +92,9 @@ def test_screenshot_of_a_store_then_exit(demo_store: DemoResult) -> None:
 def test_the_embedded_demo_closes_cleanly_on_sigterm(child_env: Path) -> None:
     app = App()
     loaded = app.wait_event("loaded")
-    # the live demo: group, todo, notes, telemetry and the deleted scratch; two forks recovered
-    assert loaded["covalues"] == 5 and loaded["conflict_sessions"] >= 2 and loaded["deleted"] == 1
+    # the live demo: group, todo, notes, telemetry, the deleted scratch, and the damaged ledger and
+    # stale release to recover; two forks recovered
+    assert loaded["covalues"] == 7 and loaded["conflict_sessions"] >= 2 and loaded["deleted"] == 1
     assert loaded["forked"] >= 1 and app.events("fork")
     app.proc.send_signal(signal.SIGTERM)
     assert app.finish() == 0, app.stderr_text()

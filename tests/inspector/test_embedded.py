@@ -55,7 +55,7 @@ def test_the_embedded_demo_live_in_the_window(  # noqa: PLR0917 - fixtures
     assert demo is not None
     maps = demo.report["maps"]
     notes, todo, scratch = maps["notes"], maps["todo"], demo.report["deleted"][0]
-    assert loaded.args[0]["covalues"] == 5 and loaded.args[0]["conflict_sessions"] >= 2
+    assert loaded.args[0]["covalues"] == 7 and loaded.args[0]["conflict_sessions"] >= 2
 
     # -- engine → view: what the story left -------------------------------------------------
     covalues = inspector.covalues

@@ -1,5 +1,5 @@
 """The main window's menu bar: entries, shortcuts (pressed as keys), disabled entries that say
-why, About, Open store and Reload, Quit."""
+why, About, Open store and Reload, Recover… (menu and toolbar) and the audit view, Quit."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ from pathlib import Path
 import PySide6
 from PySide6.QtCore import qVersion
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QApplication, QFileDialog, QMenu
+from PySide6.QtWidgets import QApplication, QFileDialog, QMenu, QToolBar
 from pytestqt.qtbot import QtBot
 
 from engine import __version__
 from engine.protocol.limits import PROTOCOL_VERSION
 from engine.storage.sqlite.store import STORE_FILE
 from inspector.controller import Inspector
+from inspector.models.recover import NO_TARGET
 from inspector.targets import NodeTarget, TargetSpec
 from inspector.views import main_window as mw
 from inspector.views.main_window import MainWindow
@@ -28,8 +29,8 @@ MENUS = {
     "&File": [
         ("Connect…", OPEN_KEY, True),
         ("Open store…", "Ctrl+Shift+O", True),
-        ("Open bundle…", "", False),
-        ("Export bundle…", "", False),
+        ("Open bundle…", "", True),
+        ("Export bundle…", "Ctrl+E", False),
         ("Quit", "Ctrl+Q", True),
     ],
     "&View": [
@@ -39,10 +40,13 @@ MENUS = {
         ("CAS slots", "Ctrl+4", True),
         ("Peers", "Ctrl+5", True),
         ("Sync events", "Ctrl+6", True),
+        ("Anomalies", "Ctrl+7", True),
+        ("Peers × sessions", "Ctrl+8", True),
+        ("Audit log", "Ctrl+9", True),
         ("Search CoValues", "Ctrl+F", True),
         ("Reload", "F5", False),
     ],
-    "&Actions": [("Recover…", "", False), ("Compare…", "", False)],
+    "&Actions": [("Recover…", "", True), ("Compare…", "", True)],
     "&Help": [("About Kintsugi inspector", "", True)],
 }
 
@@ -82,11 +86,16 @@ def test_the_menus_and_their_shortcuts(window: MainWindow) -> None:
         assert actual == expected, title
         assert found[title].toolTipsVisible()
     tips = {a.text(): a.toolTip() for m in found.values() for a in entries(m) if not a.isEnabled()}
-    assert tips["Open bundle…"] == tips["Export bundle…"] == "comes with diagnostic bundles"
-    assert tips["Recover…"] == mw.RECOVER_PENDING and tips["Compare…"] == mw.COMPARE_PENDING
+    assert set(tips) == {"Export bundle…", "Reload"}
+    assert tips["Export bundle…"] == mw.EXPORT_NO_TARGET_TIP
     assert tips["Reload"] == mw.RELOAD_NO_TARGET_TIP
-    # the toolbar's Connect is the File menu's
+    # Recover… is enabled; with no target its tooltip says what to open first
+    assert window.recover_action.toolTip() == NO_TARGET
+    # the toolbar's Connect and Recover… are the menus'
+    toolbar = window.findChild(QToolBar, "targetToolbar")
+    assert toolbar.actions() == [window.connect_action, window.recover_action]
     assert window.connect_action in entries(found["&File"])
+    assert window.recover_action in entries(found["&Actions"])
     assert window.quit_action.menuRole() == QAction.MenuRole.QuitRole
     assert window.about_action.menuRole() == QAction.MenuRole.AboutRole
 
@@ -100,6 +109,36 @@ def test_ctrl_digits_switch_tabs_and_the_menu_follows(qtbot: QtBot, window: Main
     window.tabs.setCurrentWidget(window.peers)  # clicking a tab checks its View entry
     assert window.tab_actions[window.tabs.indexOf(window.peers)].isChecked()
     assert sum(a.isChecked() for a in window.tab_actions) == 1
+
+
+def test_ctrl_9_shows_the_audit_log_and_recover_without_a_target_says_why(
+    qtbot: QtBot, window: MainWindow, inspector: Inspector
+) -> None:
+    activate(qtbot, window)
+    press(qtbot, window, "Ctrl+9")
+    assert window.tabs.currentWidget() is window.audit
+    assert window.audit.status.text() == inspector.audit.note != ""  # no target: no log
+    window.recover_action.trigger()
+    assert window.recover_dialog is None and window.statusBar().currentMessage() == NO_TARGET
+
+
+def test_recover_on_a_store_needs_a_selected_covalue_and_the_audit_log_verifies(
+    qtbot: QtBot, window: MainWindow, inspector: Inspector, demo_copy: Path
+) -> None:
+    with qtbot.waitSignal(inspector.loaded, timeout=ms(20)):
+        window.open_store(str(demo_copy))
+    assert window.recover_action.toolTip() == mw.RECOVER_TIP
+    window.recover_action.trigger()  # nothing selected yet
+    assert window.recover_dialog is None and window.statusBar().currentMessage() == mw.RECOVER_SELECT_FIRST
+    notes = next(cid for cid in inspector.target.ids() if inspector.target.summary(cid).name == "notes")  # type: ignore[union-attr]
+    assert window.navigator.select_covalue(notes)
+    window.recover_action.trigger()
+    dialog = window.recover_dialog
+    assert dialog is not None and dialog.isVisible() and dialog.covalue == notes
+    dialog.reject()
+    # a demo store has an empty audit log, which verifies
+    assert inspector.audit.available and inspector.audit.row_count() == 0 and inspector.audit.ok
+    assert window.audit.status.text().startswith("✓ verifies: 0 records")
 
 
 def test_ctrl_f_focuses_the_search(qtbot: QtBot, window: MainWindow) -> None:

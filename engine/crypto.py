@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import stat
@@ -109,20 +110,38 @@ class AccountKey:
     # -- key files ---------------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the key to a new file readable only by its owner (0600).
+        """Write the key to a new file readable only by its owner (0600), atomically: the
+        file appears whole or not at all, even when the disk fills or the process dies.
 
-        Refuses to overwrite an existing file (raises :class:`KeyFileError`).
+        The key is written to a temporary file beside ``path`` (0600), flushed to disk
+        (fsync), then linked to ``path`` (which fails if ``path`` exists, so a key is never
+        overwritten) and the directory is synced. Raises :class:`KeyFileError` when ``path``
+        exists or cannot be written (the temporary file is removed then).
         """
         target = Path(path)
         text = f"{KEY_FILE_MAGIC}\n{self.account_id}\n{bytes(self._signing).hex()}\n"
+        if target.exists():
+            raise KeyFileError(f"{target}: already exists; refusing to overwrite a key")
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
         try:
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                data = text.encode()
+                written = 0
+                while written < len(data):
+                    written += os.write(fd, data[written:])
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.link(tmp, target)
         except FileExistsError as exc:
             raise KeyFileError(f"{target}: already exists; refusing to overwrite a key") from exc
         except OSError as exc:
-            raise KeyFileError(f"{target}: {exc.strerror}") from exc
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+            raise KeyFileError(f"{target}: cannot write the key file: {exc.strerror or exc}") from exc
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        _sync_directory(target.parent)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> AccountKey:
@@ -151,3 +170,14 @@ class AccountKey:
         if key.account_id != lines[1]:
             raise KeyFileError(f"{source}: key does not match its account id")
         return key
+
+
+def _sync_directory(directory: Path) -> None:
+    """fsync ``directory`` so a file just linked into it survives a power loss (best effort:
+    some filesystems cannot sync a directory)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -23,7 +23,8 @@ Hierarchy::
     │   │   ├── FrameTooLarge            frame_too_large: over the frame size limit
     │   │   ├── UnsupportedVersion       unsupported_version: envelope "v" not understood
     │   │   └── AuthFailed               auth_failed: the node refused this account's hello
-    │   └── KeyFileError                 key_file: unreadable or malformed account key file
+    │   ├── KeyFileError                 key_file: unreadable or malformed account key file
+    │   └── BundleError                  invalid_bundle: not a zip, no manifest, checksum mismatch
     ├── PermissionDenied                 permission_denied: local write the rules forbid
     ├── CoValueDeleted                   deleted: the CoValue has a tombstone
     ├── UnknownCoValue                   unknown_covalue: id not in this replica
@@ -56,6 +57,7 @@ __all__ = [
     "AdminRefused",
     "AuthFailed",
     "AuditError",
+    "BundleError",
     "CASRetriesExhausted",
     "ChainError",
     "CoValueDeleted",
@@ -235,6 +237,19 @@ class KeyFileError(InvalidInput):
     code = "key_file"
 
 
+class BundleError(InvalidInput):
+    """A file given as a diagnostic bundle is not a readable one: not a zip archive, no
+    Kintsugi manifest, a format newer than this build reads, or a member whose sha256 does
+    not match the manifest (``problem`` says which, in a word: ``not_a_zip``,
+    ``no_manifest``, ``too_new``, ``checksum``, ``damaged``)."""
+
+    code = "invalid_bundle"
+
+    def __init__(self, detail: str, problem: str = "damaged") -> None:
+        super().__init__(detail)
+        self.problem = problem
+
+
 class PermissionDenied(KintsugiError):
     """A local write that the owner group's rules would make invalid."""
 
@@ -379,3 +394,28 @@ class RecoveryAborted(RecoveryError):
 
     code = "recovery_aborted"
 
+
+class IntegerTooLarge(InvalidCBOR):
+    """A CBOR bignum longer than the decoder accepts (:data:`engine.codec.MAX_BIGNUM_BYTES`);
+    refused while decoding, before anything formats or computes with it."""
+
+    code = "integer_too_large"
+
+    def __init__(self, size: int, max_size: int) -> None:
+        super().__init__(f"a {size}-byte bignum exceeds the {max_size}-byte integer limit")
+        self.size = size
+        self.max_size = max_size
+
+
+class StorageUnavailable(StorageEnvironmentError):
+    """The store cannot take writes now (its disk is full); reads go on, and writes resume
+    by themselves once space returns."""
+
+    code = "storage_unavailable"
+
+
+class InvalidQuotaExceeded(PermissionDenied):
+    """An account sent more transactions that were invalid on arrival (no role that lets it
+    write) than a node keeps for one account; the excess is not stored."""
+
+    code = "invalid_quota_exceeded"

@@ -9,6 +9,15 @@ this shell draws the nonce, moves the frames, keeps the per-account connection c
 feeds to that decision (over the limit: 4409), logs forged hellos on ``kintsugi.security``,
 and owns the clock: a connection that does not finish the handshake in time is closed with
 4408.
+
+Before the challenge, two caps bound what strangers can open (each connection costs node
+memory whether or not it ever authenticates): at most ``max_connections`` connections in all
+(:data:`~engine.protocol.limits.MAX_CONNECTIONS`; one more gets ``error{node_full}`` and close
+1013, "try again later") and at most ``max_connections_per_address`` from one IP address
+(:data:`~engine.protocol.limits.MAX_CONNECTIONS_PER_ADDRESS`; one more gets
+``error{too_many_connections}`` and close 4409). Connections still in their handshake count.
+Each refusal is logged at most once per :data:`REFUSAL_LOG_INTERVAL` seconds per cap, so a
+flood does not flood the log.
 """
 
 from __future__ import annotations
@@ -31,11 +40,20 @@ from engine.net.connection import CLOSE_TIMEOUT, PeerConnection
 from engine.net.shell import SyncShell
 from engine.protocol.frames import OP, encode_frame
 from engine.protocol.handshake import Authenticated, NodeHandshake, Refused
-from engine.protocol.limits import FEATURES, CloseCode
-from engine.protocol.messages import NONCE_SIZE
+from engine.protocol.limits import (
+    CLOSE_TRY_AGAIN_LATER,
+    FEATURES,
+    MAX_CONNECTIONS,
+    MAX_CONNECTIONS_PER_ADDRESS,
+    CloseCode,
+)
+from engine.protocol.messages import NONCE_SIZE, Error
 from engine.sync.manager import PeerKind
 
 logger = logging.getLogger(__name__)
+
+#: Seconds between two log lines about connections refused by the same cap.
+REFUSAL_LOG_INTERVAL = 60.0
 
 
 class NodeServer:
@@ -48,10 +66,14 @@ class NodeServer:
         name: str | None = None,
         admins: Iterable[AccountID] = (),
         socket_send_buffer: int | None = None,
+        max_connections: int = MAX_CONNECTIONS,
+        max_connections_per_address: int = MAX_CONNECTIONS_PER_ADDRESS,
     ) -> None:
         """``socket_send_buffer`` fixes each accepted socket's kernel send buffer (SO_SNDBUF);
         None keeps the system's autotuning. A small one makes a peer that stops reading show
-        up as lagged after kilobytes instead of megabytes (the embedded demo uses it)."""
+        up as lagged after kilobytes instead of megabytes (the embedded demo uses it).
+        ``max_connections`` and ``max_connections_per_address`` are the caps of the module
+        docstring."""
         self.shell = shell
         self.node = shell.node
         self.limits = shell.limits
@@ -60,6 +82,14 @@ class NodeServer:
         self.socket_send_buffer = socket_send_buffer
         self._server: Server | None = None
         self._per_account: Counter[AccountID] = Counter()
+        self.max_connections = max_connections
+        self.max_connections_per_address = max_connections_per_address
+        #: connections open now (handshakes in progress included), in all and by IP address
+        self.open_connections = 0
+        self._per_address: Counter[str] = Counter()
+        #: connections refused by each cap so far ("node_full", "too_many_connections")
+        self.refused: Counter[str] = Counter()
+        self._refusal_logged: dict[str, float] = {}
         self._ids = itertools.count(1)
         self.url = ""
 
@@ -92,6 +122,52 @@ class NodeServer:
             self._server = None
 
     async def _handle(self, ws: ServerConnection) -> None:
+        address = _address_of(ws)
+        refusal = self._over_cap(address)
+        if refusal is not None:
+            await self._refuse_at_cap(ws, address, *refusal)
+            return
+        self.open_connections += 1
+        self._per_address[address] += 1
+        try:
+            await self._serve(ws)
+        finally:
+            self.open_connections -= 1
+            self._per_address[address] -= 1
+            if not self._per_address[address]:
+                del self._per_address[address]
+
+    def _over_cap(self, address: str) -> tuple[Error, int] | None:
+        """The refusal (error, close code) for one more connection from ``address``; None
+        when it is under both caps."""
+        if self.open_connections >= self.max_connections:
+            full = f"the node holds its maximum of {self.max_connections} connections"
+            return Error("node_full", full), CLOSE_TRY_AGAIN_LATER
+        if self._per_address[address] >= self.max_connections_per_address:
+            crowded = f"at most {self.max_connections_per_address} connections per address"
+            return Error("too_many_connections", crowded), CloseCode.TOO_MANY_CONNECTIONS
+        return None
+
+    async def _refuse_at_cap(self, ws: ServerConnection, address: str, error: Error, code: int) -> None:
+        self.refused[error.code] += 1
+        now = asyncio.get_running_loop().time()
+        last = self._refusal_logged.get(error.code)
+        if last is None or now - last >= REFUSAL_LOG_INTERVAL:
+            self._refusal_logged[error.code] = now
+            logger.warning(
+                "refusing connections (%s, last from %s): %s; %d refused so far",
+                error.code,
+                address,
+                error.detail,
+                self.refused[error.code],
+            )
+        try:
+            await asyncio.wait_for(ws.send(encode_frame(OP, [error])), CLOSE_TIMEOUT)
+            await asyncio.wait_for(ws.close(code, error.code), CLOSE_TIMEOUT)
+        except (TimeoutError, ConnectionClosed):
+            ws.transport.abort()
+
+    async def _serve(self, ws: ServerConnection) -> None:
         if self.socket_send_buffer is not None:
             sock = ws.transport.get_extra_info("socket")
             if sock is not None:
@@ -156,3 +232,12 @@ class NodeServer:
             await asyncio.wait_for(ws.close(refused.close_code, refused.reason), CLOSE_TIMEOUT)
         except (TimeoutError, ConnectionClosed):
             ws.transport.abort()
+
+
+def _address_of(ws: ServerConnection) -> str:
+    """The remote IP address of ``ws`` (its host part only: many ports of one host are one
+    address); ``"?"`` when the transport does not say."""
+    remote = ws.remote_address
+    if isinstance(remote, tuple) and remote:
+        return str(remote[0])
+    return "?"

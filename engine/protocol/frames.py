@@ -51,7 +51,8 @@ def decode_frame(data: bytes, *, max_size: int, max_messages: int) -> Frame:
     if not isinstance(obj, dict):
         raise ProtocolError("a frame is a CBOR map", code="malformed_frame")
     if type(obj.get("v")) is not int or obj["v"] != PROTOCOL_VERSION:
-        raise UnsupportedVersion(f"envelope version {obj.get('v')!r}; this node speaks {PROTOCOL_VERSION}")
+        version = codec.short_repr(obj.get("v"))
+        raise UnsupportedVersion(f"envelope version {version}; this node speaks {PROTOCOL_VERSION}")
     kind = obj.get("k")
     if kind == OP and set(obj) == {"v", "k", "msg"}:
         raw = [obj["msg"]]

@@ -400,4 +400,3 @@ class PeerHandshake:
             raise ProtocolError("expected welcome from the node")
         self.state = PeerState.WELCOMED
         return Welcomed(message.admin)
-

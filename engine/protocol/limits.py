@@ -24,8 +24,10 @@ FEATURES = (
     "admin_peer_log",
     "admin_kv_slot",
     "admin_events",
+    "admin_matrix",
     "recovery",
     "admin_recover",
+    "admin_export",
 )
 
 
@@ -84,3 +86,24 @@ class CloseCode:
     LAGGED = 4412
     RATE_LIMITED = 4429
     UNSUPPORTED_VERSION = 4426
+
+
+#: Connections a node holds open at once, from anyone, handshakes in progress included. One
+#: more is refused before its challenge: ``error{node_full}``, then close
+#: :data:`CLOSE_TRY_AGAIN_LATER`. Each connection costs about 130 KB of node memory, so the
+#: default bounds that to about 130 MB.
+MAX_CONNECTIONS = 1000
+#: Connections one remote IP address holds open at once on a node, handshakes in progress
+#: included: one host cannot take more than a quarter of :data:`MAX_CONNECTIONS` with accounts
+#: it made up, while many clients behind one NAT address still fit. One more is refused before
+#: its challenge: ``error{too_many_connections}``, close 4409.
+MAX_CONNECTIONS_PER_ADDRESS = 256
+#: Close code of a connection refused because the node holds :data:`MAX_CONNECTIONS`
+#: (RFC 6455 "Try Again Later": the peer reconnects with its usual backoff).
+CLOSE_TRY_AGAIN_LATER = 1013
+#: Transactions invalid on arrival (their author has no role that lets it write there) that a
+#: node keeps from one account, over the node's lifetime in memory. They are kept at all
+#: because a role change that makes them valid may arrive later (a group's history syncs in
+#: any order); the quota bounds how far a stranger who knows an id can grow a node's store.
+#: Past it, such writes get ``error{invalid_quota_exceeded}`` and are not stored.
+MAX_INVALID_TRANSACTIONS_PER_ACCOUNT = 10_000

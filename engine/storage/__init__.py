@@ -11,6 +11,6 @@ rows and chunks, and engine/node builds CoValues from them.
 """
 
 from engine.storage.interface import Store, StoreWriter
-from engine.storage.opener import open_store, store_directory
+from engine.storage.opener import make_store_directory, open_store, store_directory
 
-__all__ = ["Store", "StoreWriter", "open_store", "store_directory"]
+__all__ = ["Store", "StoreWriter", "make_store_directory", "open_store", "store_directory"]

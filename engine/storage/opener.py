@@ -12,10 +12,10 @@ from pathlib import Path
 
 from engine.errors import UsageError
 from engine.storage.interface import Store
-from engine.storage.sqlite.connection import DEFAULT_SYNCHRONOUS
+from engine.storage.sqlite.connection import DEFAULT_SYNCHRONOUS, create_store_directory
 from engine.storage.sqlite.store import SQLiteStore, store_file
 
-__all__ = ["POSTGRES_SCHEMES", "open_store", "store_directory"]
+__all__ = ["POSTGRES_SCHEMES", "make_store_directory", "open_store", "store_directory"]
 
 #: Location prefixes that name a PostgreSQL database rather than a SQLite file.
 POSTGRES_SCHEMES = ("postgres://", "postgresql://")
@@ -49,3 +49,13 @@ def store_directory(location: str | os.PathLike[str]) -> Path | None:
     if str(location).startswith(POSTGRES_SCHEMES):
         return None
     return store_file(location).parent
+
+
+def make_store_directory(location: str | os.PathLike[str]) -> Path | None:
+    """Create the directory a store's files will live in, as a store creates it (0700 when it
+    is the store's own directory), before the store itself exists — for files kept beside it,
+    such as a node's key. Returns it (None for a store on a database server). Raises
+    :class:`~engine.errors.StorageEnvironmentError` when it cannot be created."""
+    if str(location).startswith(POSTGRES_SCHEMES):
+        return None
+    return create_store_directory(location)

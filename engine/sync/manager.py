@@ -24,7 +24,11 @@ Rules, in the order they matter:
 5. A deleted CoValue answers with ``deleted{tombstone}``; content for its other sessions is
    refused, so stale peers stop re-uploading.
 6. A downstream peer may read a CoValue only if its account may read it under the owner
-   group's roles (or is an admin); otherwise the node behaves as if the id did not exist.
+   group's roles (or is an admin); otherwise the node behaves as if the id did not exist:
+   every message about it gets, byte for byte, the answer an unknown id gets
+   (:meth:`SyncManager._answer_as_unknown`), so neither its existence nor its tombstone leaks.
+   What such a peer sends that verifies is still kept, quietly, within the quota of
+   transactions invalid on arrival (:mod:`engine.sync.strangers`).
 7. Admin requests only read. Each gets exactly one ``admin_result`` with its ``rid``: a
    refusal (not an admin, another account's namespace, bad arguments) is ``ok: false`` with
    a stable ``code``, and every reply fits in one frame of ``limits.max_frame_size``
@@ -78,6 +82,7 @@ from engine.recovery.exchange import RecoveryResponder
 from engine.sync.admin import AdminHost, answer_admin
 from engine.sync.chunks import longest_stretch, servable_stretch, split_content
 from engine.sync.events import EventRing, SyncEvent, SyncEventKind
+from engine.sync.strangers import InvalidQuota
 
 logger = logging.getLogger(__name__)
 security_log = logging.getLogger("kintsugi.security")
@@ -167,6 +172,8 @@ class SyncManager:
         self.on_error: Callable[[str, Error], None] | None = None
         #: serves REPLACE exchanges (``recover_open``/``recover_next``) in their own namespace
         self.recovery = RecoveryResponder(host, page_budget=limits.max_frame_size - RECOVERY_PAGE_MARGIN)
+        #: transactions invalid on arrival kept per downstream account (:mod:`engine.sync.strangers`)
+        self.invalid_quota = InvalidQuota()
         self._out: Outbox = []
         self._forwarded_loads: set[CoValueID] = set()
         self._unsubscribe = host.subscribe(lambda event: self.local_changed(event.covalue))
@@ -309,6 +316,10 @@ class SyncManager:
             return
         msg = Content(cid, msg.header, servable)
         core = self.host.get_or_none(cid)
+        msg = self._within_invalid_quota(peer, core, msg)
+        if core is not None and not self._may_read(peer, core):
+            self._answer_as_unknown(peer, core, msg)
+            return
         if core is None:
             if msg.header is None:
                 self._send(peer, Known(cid, KnownState(cid, False, {})))
@@ -370,8 +381,9 @@ class SyncManager:
 
     def _on_deleted(self, peer: PeerState, msg: Deleted) -> None:
         core = self.host.get_or_none(msg.id)
-        if core is None:
-            # We never had it: say so, and the sender replies with the header and tombstone.
+        if core is None or not self._may_read(peer, core):
+            # We never had it (or this peer may not learn that we do): say so, and the sender
+            # replies with the header and tombstone.
             self._send(peer, Known(msg.id, KnownState(msg.id, False, {})))
             return
         report = self.host.apply_content(msg.id, msg.tombstone)
@@ -381,6 +393,49 @@ class SyncManager:
             peer.known[msg.id] = peer.acked[msg.id] = {sid: core.sessions[sid].head() for sid in core.delete_sessions()}
         if self._may_read(peer, core):
             self._send(peer, Known(msg.id, core.known_state()))
+
+    # -- peers that may not read (issue 12, points 3 and 4) ------------------------------------
+
+    def _within_invalid_quota(self, peer: PeerState, core: CoValueCore | None, msg: Content) -> Content:
+        """``msg`` without the chunks over the sender's quota of transactions invalid on
+        arrival (each refused one gets ``error{invalid_quota_exceeded}``). Upstream and admin
+        peers relay everything and are not counted."""
+        # An unreadable CoValue counts as unknown here too, so the quota cannot tell them apart.
+        header = core.header if core is not None and self._may_read(peer, core) else msg.header
+        if not msg.new or header is None or peer.kind is PeerKind.UPSTREAM or peer.admin:
+            return msg
+        kept, refused = self.invalid_quota.admit(peer.account, header, core, msg.new, self.host.get_or_none)
+        for error in refused:
+            self._send(peer, Error.of(error, msg.id))
+        return msg if not refused else Content(msg.id, msg.header, kept)
+
+    def _answer_as_unknown(self, peer: PeerState, core: CoValueCore, msg: Content) -> None:
+        """Content from a peer that may not read ``core``: answer exactly as if this replica
+        had never held it — computed on a fresh copy holding only what the message brings —
+        then keep what verifies, telling the peer nothing more."""
+        cid = core.id
+        if msg.header is None:
+            self._send(peer, Known(cid, KnownState(cid, False, {})))
+            return
+        fresh = CoValueCore(msg.header)
+        fresh.resolve = core.resolve
+        self._ask_for_owner(peer, msg.header)
+        peer.has_header.add(cid)
+        report = fresh.apply_content(msg.new)
+        for outcome in report.by_status(OutcomeStatus.REJECTED):
+            if isinstance(outcome.error, IntegrityError):
+                security_log.warning(
+                    "rejected content from %s for %s/%s: %s", peer.id, cid, outcome.session, outcome.error
+                )
+            if outcome.error is not None and not isinstance(outcome.error, MissingPrefix):
+                self._send(peer, Error.of(outcome.error, cid))
+        if fresh.deleted:
+            self._send_deleted(peer, fresh)
+        sent = {sid: head for sid, head in fresh.known_state().sessions.items() if sid in msg.new}
+        self._send(peer, Known(cid, KnownState(cid, True, sent)))
+        keep = {sid: chunk for sid, chunk in msg.new.items() if not core.deleted or is_delete_session(sid)}
+        if keep and self.host.apply_content(cid, keep).changed and not core.deleted:
+            self.local_changed(cid)
 
     def _on_correction(self, peer: PeerState, msg: Correction) -> None:
         cid, sid = msg.id, msg.sid

@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from engine.codec import short_repr
 from engine.crypto import SIGNATURE_SIZE
 from engine.errors import KintsugiError, ProtocolError
 from engine.ids import CoValueID, SessionID, parse_covalue_id, parse_session_id
@@ -54,6 +55,8 @@ __all__ = [
 MAX_TEXT = 2000
 #: Most transactions in one session chunk of one content message.
 MAX_CHUNK_TRANSACTIONS = 100_000
+#: Unexpected keys of a message quoted back in its error (each cut by ``short_repr``).
+MAX_QUOTED_KEYS = 8
 #: Most feature names one handshake message announces ...
 MAX_FEATURES = 64
 #: ... and the longest of them.
@@ -91,7 +94,10 @@ def exact_keys(obj: dict[str, Any], required: set[str], optional: frozenset[str]
     keys = set(obj)
     missing = required - keys
     extra = keys - required - optional - {"t"}
-    need(not missing and not extra, f"fields missing {sorted(missing)} or unexpected {sorted(map(str, extra))}")
+    if missing or extra:
+        # Quoted bounded: an unexpected key may be any decoded value (a huge string, an integer).
+        quoted = sorted(map(short_repr, extra))[:MAX_QUOTED_KEYS]
+        raise ProtocolError(f"fields missing {sorted(missing)} or unexpected {quoted}", code="invalid_message")
 
 
 def features_field(obj: dict[str, Any]) -> tuple[str, ...]:

@@ -148,9 +148,7 @@ class Deleted(Message):
     def from_obj(cls, obj: dict[str, Any]) -> Deleted:
         exact_keys(obj, {"id", "tombstone"})
         tombstone = sessions_map(obj["tombstone"], "tombstone")
-        need(
-            bool(tombstone) and all(is_delete_session(s) for s in tombstone), "a tombstone holds delete sessions only"
-        )
+        need(bool(tombstone) and all(is_delete_session(s) for s in tombstone), "a tombstone holds delete sessions only")
         return cls(parse_covalue_id(obj["id"]), tombstone)
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
-from engine.errors import InvalidEnvelope, StorageBugError, StorageEnvironmentError, UsageError
+from engine.errors import InvalidEnvelope, StorageBugError, StorageEnvironmentError, StorageUnavailable, UsageError
 from engine.kv.envelope import Slot, decode_envelope
 from engine.kv.store import (
     KV_LOG_KEEP_PER_KEY,
@@ -67,8 +67,9 @@ def sqlite_errors(what: str) -> Iterator[None]:
     """Translate :mod:`sqlite3` errors raised inside the block.
 
     "database is locked", disk full, I/O and similar failures become
-    :class:`StorageEnvironmentError` (may pass on retry); everything else (missing tables,
-    constraint violations, misuse) becomes :class:`StorageBugError`.
+    :class:`StorageEnvironmentError` (may pass on retry) — a full disk (SQLITE_FULL) its
+    :class:`StorageUnavailable`, whose detail says so plainly; everything else (missing
+    tables, constraint violations, misuse) becomes :class:`StorageBugError`.
     """
     try:
         yield
@@ -79,8 +80,19 @@ def sqlite_errors(what: str) -> Iterator[None]:
             isinstance(exc, sqlite3.OperationalError)
             and any(word in message for word in ("locked", "busy", "disk", "I/O"))
         )
+        if code is not None and code & 0xFF == sqlite3.SQLITE_FULL:
+            raise StorageUnavailable(f"{what}: the disk is full (ENOSPC: {message})") from exc
         kind = StorageEnvironmentError if environment else StorageBugError
         raise kind(f"{what}: {message}") from exc
+
+
+def rollback(conn: sqlite3.Connection) -> None:
+    """Roll back the open transaction, if SQLite has not already (it rolls back by itself
+    after some failures, a full disk among them); a failure to roll back never replaces the
+    error being handled (the connection's next BEGIN reports lasting trouble)."""
+    if conn.in_transaction:
+        with suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
 
 
 def create_schema(conn: sqlite3.Connection) -> None:
@@ -94,7 +106,7 @@ def create_schema(conn: sqlite3.Connection) -> None:
             for statement in KV_SCHEMA:
                 conn.execute(statement)
         except BaseException:
-            conn.execute("ROLLBACK")
+            rollback(conn)
             raise
         conn.execute("COMMIT")
 
@@ -219,9 +231,7 @@ class SQLiteKV:
             with sqlite_errors(f"KV cas {namespace}/{key}"):
                 self._conn.execute("COMMIT")
         except BaseException:
-            if self._conn.in_transaction:
-                with sqlite_errors(f"KV cas {namespace}/{key}: rollback"):
-                    self._conn.execute("ROLLBACK")
+            rollback(self._conn)
             raise
         return result
 

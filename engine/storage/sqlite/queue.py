@@ -8,12 +8,20 @@ in its own savepoint, so one failing operation rolls back alone and fails only i
 future. A future resolves after the group's COMMIT: an acknowledgement sent from it is
 durable. At most :data:`MAX_QUEUED_OPERATIONS` wait; beyond that :meth:`AsyncStore.submit`
 refuses, so callers apply backpressure instead of growing memory.
+
+A full disk fails the whole group with :class:`~engine.errors.StorageUnavailable` (SQLite may
+have rolled the group's transaction back by itself, so no operation of it is kept). The cause
+is logged once, clearly, when the store becomes unavailable, and once more when a later group
+commits again (space returned); :attr:`AsyncStore.unavailable` says which state holds, so
+the layers above can tell writers instead of leaving them waiting. Reads on other
+connections go on all along: WAL readers need no new disk space.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import queue
 import sqlite3
@@ -21,7 +29,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from engine.errors import KintsugiError, StorageBugError, UsageError
+from engine.errors import KintsugiError, StorageBugError, StorageUnavailable, UsageError
 from engine.model.header import Header
 from engine.storage.interface import SessionWrite, StoredCounts
 from engine.storage.sqlite.connection import DEFAULT_SYNCHRONOUS, connect, transaction
@@ -29,6 +37,8 @@ from engine.storage.sqlite.kv import sqlite_errors
 from engine.storage.sqlite.rows import write_rows
 
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
 
 #: Most operations committed in one group.
 MAX_GROUP_OPERATIONS = 256
@@ -57,6 +67,8 @@ class AsyncStore:
         self._open_error: BaseException | None = None
         self._closing = False
         self.groups_committed = 0
+        #: the error of the last group when the disk was full; None once a group commits
+        self.unavailable: StorageUnavailable | None = None
 
     def start(self) -> None:
         if self._thread is not None:
@@ -169,25 +181,54 @@ class AsyncStore:
         try:
             with transaction(conn, what):
                 for op, _loop, _future in group:
-                    conn.execute("SAVEPOINT op")
-                    try:
-                        with sqlite_errors("queued write"):
-                            value = op(conn)
-                    except KintsugiError as exc:
-                        conn.execute("ROLLBACK TO op")
-                        results.append((False, exc))
-                    except Exception as exc:
-                        conn.execute("ROLLBACK TO op")
-                        results.append((False, StorageBugError(f"queued write failed: {exc!r}")))
-                    else:
-                        results.append((True, value))
-                    conn.execute("RELEASE op")
+                    results.append(self._run_one(conn, op))
         except KintsugiError as exc:
             results = [(False, exc)] * len(group)
+            if isinstance(exc, StorageUnavailable):
+                self._became_unavailable(exc)
+        else:
+            self._became_available()
         self.groups_committed += 1
         for (_op, loop, future), (ok, value) in zip(group, results, strict=True):
             with contextlib.suppress(RuntimeError):  # its loop is closed: nobody waits
                 loop.call_soon_threadsafe(_settle, future, ok, value)
+
+    @staticmethod
+    def _run_one(conn: sqlite3.Connection, op: Operation) -> tuple[bool, Any]:
+        """Run ``op`` in its own savepoint: ``(True, result)``, or ``(False, error)`` with only
+        its own changes rolled back. A full disk is raised instead: it fails the whole group."""
+        conn.execute("SAVEPOINT op")
+        try:
+            with sqlite_errors("queued write"):
+                value = op(conn)
+        except StorageUnavailable:
+            raise
+        except KintsugiError as exc:
+            outcome: tuple[bool, Any] = (False, exc)
+        except Exception as exc:
+            outcome = (False, StorageBugError(f"queued write failed: {exc!r}"))
+        else:
+            conn.execute("RELEASE op")
+            return True, value
+        if not conn.in_transaction:  # SQLite rolled the whole group back: it fails as one
+            raise outcome[1]
+        conn.execute("ROLLBACK TO op")
+        conn.execute("RELEASE op")
+        return outcome
+
+    def _became_unavailable(self, exc: StorageUnavailable) -> None:
+        if self.unavailable is None:
+            logger.error(
+                "store %s: the disk is full; writes are refused until space returns (reads go on): %s",
+                self._path,
+                exc.detail,
+            )
+        self.unavailable = exc
+
+    def _became_available(self) -> None:
+        if self.unavailable is not None:
+            logger.warning("store %s: disk space returned; writes resumed", self._path)
+        self.unavailable = None
 
 
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:

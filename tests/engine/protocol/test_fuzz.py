@@ -42,6 +42,7 @@ MAX_MESSAGES = 64
 DECODER_CODES = frozenset(
     {
         "invalid_cbor",
+        "integer_too_large",
         "malformed_frame",
         "unsupported_version",
         "frame_too_large",

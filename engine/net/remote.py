@@ -47,8 +47,8 @@ from engine.net.shell import SyncShell
 from engine.node.facade import LocalNode
 from engine.protocol.messages import MAX_ADMIN_EVENTS, MAX_ADMIN_HISTORY, Admin, AdminResult, KvList, Message
 from engine.sync.events import PeerLogEntry, SyncEvent, peer_log_from_json
-from engine.sync.manager import Heads
 from engine.sync.peers import PeerInfo, peer_info_from_json
+from engine.sync.state import Heads
 
 __all__ = ["REMOTE_TIMEOUT", "EventCursor", "RemoteSession", "connect_error"]
 

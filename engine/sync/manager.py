@@ -48,12 +48,9 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
-from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
-from engine.covalue import ApplyReport, CoValueCore, OutcomeStatus, ReplaceOutcome
+from engine.covalue import CoValueCore, OutcomeStatus
 from engine.errors import ForkError, IntegrityError, KintsugiError, MissingPrefix, SignatureError
 from engine.ids import AccountID, CoValueID, SessionID, is_delete_session
 from engine.model.fork import ForkPoint, fork_bound_detail, fork_detail
@@ -79,15 +76,14 @@ from engine.protocol.messages import (
     RecoverPage,
 )
 from engine.recovery.exchange import RecoveryResponder
-from engine.sync.admin import AdminHost, answer_admin
+from engine.sync.admin import answer_admin
 from engine.sync.chunks import longest_stretch, servable_stretch, split_content
 from engine.sync.events import EventRing, SyncEvent, SyncEventKind
+from engine.sync.state import Outbox, PeerKind, PeerState, SyncHost
 from engine.sync.strangers import InvalidQuota
 
 logger = logging.getLogger(__name__)
 security_log = logging.getLogger("kintsugi.security")
-
-Heads = dict[SessionID, tuple[int, bytes]]
 
 #: Admin ops that change the node: answered by the shell, after it did the work.
 ACTION_OPS = frozenset({"recover"})
@@ -95,57 +91,6 @@ ACTION_OPS = frozenset({"recover"})
 RECOVERY_PAGE_MARGIN = 64 * 1024
 
 
-class PeerKind(StrEnum):
-    UPSTREAM = "upstream"
-    DOWNSTREAM = "downstream"
-
-
-class SyncHost(AdminHost, Protocol):
-    """What the state machine needs from the replica it serves (LocalNode provides it), on
-    top of what admin requests read (:class:`~engine.sync.admin.AdminHost`)."""
-
-    @property
-    def account_id(self) -> AccountID: ...
-
-    def get_or_none(self, covalue: CoValueID) -> CoValueCore | None: ...
-
-    def add_header(self, header: Header) -> CoValueCore: ...
-
-    def apply_content(self, covalue: CoValueID, new: dict[SessionID, Chunk]) -> ApplyReport: ...
-
-    def replace_session(self, covalue: CoValueID, session: SessionID, chunk: Chunk) -> ReplaceOutcome: ...
-
-    def kv_items(self, namespace: str, prefix: str) -> list[dict[str, Any]]: ...
-
-    def covalues_owned_by(self, group: CoValueID) -> list[CoValueID]: ...
-
-    @property
-    def clock_ms(self) -> Callable[[], int]:
-        """The host's clock (ms since the epoch): what sync events are stamped with."""
-        ...
-
-    def batch(self) -> AbstractContextManager[None]: ...
-
-    def subscribe(self, callback: Callable[[Any], None], covalue: CoValueID | None = None) -> Callable[[], None]: ...
-
-
-@dataclass(slots=True)
-class PeerState:
-    """What we believe one peer holds, and what it asked for."""
-
-    id: str
-    kind: PeerKind
-    account: AccountID
-    admin: bool = False
-    known: dict[CoValueID, Heads] = field(default_factory=dict)
-    #: what the peer itself reported holding (load/known), as opposed to ``known``, which also
-    #: counts what we sent it optimistically: the difference is its lag
-    acked: dict[CoValueID, Heads] = field(default_factory=dict)
-    has_header: set[CoValueID] = field(default_factory=set)
-    interested: set[CoValueID] = field(default_factory=set)
-
-
-Outbox = list[tuple[str, Message]]
 
 
 class SyncManager:

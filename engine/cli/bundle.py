@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import shutil
 import signal
 import tempfile
@@ -37,14 +38,24 @@ from engine.diagnostics.bundle import BundleInputs, BundleResult, ExportProgress
 from engine.diagnostics.bundle_gather import SlotDump
 from engine.diagnostics.bundle_logs import install_log_ring
 from engine.diagnostics.bundle_read import is_bundle_path
-from engine.diagnostics.matrix import REMOTE_MATRIX_NOTE, MatrixColumn, PeersSessionsMatrix, matrix_of, partial_matrix
+from engine.diagnostics.export_audit import node_export_recorder, record_export
+from engine.diagnostics.matrix import (
+    REMOTE_MATRIX_NOTE,
+    MatrixColumn,
+    PeersSessionsMatrix,
+    matrix_from_json,
+    matrix_of,
+    partial_matrix,
+)
 from engine.diagnostics.redact import Redaction, RedactionPolicy, Tokenizer, load_or_create_salt
-from engine.errors import AdminRefused, KintsugiError, ProtocolError, UsageError
+from engine.errors import AdminRefused, InvalidInput, KintsugiError, ProtocolError, UsageError
 from engine.ids import CoValueID
 from engine.protocol.limits import FEATURES, PROTOCOL_VERSION
 from engine.storage import open_store
 
-__all__ = ["open_inputs", "register", "remote_matrix", "run_steps"]
+__all__ = ["fetch_matrix", "open_inputs", "register", "remote_matrix", "run_steps"]
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -60,17 +71,26 @@ PROGRESS_STEP = 0.1
 
 
 @contextlib.contextmanager
-def _store_inputs(path: str) -> Iterator[BundleInputs]:
-    store = open_store(Path(path).expanduser(), readonly=True)
+def _store_inputs(path: str, key: AccountKey | None) -> Iterator[BundleInputs]:
+    location = Path(path).expanduser()
+    store = open_store(location, readonly=True)
     try:
-        yield BundleInputs("store", store.location, store=store)
+        inputs = BundleInputs("store", store.location, store=store)
+        if key is not None:
+
+            async def record(result: BundleResult) -> dict[str, Any]:
+                return record_export(location, key, result, target=store.location).to_json()
+
+            inputs.record = record
+        yield inputs
     finally:
         store.close()
 
 
 def remote_matrix(session: Any, peers: list[Any] | None) -> PeersSessionsMatrix | None:
-    """The matrix of a node seen over the wire: its peers' rows (with their total lag) and
-    the sessions of the CoValues loaded from it; no cells (see
+    """The matrix of a node seen over the wire that does not answer ``admin{matrix}``: its
+    peers' rows (with their total lag) and the sessions of the CoValues loaded from it; no
+    cells (see
     :data:`~engine.diagnostics.matrix.REMOTE_MATRIX_NOTE`). None without peers (not an admin)."""
     if peers is None:
         return None
@@ -80,6 +100,21 @@ def remote_matrix(session: Any, peers: list[Any] | None) -> PeersSessionsMatrix 
         for sid, log in sorted(core.sessions.items())
     ]
     return partial_matrix([(p.peer_id, p.account, p.kind, p.behind) for p in peers], columns, REMOTE_MATRIX_NOTE)
+
+
+async def fetch_matrix(session: Any, peers: list[Any] | None, timeout: float) -> PeersSessionsMatrix | None:
+    """The peers × sessions matrix of a node over the wire: its ``admin{matrix}`` answer
+    (feature ``admin_matrix``: every cell), else :func:`remote_matrix` (rows and their total
+    lag only). None without peers (the account is not an admin)."""
+    if peers is None:
+        return None
+    challenge = session.client.challenge
+    if challenge is not None and "admin_matrix" in challenge.features:
+        try:
+            return matrix_from_json(await session.admin("matrix", None, timeout))
+        except (AdminRefused, ProtocolError, InvalidInput) as exc:
+            logger.info("the node did not send its matrix: %s", exc)
+    return remote_matrix(session, peers)
 
 
 @contextlib.asynccontextmanager
@@ -120,6 +155,7 @@ async def _remote_inputs(url: str, key: AccountKey, timeout: float) -> AsyncIter
                 if "admin_kv_slot" in features:
                     detail = await session.kv_slot(namespace, str(item["key"]), timeout)
                     dumps.append(SlotDump(detail.row, tuple(detail.history), detail.history_dropped))
+        matrix = await fetch_matrix(session, peers, timeout)
         node = None
         if challenge is not None:
             node = NodeDescription(challenge.node, challenge.version, challenge.proto, features, url)
@@ -131,9 +167,10 @@ async def _remote_inputs(url: str, key: AccountKey, timeout: float) -> AsyncIter
             peers=peers,
             peer_log=peer_log,
             events=events,
-            matrix=remote_matrix(session, peers),
+            matrix=matrix,
+            record=node_export_recorder(session, key, timeout),
             slots=lambda: dumps,
-            notes={**notes, "matrix": REMOTE_MATRIX_NOTE},
+            notes={**notes, "matrix": matrix.note if matrix is not None else notes.get("peers", "")},
         )
     finally:
         await session.close()
@@ -187,7 +224,7 @@ async def open_inputs(target: str, key_file: Path | None, timeout: float, out: O
     elif is_bundle_path(target):
         raise UsageError(f"{target} is a bundle already: inspect, verify or compare it instead")
     else:
-        with _store_inputs(target) as inputs:
+        with _store_inputs(target, AccountKey.load(key_file) if key_file is not None else None) as inputs:
             yield inputs
 
 
@@ -241,20 +278,31 @@ def cmd_bundle_export(args: argparse.Namespace, out: Output) -> int:
     install_log_ring()
     started = time.perf_counter()
 
-    async def export() -> BundleResult:
+    async def export() -> tuple[BundleResult, dict[str, Any]]:
         async with open_inputs(args.target, args.key, args.timeout, out) as inputs:
-            return await run_steps(export_steps(inputs, out_path, redaction), out)
+            written = await run_steps(export_steps(inputs, out_path, redaction), out)
+            if inputs.record is None:
+                why = "no --key: an export record is signed by the operator's key"
+                if inputs.kind == "demo":
+                    why = "the embedded demo's store is temporary"
+                return written, {"recorded": False, "where": inputs.location, "why": why}
+            return written, await inputs.record(written)
 
     with interruptible():
-        result = asyncio.run(export())
+        result, audit = asyncio.run(export())
     scope = result.manifest["scope"]
-    data = {**result.to_json(), "seconds": round(time.perf_counter() - started, 3)}
+    data = {**result.to_json(), "audit": audit, "seconds": round(time.perf_counter() - started, 3)}
     text = (
         f"bundle written to {result.path} ({result.bytes:,} bytes) in {data['seconds']:.2f} s\n"
         f"  {scope['covalues']} CoValues, {scope['sessions']} sessions, {scope['transactions']:,} transactions, "
         f"{scope['kv_slots']} CAS slots, {scope['anomalies']} anomalies\n"
         f"  redaction: keys and values as tokens (salt id {result.manifest['redaction']['salt_id']})"
         + ("; raw content included" if args.include_content else "; content omitted")
+        + (
+            f"\n  recorded as export #{audit.get('seq')} in the audit log of {audit['where']}"
+            if audit["recorded"]
+            else f"\n  not recorded in an audit log: {audit['why']}"
+        )
     )
     out.result(data, text)
     return EXIT_OK
@@ -278,7 +326,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_json_flag(p)
     p.add_argument("target", help="store directory or database file, a node's ws:// URL, or 'demo'")
     p.add_argument("--out", required=True, help="the bundle to write (FILE.zip)")
-    p.add_argument("--key", type=Path, help="account key file to connect with (for a ws:// target)")
+    p.add_argument(
+        "--key",
+        type=Path,
+        help="the operator's account key file: connects to a ws:// target (the node then records the export "
+        "in its own audit log, signed by the node, naming this account); for a store, the export is "
+        "recorded in the store's audit log, signed by this key, if the store can be opened for writing "
+        "(otherwise the bundle is still written and the output says why nothing was recorded). Without "
+        "--key nothing is recorded.",
+    )
     p.add_argument(
         "--include-content", action="store_true", help="also include the raw transactions (keys and values in clear)"
     )

@@ -1,12 +1,14 @@
 """``kintsugi compare A B``: two targets side by side (DESIGN §10, §11: compare).
 
 Targets are a store (directory or database file, opened read-only; ``demo`` is the store
-``kintsugi demo --headless`` writes), or a node's ``ws://`` URL (with ``--key``: connected as
+``kintsugi demo --headless`` writes), a node's ``ws://`` URL (with ``--key``: connected as
 an ``inspector`` peer through :class:`~engine.net.remote.RemoteSession`, exactly as
-``kintsugi inspect`` does). The same store may be given twice. A diagnostic bundle is not a
-target yet: it becomes one by implementing
-:class:`~engine.diagnostics.compare_sides.CompareSide` (the seam every target goes
-through) and an entry in :func:`open_side`.
+``kintsugi inspect`` does), or a diagnostic bundle ``FILE.zip``
+(:class:`~engine.diagnostics.compare_bundle.BundleSide`). The same store may be given twice.
+A bundle exported without content holds each session's hash at every checkpoint but no
+rows: its sessions are compared at those hashes and the fork is located to within one
+write batch (JSON ``"basis": "checkpoints"``, ``fork: {after, before}``). A redacted
+bundle's content is in tokens, so its content is compared only with another bundle's.
 
 Scopes:
 
@@ -30,14 +32,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 from engine.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, AddCommand, Output, default_demo_store
 from engine.crypto import AccountKey
+from engine.diagnostics.bundle_read import Bundle, is_bundle_path
 from engine.diagnostics.chain_verify import ChainVerifier, RowState
 from engine.diagnostics.compare import DEFAULT_LISTED_ROWS, CompareRow, RowKind, SessionComparison, compare_sessions
+from engine.diagnostics.compare_bundle import BundleSide, compare_by_checkpoints, known_points
 from engine.diagnostics.compare_scopes import (
     CoValueComparison,
     CoValueStatus,
@@ -47,6 +51,7 @@ from engine.diagnostics.compare_scopes import (
     compare_targets,
 )
 from engine.diagnostics.compare_sides import CompareSide, NodeSide, StoreSide
+from engine.diagnostics.session_rows import SessionSource, StoreSessionSource
 from engine.errors import KintsugiError, ProtocolError, UsageError
 from engine.ids import CoValueID, SessionID, SessionKind, parse_covalue_id, parse_session_id
 from engine.model.header import OwnedByGroup
@@ -56,6 +61,11 @@ __all__ = ["cmd_compare", "open_side", "register"]
 
 #: Seconds to wait for a node (connect, list, load) unless ``--timeout`` says otherwise.
 DEFAULT_TIMEOUT = 60.0
+#: Rows one verification step reads and re-derives at once (a few MB of rows in memory).
+VERIFY_STEP_ROWS = 20_000
+#: Right-side sessions shorter than this are verified in this process only (a child
+#: process costs more than it saves on small sessions).
+PARALLEL_MIN_ROWS = 200_000
 #: Characters of a change summary in the two-column text view.
 CHANGE_WIDTH = 44
 #: Verification marks of the text view.
@@ -98,14 +108,26 @@ async def open_side(
             with contextlib.suppress(KintsugiError):
                 session.node.close()
         return
-    if target.endswith(".zip"):
-        raise UsageError(f"{target}: diagnostic bundles cannot be compared yet; compare the stores or nodes")
+    if is_bundle_path(target):
+        bundle = Bundle(target)
+        try:
+            yield BundleSide(bundle, target)
+        finally:
+            bundle.close()
+        return
     path = default_demo_store() if target == "demo" else Path(target).expanduser()
     store = open_store(path, readonly=True)
     try:
         yield StoreSide(store, target)
     finally:
         store.close()
+
+
+def _same_words(left: CompareSide, right: CompareSide) -> bool:
+    """False when one side's content is in redaction tokens and the other's is not (their
+    keys and values could never match)."""
+    tokens = [isinstance(side, BundleSide) and side.bundle.redacted for side in (left, right)]
+    return tokens[0] == tokens[1]
 
 
 async def _load(session: Any, covalue: CoValueID | None, timeout: float) -> None:
@@ -124,17 +146,109 @@ async def _load(session: Any, covalue: CoValueID | None, timeout: float) -> None
         await session.load_all([core.header.ruleset.group], timeout)  # content needs the roles
 
 
-def _verifiers(comparison: SessionComparison, sides: tuple[CompareSide, CompareSide]) -> None:
-    """Verify both sides to the end, in windows (each on a reader of its own)."""
-    for attr, side, source in (
-        ("left_verifier", sides[0], comparison.left),
-        ("right_verifier", sides[1], comparison.right),
-    ):
+def _verifiers(
+    comparison: SessionComparison,
+    sides: tuple[CompareSide, CompareSide],
+    apart: Callable[[], dict[str, Any] | None] | None = None,
+) -> None:
+    """Verify both sides to the end, in windows of :data:`VERIFY_STEP_ROWS` (each on a
+    reader of its own), as thoroughly as ``kintsugi verify``: every hash re-derived, every
+    checkpoint signature checked, the stored head matched.
+
+    When both sides are stores and a session is big (:data:`PARALLEL_MIN_ROWS`), the right
+    one is verified in a child process (``apart``, from :func:`_verify_right_apart`, started
+    by the caller as early as it likes) while this one verifies the left: the two chains
+    share no work, and a machine has two cores. Otherwise two
+    copies of one session are verified in step, so their common prefix is hashed once, not
+    twice: the left chain is re-derived in full and the right's prefix links by byte
+    equality with the rows the left has just verified (:meth:`ChainVerifier.step_as_copy`);
+    the right's own rows after it are re-derived as usual."""
+    verifiers: list[ChainVerifier | None] = []
+    for side, source in ((sides[0], comparison.left), (sides[1], comparison.right)):
         checker = side.open_session(source.covalue, source.session)
-        if checker is not None:
-            verifier = ChainVerifier(checker)
-            verifier.run()
-            setattr(comparison, attr, verifier)
+        verifiers.append(ChainVerifier(checker) if checker is not None else None)
+    left, right = verifiers
+    comparison.left_verifier, comparison.right_verifier = left, right
+    if apart is None and right is not None:
+        apart = _verify_right_apart(sides, right.source)
+    if apart is None or left is None or right is None:
+        if apart is not None:
+            apart()  # not needed after all: reap the child
+        copies = comparison.left.session == comparison.right.session
+        _in_step(left, right, comparison.alignment.common_prefix if copies else 0)
+        return
+    left.run(VERIFY_STEP_ROWS)
+    state = apart()
+    if state is not None:
+        right.restore(state)
+    else:
+        right.run(VERIFY_STEP_ROWS)
+
+
+def _in_step(left: ChainVerifier | None, right: ChainVerifier | None, common: int) -> None:
+    if left is not None and right is not None:
+        while left.linked < common and left.failure is None and right.failure is None:
+            left.step(min(VERIFY_STEP_ROWS, common - left.linked))
+            while right.linked < left.linked and right.failure is None:
+                right.step_as_copy(left, VERIFY_STEP_ROWS)
+    for verifier in (left, right):
+        if verifier is not None:
+            verifier.run(VERIFY_STEP_ROWS)
+
+
+def _verify_right_apart(
+    sides: tuple[CompareSide, CompareSide], source: SessionSource
+) -> Callable[[], dict[str, Any] | None] | None:
+    """Start verifying the right session (``source``, of the right side) in a forked child
+    when both sides are stores and it holds :data:`PARALLEL_MIN_ROWS` rows or more; returns
+    a function that waits for the child's verifier state (None: the child failed, verify
+    here), or None when no child runs."""
+    import multiprocessing
+
+    left_side, right_side = sides
+    if not (isinstance(left_side, StoreSide) and isinstance(right_side, StoreSide)):
+        return None
+    if source.count < PARALLEL_MIN_ROWS or "fork" not in multiprocessing.get_all_start_methods():
+        return None
+    job = (right_side.store.location, source.covalue, source.session)
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_right_child, args=(sender, job), daemon=True)
+    try:
+        child.start()
+    except OSError:
+        return None
+    sender.close()
+
+    def wait() -> dict[str, Any] | None:
+        try:
+            state: dict[str, Any] | None = receiver.recv()
+        except (EOFError, OSError):
+            state = None
+        finally:
+            receiver.close()
+            child.join()
+        return state
+
+    return wait
+
+
+def _right_child(sender: Any, job: tuple[str, CoValueID, SessionID]) -> None:
+    """In the child: verify one stored session to the end, send the verifier's state."""
+    location, covalue, session = job
+    state = None
+    try:
+        store = open_store(location, readonly=True)
+        try:
+            verifier = ChainVerifier(StoreSessionSource(store, covalue, session))
+            verifier.run(VERIFY_STEP_ROWS)
+            state = verifier.snapshot()
+        finally:
+            store.close()
+    except Exception:  # the parent verifies in-process instead
+        state = None
+    sender.send(state)
+    sender.close()
 
 
 async def _run(args: argparse.Namespace, out: Output) -> tuple[dict[str, Any], str, bool]:
@@ -155,7 +269,7 @@ async def _run(args: argparse.Namespace, out: Output) -> tuple[dict[str, Any], s
             report, text, identical = _sessions(args, out, (left, right), covalue, sessions)
         elif covalue is not None:
             out.progress(f"comparing {covalue}")
-            cv = compare_covalue(left, right, covalue, content=not args.no_content)
+            cv = compare_covalue(left, right, covalue, content=not args.no_content and _same_words(left, right))
             report, text, identical = cv.to_json(), covalue_text(cv), cv.identical
         else:
             result = compare_targets(left, right, progress=out.counter("comparing CoValues"))
@@ -183,10 +297,17 @@ def _sessions(
     for sid in (left_sid, right_sid):
         if parse_session_id(sid).kind is SessionKind.CONFLICT:
             record = left.conflict_fork_record(covalue, sid) or right.conflict_fork_record(covalue, sid)
+    if known_points(a) is not None or known_points(b) is not None:
+        if left_sid != right_sid:
+            raise UsageError("a bundle without raw rows compares copies of one session only (give --session once)")
+        sparse = compare_by_checkpoints(a, b, left_label=left.label, right_label=right.label)
+        return sparse.to_json(), sparse.text(), sparse.identical
+    # the right side's verification starts in a child before the alignment (it needs none)
+    apart = None if args.no_verify else _verify_right_apart(sides, b)
     comparison = compare_sessions(a, b, left_label=left.label, right_label=right.label, conflict_record=record)
     if not args.no_verify:
         out.progress("verifying both sides")
-        _verifiers(comparison, (left, right))
+        _verifiers(comparison, (left, right), apart)
     report = {"scope": "session", **comparison.to_json(args.rows)}
     return report, sessions_text(comparison, args.rows), comparison.identical
 
@@ -306,10 +427,13 @@ def register(command: AddCommand) -> None:
     p = command(
         "compare",
         cmd_compare,
-        "Compare two targets (stores, 'demo', or ws:// nodes): whole targets, one CoValue (--covalue), or "
+        "Compare two targets (stores, 'demo', ws:// nodes or bundles FILE.zip): whole targets, one CoValue "
+        "(--covalue), or "
         "sessions aligned by index (--covalue with --session). Exit 0 identical, 1 different, 2 error.",
     )
-    p.add_argument("a", metavar="A", help="left target: store directory or file, 'demo', or a node's ws:// URL")
+    p.add_argument(
+        "a", metavar="A", help="left target: store directory or file, 'demo', a node's ws:// URL, or a bundle .zip"
+    )
     p.add_argument("b", metavar="B", help="right target (may be the same store again)")
     p.add_argument("--covalue", metavar="ID", help="compare this CoValue only")
     p.add_argument(

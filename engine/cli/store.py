@@ -122,13 +122,13 @@ async def inspect_remote(url: str, key: AccountKey, timeout: float) -> dict[str,
             reply = await session.request(KvList(session.next_rid(), namespace, ""), timeout)
             if isinstance(reply, KvKeys):
                 kv += [{"namespace": namespace, **item} for item in reply.items]
-        from engine.cli.bundle import remote_matrix
+        from engine.cli.bundle import fetch_matrix
 
         try:
             peers: list[Any] | None = (await session.peers(timeout))[0]
         except AdminRefused:
             peers = None
-        matrix = remote_matrix(session, peers)
+        matrix = await fetch_matrix(session, peers, timeout)
         return {
             "covalues": covalues,
             "kv": kv,

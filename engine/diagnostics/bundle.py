@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -146,6 +146,10 @@ class BundleInputs:
     #: CoValues up to this many transactions are loaded whole to analyse their content (a
     #: caller on a UI thread passes less: loading is one step that cannot be sliced)
     analyse_max: int = ANALYSE_MAX_TRANSACTIONS
+    #: records the finished export as an operator action (the target's audit log, see
+    #: :mod:`engine.diagnostics.export_audit`) and says how it went; None: nothing records it
+    #: (no operator key). Called by whoever ran the export, after the bundle is written.
+    record: Callable[[BundleResult], Awaitable[dict[str, Any]]] | None = None
 
 
 @dataclass(frozen=True, slots=True)

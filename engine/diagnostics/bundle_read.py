@@ -14,7 +14,8 @@ FILE.zip``) and locating a fork between two bundles are in
 :mod:`engine.diagnostics.bundle_verify`.
 
 Reading never changes the bundle; a damaged or foreign file raises
-:class:`~engine.errors.InvalidInput`, a missing one :class:`~engine.errors.StoreNotFound`.
+:class:`~engine.errors.BundleError` (code ``invalid_bundle``), a missing one
+:class:`~engine.errors.StoreNotFound`.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ from engine.diagnostics.covalue_summary import (
     order_lanes,
 )
 from engine.diagnostics.matrix import PeersSessionsMatrix, matrix_from_json
-from engine.errors import InvalidInput, KintsugiError, StoreNotFound
+from engine.errors import BundleError, InvalidInput, KintsugiError, StoreNotFound
 from engine.ids import AccountID, CoValueID, SessionID, SessionKind, parse_session_id
 from engine.kv.detail import SlotRow
 from engine.kv.store import CASRecord
@@ -86,8 +87,8 @@ def is_bundle_path(location: str | Path) -> bool:
     return str(location).lower().endswith(".zip")
 
 
-def _bad(path: Path, why: str) -> InvalidInput:
-    return InvalidInput(f"{path} is not a readable Kintsugi bundle: {why}")
+def _bad(path: Path, why: str, problem: str = "damaged") -> BundleError:
+    return BundleError(f"{path} is not a readable Kintsugi bundle: {why}", problem)
 
 
 class Bundle:
@@ -100,7 +101,10 @@ class Bundle:
         try:
             self.zip = zipfile.ZipFile(self.path)
         except (zipfile.BadZipFile, OSError) as exc:
-            raise _bad(self.path, str(exc)) from exc
+            raise _bad(self.path, f"not a zip archive ({exc})", "not_a_zip") from exc
+        if not self.has(MANIFEST):
+            self.zip.close()
+            raise _bad(self.path, f"no {MANIFEST} (a zip, but not a Kintsugi bundle)", "no_manifest")
         try:
             self.manifest: dict[str, Any] = self._json(MANIFEST)
         except InvalidInput:
@@ -108,11 +112,13 @@ class Bundle:
             raise
         if self.manifest.get("format") != BUNDLE_FORMAT:
             self.zip.close()
-            raise _bad(self.path, "no Kintsugi manifest")
+            raise _bad(self.path, "no Kintsugi manifest", "no_manifest")
         version = self.manifest.get("format_version")
         if type(version) is not int or version > BUNDLE_VERSION:
             self.zip.close()
-            raise _bad(self.path, f"format version {version!r} is newer than this build reads ({BUNDLE_VERSION})")
+            raise _bad(
+                self.path, f"format version {version!r} is newer than this build reads ({BUNDLE_VERSION})", "too_new"
+            )
         self._records: dict[CoValueID, dict[str, Any]] | None = None
         self._raw = open(self.path, "rb")  # noqa: SIM115 - row reads seek here; closed by close()
 

@@ -26,17 +26,20 @@ from engine.crypto import signed_message, verify_signature
 from engine.diagnostics.bundle_format import AUDIT, MANIFEST, ROW_INDEX_STRIDE
 from engine.diagnostics.bundle_read import Bundle
 from engine.diagnostics.chain_verify import ChainVerifier
+from engine.errors import BundleError
 from engine.ids import SessionID, parse_session_id
 from engine.model.audit import verify_chain
 
-__all__ = ["ForkWindow", "describe_record", "inspect_bundle", "locate_fork", "verify_bundle"]
+__all__ = ["ForkWindow", "check_checksums", "describe_record", "inspect_bundle", "locate_fork", "verify_bundle"]
 
 #: Bytes read per checksum chunk.
 CHECKSUM_CHUNK = 1024 * 1024
 
 
 def _checksums(bundle: Bundle) -> tuple[int, list[dict[str, Any]]]:
-    problems = []
+    """Every member against the manifest: each problem has ``code`` ``invalid_bundle``
+    (:class:`~engine.errors.BundleError`) and a ``problem`` in words."""
+    problems: list[dict[str, Any]] = []
     files = bundle.manifest.get("files", {})
     names = set(bundle.zip.namelist()) - {MANIFEST}
     for name in sorted(names - set(files)):
@@ -57,7 +60,21 @@ def _checksums(bundle: Bundle) -> tuple[int, list[dict[str, Any]]]:
             continue
         if sha.hexdigest() != expected.get("sha256") or size != expected.get("bytes"):
             problems.append({"file": name, "problem": "checksum does not match the manifest"})
+    for problem in problems:
+        problem["code"] = BundleError.code
     return len(files), problems
+
+
+def check_checksums(path: str | Path) -> int:
+    """Check every member of the bundle at ``path`` against its manifest; returns how many
+    files were checked. Raises :class:`~engine.errors.BundleError` (``problem`` ``checksum``)
+    at the first member that is missing, unlisted, unreadable or does not match."""
+    with Bundle(path) as bundle:
+        files, problems = _checksums(bundle)
+    if problems:
+        first = problems[0]
+        raise BundleError(f"{path}: {first['file']}: {first['problem']}", "checksum")
+    return files
 
 
 def _verify_checkpoints(covalue: str, s: dict[str, Any]) -> dict[str, Any] | None:

@@ -22,11 +22,14 @@ A source that grows is followed (call :meth:`step` again); one that is replaced 
 
 from __future__ import annotations
 
-import hashlib
+from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from operator import itemgetter
+from typing import Any
 
-from engine.crypto import HASH_SIZE, signed_message, verify_signature
+from engine.crypto import chain_extend, signed_message, verify_signature
 from engine.diagnostics.session_rows import RawRow, SessionSource
 from engine.errors import ChainError, KintsugiError
 from engine.ids import session_account
@@ -36,7 +39,8 @@ __all__ = ["DEFAULT_STEP_ROWS", "ChainBreak", "ChainVerifier", "RowState"]
 #: Rows one :meth:`ChainVerifier.step` takes unless told otherwise (about 2 ms of hashing).
 DEFAULT_STEP_ROWS = 1000
 
-_blake2b = hashlib.blake2b
+_TX = itemgetter(1)
+_STORED_HASH = itemgetter(2)
 
 
 class RowState(StrEnum):
@@ -82,6 +86,8 @@ class ChainVerifier:
         self._head = self.source.base()
         self._finalized_at = -1
         self._checked_checkpoints = -1
+        #: the rows the last step linked (what :meth:`step_as_copy` of a copy compares with)
+        self._last: list[RawRow] = []
 
     def restart(self) -> None:
         """Start again from the base (the session was replaced)."""
@@ -144,26 +150,109 @@ class ChainVerifier:
         if not rows:
             self._fail(self.linked, "missing_rows", f"rows from {self.linked} are missing from storage")
             return 0
+        return self._link(rows)
+
+    def _link(self, rows: list[RawRow]) -> int:
+        """Link a window in bulk: re-derive its hashes in one pass (:func:`chain_extend`),
+        compare them with the stored ones as a whole, then check the checkpoints it reaches
+        in order. The first failure is the same one a row-by-row walk finds: a checkpoint
+        before a broken link fails first."""
+        start = self.linked
+        contiguous = rows[-1][0] - start + 1 == len(rows) and rows[0][0] == start
+        if not contiguous:  # indices only grow: cut at the first gap
+            cut = next(i for i, row in enumerate(rows) if row[0] != start + i)
+            rows = rows[:cut]
+        stored = list(map(_STORED_HASH, rows))
+        derived = chain_extend(self._head, map(_TX, rows))
+        good = len(derived)
+        if derived != stored:
+            good = next(i for i, (mine, theirs) in enumerate(zip(derived, stored, strict=True)) if mine != theirs)
         checkpoints = self.source.checkpoints()
-        wanted = set(checkpoints)
-        head = self._head
-        examined = 0
-        for index, tx, stored in rows:
-            if index != self.linked:
-                self._fail(self.linked, "missing_rows", f"row {self.linked} is missing from storage")
-                return examined
-            head = _blake2b(head + len(tx).to_bytes(4, "little") + tx, digest_size=HASH_SIZE).digest()
-            examined += 1
-            if head != stored:
-                self._fail(index, "broken_chain", "stored hash does not match the transaction")
-                return examined
-            self.linked = index + 1
-            self._head = head
-            if self.linked in wanted and not self._check_signature(self.linked, head):
-                return examined
+        for n in checkpoints[bisect_right(checkpoints, start) : bisect_right(checkpoints, start + good)]:
+            self.linked, self._head = n, derived[n - start - 1]
+            if not self._check_signature(n, self._head):
+                self._last = []
+                return n - start
+        if good:
+            self.linked, self._head = start + good, derived[good - 1]
+        self._last = rows[:good]
+        if good < len(rows):
+            self._fail(start + good, "broken_chain", "stored hash does not match the transaction")
+            return good + 1
+        if not contiguous:
+            self._fail(self.linked, "missing_rows", f"row {self.linked} is missing from storage")
+            return good
+        count = self.source.count
         if self.linked >= count and self._check_late_checkpoints():
             self._finalize(count)
-        return examined
+        return good
+
+    def step_as_copy(self, twin: ChainVerifier, max_rows: int = DEFAULT_STEP_ROWS) -> int:
+        """Like :meth:`step`, for a copy of the session ``twin`` verifies (same CoValue, same
+        session, so the same chain base): the rows ``twin`` has just linked are compared
+        with this source's (:meth:`link_copy`) instead of hashed again."""
+        same = twin.source.covalue == self.source.covalue and twin.source.session == self.source.session
+        if not same or not twin._last:
+            return self.step(max_rows)
+        return self.link_copy(twin._last, twin.source.signature, twin.verified, max_rows)
+
+    def link_copy(
+        self, theirs: list[RawRow], signature_of: Callable[[int], bytes | None], vouched: int, max_rows: int
+    ) -> int:
+        """Link the next rows by comparison with ``theirs``, rows of another copy of this
+        session whose hashes were re-derived from the same base (by another verifier). Where
+        this source's rows are byte for byte ``theirs`` (transactions and stored hashes),
+        they link without hashing them again: equal bytes re-derive equal hashes. A
+        checkpoint ``n <= vouched`` whose signature is the very bytes ``signature_of(n)``
+        (verified by the other copy's verifier for the same ``h(n)``) verifies without a
+        second Ed25519 check; any other checkpoint is checked here. Rows that differ, or a
+        window that does not start here, are verified by :meth:`step` as usual."""
+        if self.source.identity() != self._identity:
+            self.restart()
+        if self.failure is not None or not theirs or theirs[0][0] != self.linked:
+            return self.step(max_rows)
+        start = self.linked
+        rows = self._read(len(theirs))
+        if rows is None:
+            return 0
+        if rows != theirs:
+            return self._link(rows) if rows else self.step(max_rows)
+        self.steps += 1
+        checkpoints = self.source.checkpoints()
+        for n in checkpoints[bisect_right(checkpoints, start) : bisect_right(checkpoints, start + len(rows))]:
+            self.linked, self._head = n, rows[n - start - 1][2]
+            sig = self.source.signature(n)
+            if sig is not None and n <= vouched and sig == signature_of(n):
+                self.verified = n
+            elif not self._check_signature(n, self._head):
+                return n - start
+        self.linked, self._head = start + len(rows), rows[-1][2]
+        self._last = rows
+        count = self.source.count
+        if self.linked >= count and self._check_late_checkpoints():
+            self._finalize(count)
+        return len(rows)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The verifier's state as plain data (to hand over from another process)."""
+        failure = self.failure
+        return {
+            "linked": self.linked,
+            "verified": self.verified,
+            "head": self._head,
+            "finalized_at": self._finalized_at,
+            "checked_checkpoints": self._checked_checkpoints,
+            "steps": self.steps,
+            "failure": None if failure is None else (failure.index, failure.code, failure.reason),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Take the state :meth:`snapshot` gave for a reader of the same stored session."""
+        self.linked, self.verified, self._head = state["linked"], state["verified"], state["head"]
+        self._finalized_at, self._checked_checkpoints = state["finalized_at"], state["checked_checkpoints"]
+        self.steps = state["steps"]
+        self.failure = None if state["failure"] is None else ChainBreak(*state["failure"])
+        self._last = []
 
     def _read(self, limit: int) -> list[RawRow] | None:
         """The next window; None after recording a failure. A window that reaches a damaged

@@ -28,6 +28,7 @@ from typing import Any
 
 from engine.content.comap import Entry
 from engine.diagnostics.compare import hash_reader, json_safe
+from engine.diagnostics.compare_bundle import fork_window, known_points
 from engine.diagnostics.compare_sides import CompareSide
 from engine.diagnostics.covalue_summary import ContentSnapshot
 from engine.diagnostics.session_rows import SessionSource
@@ -70,14 +71,20 @@ class SessionPair:
     left_count: int | None
     right_count: int | None
     fork: ForkPoint | None = None
+    #: set when the fork is known only to lie in ``[fork.index, fork_before)`` (a side
+    #: without rows: checkpoint hashes only); None when ``fork`` is exact
+    fork_before: int | None = None
 
     def to_json(self) -> dict[str, Any]:
+        fork = None if self.fork is None else self.fork.to_json()
+        if fork is not None and self.fork_before is not None:
+            fork["before"] = self.fork_before
         return {
             "session": self.session,
             "status": str(self.status),
             "left_count": self.left_count,
             "right_count": self.right_count,
-            "fork": None if self.fork is None else self.fork.to_json(),
+            "fork": fork,
         }
 
 
@@ -88,6 +95,8 @@ def pair_session(session: SessionID, left: SessionSource | None, right: SessionS
         return SessionPair(
             session, status, None if left is None else left.count, None if right is None else right.count
         )
+    if known_points(left) is not None or known_points(right) is not None:
+        return _pair_by_checkpoints(session, left, right)
     fork = find_fork(hash_reader(left), left.count, hash_reader(right), right.count)
     if fork is not None:
         status = PairStatus.FORKED
@@ -96,6 +105,23 @@ def pair_session(session: SessionID, left: SessionSource | None, right: SessionS
     else:
         status = PairStatus.LEFT_AHEAD if left.count > right.count else PairStatus.RIGHT_AHEAD
     return SessionPair(session, status, left.count, right.count, fork)
+
+
+def _pair_by_checkpoints(session: SessionID, left: SessionSource, right: SessionSource) -> SessionPair:
+    """A side without rows (a bundle exported without content): the fork is located to
+    within one batch (:func:`~engine.diagnostics.compare_bundle.fork_window`); ``fork`` is
+    then the last agreeing point and ``fork_before`` the first differing one."""
+    window = fork_window(left, right)
+    if not window.same:
+        common = known_points(left) or known_points(right) or {}
+        base = hash_reader(left if known_points(left) is None else right)(window.after)
+        fork = ForkPoint(window.after, common.get(window.after, base))
+        return SessionPair(session, PairStatus.FORKED, left.count, right.count, fork, window.before)
+    if left.count == right.count:
+        status = PairStatus.SAME
+    else:
+        status = PairStatus.LEFT_AHEAD if left.count > right.count else PairStatus.RIGHT_AHEAD
+    return SessionPair(session, status, left.count, right.count)
 
 
 # -- content --------------------------------------------------------------------------------------

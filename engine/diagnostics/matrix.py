@@ -9,11 +9,11 @@ A peer that does not follow a CoValue has no cells in its columns.
 
 :func:`matrix_of` builds it from a sync manager's per-peer beliefs (anything shaped like
 :class:`AckSource`) and the node's loaded CoValues; it is pure and changes nothing. A node
-seen over the wire does not send per-session acknowledgements (no admin request carries
-them yet): :func:`partial_matrix` keeps its peer rows and their total lag, with ``available``
-False and a note saying so. :meth:`PeersSessionsMatrix.to_json` and :func:`matrix_from_json`
-are the form bundles and ``kintsugi inspect --json`` carry (cells sparse, by row and column
-number).
+seen over the wire sends the whole matrix in the same form (``admin{matrix}``,
+docs/protocol.md); an older one only its peers: :func:`partial_matrix` keeps their rows and
+total lag, with ``available`` False and a note saying so. :meth:`PeersSessionsMatrix.to_json`
+and :func:`matrix_from_json` are the form bundles, ``kintsugi inspect --json`` and
+``admin{matrix}`` carry (cells sparse, by row and column number).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ STORE_MATRIX_NOTE = "a store file has no peers: the matrix belongs to a running 
 #: Why a node seen over the wire has rows without cells.
 REMOTE_MATRIX_NOTE = (
     "the node reports its peers and their total lag, not per-session acknowledgements "
-    "(no admin request carries them yet)"
+    "(it does not answer admin{matrix}: an older node)"
 )
 
 

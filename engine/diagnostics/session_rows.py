@@ -59,6 +59,7 @@ MAX_SUMMARY_LENGTH = 120
 #: Longest rendering of one value inside a summary.
 MAX_VALUE_LENGTH = 48
 
+
 class SessionSource(Protocol):
     """Windowed, read-only access to one session of one CoValue."""
 

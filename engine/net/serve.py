@@ -1,4 +1,11 @@
-"""``kintsugi node serve``: run a node on a store until SIGTERM/SIGINT, then stop cleanly."""
+"""``kintsugi node serve``: run a node on a store until SIGTERM/SIGINT, then stop cleanly.
+
+The admin ops that act are served here (:class:`AdminActions`): ``recover``
+(:class:`~engine.net.recover.AdminRecoverer`) and ``export``, by which an admin who has just
+written a diagnostic bundle of this node has the node record it: an ``export`` record in the
+node's audit log, signed by the node's own key, naming the admin as ``requested_by`` (and
+their signed intent, when given).
+"""
 
 from __future__ import annotations
 
@@ -7,18 +14,23 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from engine.crypto import AccountKey
-from engine.errors import UsageError
+from engine.crypto import AccountKey, verify_signature
+from engine.errors import KintsugiError, PermissionDenied, ProtocolError, UsageError
 from engine.ids import AccountID, parse_account_id
+from engine.model.audit import AuditAction
 from engine.net.client import SyncClient
 from engine.net.recover import AdminRecoverer
 from engine.net.server import NodeServer
 from engine.net.shell import SyncShell
 from engine.node.facade import LocalNode
+from engine.node.recovery import append_audit
 from engine.protocol.limits import DEFAULT_LIMITS, Limits
+from engine.protocol.messages import Admin, AdminResult, Message
+from engine.protocol.messages.admin import ExportArgs, admin_args, intent_message
 from engine.storage import store_directory
 
 logger = logging.getLogger(__name__)
@@ -39,6 +51,48 @@ def node_key(store: Path, key_file: Path | None) -> AccountKey:
         path.parent.mkdir(parents=True, exist_ok=True)
         AccountKey.generate().save(path)
     return AccountKey.load(path)
+
+
+class AdminActions:
+    """The manager's ``on_admin_action``: ``export`` is recorded here, every other op that
+    acts goes to :class:`~engine.net.recover.AdminRecoverer`. Exactly one ``admin_result``
+    answers each request."""
+
+    def __init__(self, node: LocalNode, send: Callable[[str, Message], None], *, node_name: str) -> None:
+        self.node = node
+        self.send = send
+        self.node_name = node_name
+        self.recoverer = AdminRecoverer(node, send, node_name=node_name)
+
+    def __call__(self, peer_id: str, account: AccountID, msg: Admin) -> None:
+        if msg.op == "export":
+            self.send(peer_id, self.record_export(account, msg))
+        else:
+            self.recoverer(peer_id, account, msg)
+
+    def record_export(self, account: AccountID, msg: Admin) -> AdminResult:
+        """Append the ``export`` record the admin ``account`` asked for; the reply is
+        ``{seq, head}`` of the new record, or a refusal with a stable code (bad arguments,
+        an intent that does not verify, a store that cannot take it) and nothing written."""
+        try:
+            args = admin_args(msg)
+            assert isinstance(args, ExportArgs)
+            if msg.intent is not None and not verify_signature(
+                account, intent_message(self.node_name, msg.op, msg.args), msg.intent
+            ):
+                raise PermissionDenied("the export intent is not this admin's signature of this request")
+            store = self.node.store
+            if store is None:
+                raise ProtocolError("this node has no store to record the export in", code="unsupported_op")
+            details = {**args.details(), "requested_by": account, "intent": msg.intent.hex() if msg.intent else None}
+            record = append_audit(
+                store, self.node.account, AuditAction.EXPORT, "node", details=details, at_ms=int(time.time() * 1000)
+            )
+        except KintsugiError as exc:
+            logger.warning("export record asked by admin %s refused: %s", account, exc)
+            return AdminResult(msg.rid, False, {"code": exc.code, "detail": exc.detail[:500]})
+        logger.warning("bundle %s exported by admin %s recorded in the audit log", args.bundle, account)
+        return AdminResult(msg.rid, True, {"seq": record.fields()["seq"], "head": record.hash.hex()})
 
 
 def write_ready_file(path: Path, url: str) -> None:
@@ -62,9 +116,9 @@ async def serve(
     key = node_key(store, key_file)
     node = LocalNode.open(store, key, instance_id=f"node-{os.getpid()}", background_commits=True)
     shell = SyncShell(node, limits=limits)
-    shell.manager.on_admin_action = AdminRecoverer(node, shell.send_to)
     admin_ids: list[AccountID] = [parse_account_id(a) for a in admins]
     server = NodeServer(shell, admins=admin_ids)
+    shell.manager.on_admin_action = AdminActions(node, shell.send_to, node_name=server.name)
     url = await server.start(host, port)
     links = [SyncClient(shell, u, role="node") for u in upstreams]
     for link in links:

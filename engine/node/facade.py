@@ -551,14 +551,19 @@ class LocalNode:
 
     def _persist_replacement(self, replacement: Replacement) -> None:
         """Store a replacement and, when writing moves to a new session, the lease switch,
-        in one transaction (after the queued commits)."""
+        in one transaction (after the queued commits); then the conflict session's fork record
+        (a crash in between leaves an inferred fork point, never a wrong one)."""
         old = replacement.outcome.session
         covalue = replacement.logs[0].covalue
         switch = [] if replacement.switch_to is None else self._lease.switch_writes(old, replacement.switch_to)
         with self._reload_on_failure(covalue):
-            results = self._store_now().replace_sessions(replacement.header, replacement.logs, cas=switch)
+            store = self._store_now()
+            results = store.replace_sessions(replacement.header, replacement.logs, cas=switch)
             if not all(isinstance(result, Stored) for result in results):
                 raise PermissionDenied(f"lease of {old} changed under this instance")
+            record = replacement.fork_record()
+            if record is not None:
+                store.put_checkpoint(*record)
         for log in replacement.logs:
             self._stored[(covalue, log.session)] = log.signed_count
 

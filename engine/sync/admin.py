@@ -21,17 +21,20 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from engine import codec
 from engine.errors import KintsugiError, KVAccessDenied, PermissionDenied, ProtocolError
-from engine.ids import AccountID, CoValueID
+from engine.ids import AccountID, CoValueID, SessionID
 from engine.kv.detail import slot_detail_json
 from engine.kv.envelope import Slot
 from engine.kv.store import CASRecord
+from engine.model.header import Header, OwnedByGroup
+from engine.model.session_log import SessionLog
 from engine.protocol.limits import Limits
 from engine.protocol.messages import MAX_TEXT, Admin, AdminArgs, AdminResult, EventsArgs, KvSlotArgs, admin_args
+from engine.protocol.messages.admin import MatrixArgs
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +51,22 @@ class SlotReader(Protocol):
     def history(self, namespace: str, key: str) -> list[CASRecord]: ...
 
 
+class HeldCoValue(Protocol):
+    """What ``matrix`` reads of a CoValue the replica holds (:class:`engine.covalue.CoValueCore`)."""
+
+    @property
+    def header(self) -> Header: ...
+
+    @property
+    def sessions(self) -> Mapping[SessionID, SessionLog]: ...
+
+
 class AdminHost(Protocol):
     """What admin requests read of the replica (part of :class:`engine.sync.manager.SyncHost`)."""
 
     def covalue_ids(self) -> list[CoValueID]: ...
+
+    def get_or_none(self, covalue: CoValueID) -> HeldCoValue | None: ...
 
     def can_read(self, account: AccountID, covalue: CoValueID) -> bool: ...
 
@@ -76,6 +91,28 @@ class Requester(Protocol):
     def admin(self) -> bool: ...
 
 
+class PeerKind(Protocol):
+    @property
+    def value(self) -> str: ...
+
+
+class AckingPeer(Protocol):
+    """A peer as the sync manager believes it (:class:`engine.sync.manager.PeerState`): what
+    it follows and what it acknowledged of each session (count and head)."""
+
+    @property
+    def account(self) -> AccountID: ...
+
+    @property
+    def kind(self) -> PeerKind: ...
+
+    @property
+    def interested(self) -> set[CoValueID]: ...
+
+    @property
+    def acked(self) -> Mapping[CoValueID, Mapping[SessionID, tuple[int, bytes]]]: ...
+
+
 class RingEvent(Protocol):
     """A sync event as the ring holds it (:class:`engine.sync.manager.SyncEvent`)."""
 
@@ -90,6 +127,11 @@ class AdminView(Protocol):
 
     @property
     def limits(self) -> Limits: ...
+
+    @property
+    def peers(self) -> Mapping[str, AckingPeer]:
+        """The connected peers by peer id (read by ``matrix``)."""
+        ...
 
     @property
     def peers_report(self) -> Callable[[], list[dict[str, Any]]] | None:
@@ -204,6 +246,62 @@ def _events(view: AdminView, peer: Requester, args: AdminArgs) -> dict[str, Any]
     }
 
 
+def _matrix(view: AdminView, peer: Requester, args: AdminArgs) -> dict[str, Any]:
+    """The peers × sessions matrix in the form of
+    :meth:`engine.diagnostics.matrix.PeersSessionsMatrix.to_json`: ``{available, note,
+    peers: [{peer_id, account, kind, behind}], sessions: [{covalue, session, count}], cells:
+    [[row, column, acked, behind, diverged]], owners}``. Columns are the sessions of the
+    CoValues some peer follows (``covalue`` given: its own and those of the CoValues it
+    owns), each with the count this node holds; a cell is what a peer acknowledged of a
+    session of a CoValue it follows, ``diverged`` when its head is not on this node's chain.
+    Columns that would not fit a frame are cut from the end (``sessions_dropped``)."""
+    assert isinstance(args, MatrixArgs)
+    _require_admin(peer, "matrix")
+    host = view.host
+    peers = sorted(view.peers.items())
+    followed = sorted({cid for _pid, p in peers for cid in p.interested})
+    held = {cid: core for cid in followed if (core := host.get_or_none(cid)) is not None}
+    owners = {
+        cid: core.header.ruleset.group for cid, core in held.items() if isinstance(core.header.ruleset, OwnedByGroup)
+    }
+    if args.covalue:
+        held = {cid: core for cid, core in held.items() if cid == args.covalue or owners.get(cid) == args.covalue}
+    columns = [(cid, sid, log) for cid, core in sorted(held.items()) for sid, log in sorted(core.sessions.items())]
+    budget = _reply_budget(view) - 256
+    rows = [{"peer_id": pid, "account": str(p.account), "kind": str(p.kind.value), "behind": 0} for pid, p in peers]
+    budget -= len(codec.encode(rows)) + len(codec.encode(owners))
+    sessions: list[dict[str, Any]] = []
+    cells: list[list[Any]] = []
+    for column, (cid, sid, log) in enumerate(columns):
+        entry = {"covalue": cid, "session": sid, "count": log.signed_count}
+        new_cells = []
+        for row, (_pid, p) in enumerate(peers):
+            if cid not in p.interested:
+                continue
+            count, head = p.acked.get(cid, {}).get(sid, (0, b""))
+            diverged = count > log.count or (count > 0 and head != log.hash_at(count))
+            new_cells.append([row, column, count, max(0, log.signed_count - count), diverged])
+        budget -= len(codec.encode(entry)) + len(codec.encode(new_cells))
+        if budget < 0:
+            break
+        sessions.append(entry)
+        cells.extend(new_cells)
+    for _row, _column, _acked, behind, _diverged in cells:
+        rows[_row]["behind"] += behind
+    result: dict[str, Any] = {
+        "available": True,
+        "note": "",
+        "peers": rows,
+        "sessions": sessions,
+        "cells": cells,
+        "owners": dict(sorted(owners.items())),
+    }
+    if len(sessions) < len(columns):
+        result["sessions_dropped"] = len(columns) - len(sessions)
+        result["note"] = f"{len(columns) - len(sessions)} sessions left out to fit one frame"
+    return result
+
+
 def _acts(_view: AdminView, _peer: Requester, _args: AdminArgs) -> dict[str, Any]:
     """Ops that change the node are the shell's (the sync manager hands them over); here they
     are refused."""
@@ -216,7 +314,9 @@ _OPS: dict[str, Callable[[AdminView, Requester, AdminArgs], dict[str, Any]]] = {
     "peers": _peers,
     "kv_slot": _kv_slot,
     "events": _events,
+    "matrix": _matrix,
     "recover": _acts,
+    "export": _acts,
 }
 
 
@@ -253,6 +353,8 @@ __all__ = [
     "ADMIN_REPLY_HEADROOM",
     "AdminHost",
     "AdminView",
+    "AckingPeer",
+    "HeldCoValue",
     "Requester",
     "RingEvent",
     "SlotReader",

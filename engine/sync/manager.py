@@ -86,7 +86,7 @@ logger = logging.getLogger(__name__)
 security_log = logging.getLogger("kintsugi.security")
 
 #: Admin ops that change the node: answered by the shell, after it did the work.
-ACTION_OPS = frozenset({"recover"})
+ACTION_OPS = frozenset({"recover", "export"})
 #: Bytes of a frame kept free around a recovery page's items (envelope, ids, map keys).
 RECOVERY_PAGE_MARGIN = 64 * 1024
 

@@ -35,6 +35,7 @@ from PySide6.QtGui import QColor, QFont
 
 from engine.diagnostics.chain_verify import ChainVerifier, RowState
 from engine.diagnostics.compare import Alignment, CompareRow, RowKind, SessionComparison
+from engine.diagnostics.compare_bundle import BundleSide
 from engine.diagnostics.compare_scopes import CoValueComparison, CoValueRow, KeyDifference, SessionPair
 from engine.diagnostics.compare_sides import StoreSide
 from engine.diagnostics.covalue_summary import ContentSnapshot
@@ -53,6 +54,7 @@ from inspector.style import (
     short_session,
 )
 from inspector.targets.base import Target
+from inspector.targets.bundle import BundleTarget
 from inspector.targets.node import NodeTarget
 from inspector.targets.store import StoreTarget
 
@@ -93,7 +95,11 @@ class TargetSide:
         return sorted(s.id for s in summary.sessions) if summary is not None else []
 
     def open_session(self, covalue: CoValueID, session: SessionID) -> SessionSource | None:
-        return self.target.open_session(covalue, session)
+        target = self.target
+        if isinstance(target, BundleTarget) and target.bundle is not None:
+            # a bundle without rows still knows the hash at every checkpoint
+            return BundleSide(target.bundle).open_session(covalue, session)
+        return target.open_session(covalue, session)
 
     def content(self, covalue: CoValueID) -> ContentSnapshot | None:
         return None  # asynchronous here: Target.content, awaited by the view
@@ -101,6 +107,8 @@ class TargetSide:
     def conflict_fork_record(self, covalue: CoValueID, conflict: SessionID) -> bytes | None:
         target = self.target
         store = None
+        if isinstance(target, BundleTarget):
+            return target.conflict_fork_record(covalue, conflict)
         if isinstance(target, StoreTarget):
             store = target.store
         elif isinstance(target, NodeTarget) and target.node is not None:

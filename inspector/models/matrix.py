@@ -1,9 +1,11 @@
 """The peers × sessions matrix of the selected CoValue (or group): who acknowledged how much.
 
-:func:`target_matrix` reads the matrix of the open target: the one it carries (a bundle's);
-for a node with a sync shell, the shell's per-peer beliefs over the node's loaded CoValues
-(:func:`~engine.diagnostics.matrix.matrix_of`); for a remote node, its peers with their
-total lag and no cells (a node does not send per-session acknowledgements); None for a store.
+:func:`target_matrix` reads the matrix of the open target: the one it carries (a bundle's,
+or a remote node's as the node sent it with its peers, ``admin{matrix}``, every cell); for a
+node with a sync shell, the shell's per-peer beliefs over the node's loaded CoValues
+(:func:`~engine.diagnostics.matrix.matrix_of`); for a remote node that does not send it (an
+older node, or an account that is not an admin), its peers with their total lag and no
+cells; None for a store.
 
 :class:`MatrixModel` is a table: one row per peer, the first column its total lag, then one
 column per session of the selected CoValue — or, for a group, of the group and every CoValue

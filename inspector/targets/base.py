@@ -159,6 +159,7 @@ def describe_error(exc: BaseException) -> tuple[str, str]:
             "unsupported_version": "The node speaks another protocol version",
             "timeout": "The node did not answer in time",
             "admin_refused": "The node refused to list its CoValues",
+            "invalid_bundle": "That file is not a Kintsugi diagnostic bundle",
         }
         lead = messages.get(code)
         return code, f"{lead}: {exc.detail}" if lead and exc.detail else (exc.detail or code)

@@ -10,7 +10,8 @@ slot's value and CAS history (``admin{kv_slot}``). From then on the target is a
 :class:`~engine.node.LocalNode`: the node pushes every change of a loaded CoValue, the
 replica notifies, and the inspector's throttled update path does the rest. What the node does
 not push is fetched by :meth:`RemoteTarget.poll`, which the inspector calls every second: the
-peers and the node's peer log (``admin{peers}``), the node's own sync events after the last
+peers and the node's peer log (``admin{peers}``) with the peers × sessions matrix
+(``admin{matrix}``), the node's own sync events after the last
 one read (``admin{events}``, a cursor), CoValues created since (a fresh ``list``, then a
 ``load`` of each new one) and the CAS slots — a slot's value and history again when its
 generation changed, and every poll for the few slots whose history was last looked at
@@ -21,8 +22,9 @@ replica keeps reconnecting by itself if the connection drops
 Peers, the peer log and the node's events are for admin accounts; another account sees its
 own CAS slots (values and histories included) and no peers.
 
-A node older than ``kv_slot``, ``events`` and the peer log does not announce them (features
-``admin_kv_slot``, ``admin_events``, ``admin_peer_log``) and is not asked; should a node that
+A node older than ``kv_slot``, ``events``, ``matrix`` and the peer log does not announce them
+(features ``admin_kv_slot``, ``admin_events``, ``admin_matrix``, ``admin_peer_log``) and is
+not asked; should a node that
 announces them not answer, the target waits :data:`REQUEST_TIMEOUT` for the first of each
 (one request, so the node never counts many bad messages). Either way it then shows what the
 node sends — slots without values (``kv_values`` False), peers without a log, no node events.
@@ -48,7 +50,8 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 from engine.crypto import AccountKey
-from engine.errors import AdminRefused, KintsugiError, ProtocolError
+from engine.diagnostics.matrix import PeersSessionsMatrix, matrix_from_json
+from engine.errors import AdminRefused, InvalidInput, KintsugiError, ProtocolError
 from engine.ids import CoValueID
 from engine.kv.detail import SlotDetail, SlotRow
 from engine.kv.store import CASRecord
@@ -119,6 +122,9 @@ class RemoteTarget(NodeTarget):
         #: where reading the node's sync events is (None epoch: not read yet)
         self.event_cursor = EventCursor()
         self._node_events = True
+        #: the node's peers × sessions matrix as last read (None: not sent, see _read_matrix)
+        self._matrix: PeersSessionsMatrix | None = None
+        self._node_matrix = True
 
     @property
     def url(self) -> str:
@@ -154,6 +160,8 @@ class RemoteTarget(NodeTarget):
                 self.kv_values = False
             if "admin_events" not in challenge.features:
                 self._node_events = False
+            if "admin_matrix" not in challenge.features:
+                self._node_matrix = False
             ids, namespaces = await self._list()
             try:
                 await session.load_all(ids, LOAD_TIMEOUT)
@@ -329,9 +337,25 @@ class RemoteTarget(NodeTarget):
             self._peers, self._peer_log = await self._ask(self.session.peers(REQUEST_TIMEOUT), "peers")
         except AdminRefused:
             self._peers = self._peer_log = None
+            self._matrix = None
             info = self.node_info
             who = f"{info.name}" if info is not None else self.url
             self._peers_note = f"Only admin accounts see the peers of {who}; this key's account is not one."
+            return
+        await self._read_matrix()
+
+    async def _read_matrix(self) -> None:
+        """The node's peers × sessions matrix (``admin{matrix}``, every cell), read with the
+        peers; a node without the feature is not asked, and one that refuses is not asked
+        again (the matrix model then shows the peers' rows with their total lag)."""
+        if not self._node_matrix or self.session is None:
+            return
+        try:
+            self._matrix = matrix_from_json(await self.session.admin("matrix", None, REQUEST_TIMEOUT))
+        except (AdminRefused, ProtocolError, InvalidInput, TimeoutError) as exc:
+            # refused, or never answered (a node that announces the op but predates it)
+            logger.warning("%s does not send its peers × sessions matrix: %s", self.url, str(exc) or "no answer")
+            self._matrix, self._node_matrix = None, False
 
     # -- closing -----------------------------------------------------------------------------
 
@@ -347,6 +371,10 @@ class RemoteTarget(NodeTarget):
 
     def peers(self) -> list[PeerInfo] | None:
         return None if self._peers is None else list(self._peers)
+
+    def matrix(self) -> PeersSessionsMatrix | None:
+        """The matrix the node sent with its peers (None: not an admin, or an older node)."""
+        return self._matrix
 
     def peer_log(self) -> list[PeerLogEntry] | None:
         return None if self._peer_log is None else list(self._peer_log)

@@ -18,11 +18,10 @@ sessions runs in the inspector's :class:`~inspector.verification.VerificationRun
 target other than the main window's is opened by the window and closed with it; when the
 main window opens another target, a comparison that read the one it closed is let go.
 
-:class:`CompareLauncher` wires the entry points: the chain view's lane menu ("Compare
-with…" another lane or the same session on another target, "Compare with origin" on a
-conflict lane) and Actions → Compare… (:class:`ComparePickDialog`, two targets). No step
-stalls the loop for long: aligning two sessions is a binary search on chain hashes, rows
-are read a window at a time, and whole targets are compared one CoValue per slice.
+:mod:`inspector.views.compare_pick` holds the entry points that open these windows (the
+target picker and the launcher). No step stalls the loop for long: aligning two sessions is
+a binary search on chain hashes, rows are read a window at a time, and whole targets are
+compared one CoValue per slice.
 """
 
 from __future__ import annotations
@@ -32,18 +31,13 @@ import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QItemSelectionModel, QModelIndex, QObject, Qt, QTimer, Signal
+from PySide6.QtCore import QItemSelectionModel, QModelIndex, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
-    QComboBox,
-    QDialog,
-    QDialogButtonBox,
-    QFormLayout,
     QHBoxLayout,
     QHeaderView,
     QLabel,
-    QPushButton,
     QSplitter,
     QTableView,
     QToolButton,
@@ -53,27 +47,25 @@ from PySide6.QtWidgets import (
 
 from engine.diagnostics.chain_verify import ChainVerifier
 from engine.diagnostics.compare import compare_sessions
+from engine.diagnostics.compare_bundle import compare_by_checkpoints, known_points
 from engine.diagnostics.compare_scopes import (
     CoValueStatus,
     compare_content,
     compare_covalue,
     iter_compare_targets,
 )
+from engine.diagnostics.session_rows import SessionSource
 from engine.ids import CoValueID, SessionID, SessionKind, session_kind
 from inspector.models.compare import CompareModel, CoValuesModel, KeysModel, PairsModel, TargetSide
 from inspector.style import COMPARE_COLORS, short_id, short_session
 from inspector.targets import Target, TargetSpec, describe_error, make_target
-from inspector.views.connect import ConnectDialog
 
 if TYPE_CHECKING:
     from inspector.controller import Inspector
-    from inspector.views.main_window import MainWindow
 
 __all__ = [
     "SLICE_SECONDS",
-    "CompareLauncher",
     "ComparePanes",
-    "ComparePickDialog",
     "CompareWindow",
 ]
 
@@ -404,6 +396,8 @@ class CompareWindow(QWidget):
         if a is None or b is None:
             self.status.setText(f"{covalue}: a session is missing on one side")
             return False
+        if known_points(a) is not None or known_points(b) is not None:
+            return self._show_checkpoint_fork(covalue, a, b)
         record = None
         for sid in (right_session, left_session):
             if session_kind(sid) is SessionKind.CONFLICT:
@@ -438,6 +432,28 @@ class CompareWindow(QWidget):
         if model.fork_row is not None:
             self.panes.go_to(model.fork_row)
         self.compared.emit("session")
+        return True
+
+    def _show_checkpoint_fork(self, covalue: CoValueID, a: SessionSource, b: SessionSource) -> bool:
+        """A bundle without rows on a side: no rows to align, but the fork located within
+        one batch from the checkpoint hashes, in the summary and the status line."""
+        self._drop_session()
+        try:
+            sparse = compare_by_checkpoints(
+                a,
+                b,
+                left_label=self.left_target.label if self.left_target else "left",
+                right_label=self.right_target.label if self.right_target else "right",
+            )
+        except Exception as exc:
+            self._failed(exc)
+            return False
+        summary = sparse.text().splitlines()[-1]
+        self.panes.set_model(
+            None, f"<b>left</b> {a.count:,} transactions", f"<b>right</b> {b.count:,} transactions", summary
+        )
+        self.status.setText(f"{short_id(covalue)}: {summary}")
+        self.compared.emit("checkpoints")
         return True
 
     def _drop_session(self) -> None:
@@ -526,132 +542,3 @@ class CompareWindow(QWidget):
     def closeEvent(self, event: QCloseEvent) -> None:
         self.closed.emit()
         event.accept()
-
-
-class ComparePickDialog(QDialog):
-    """Pick two targets: each from the open target, the recent ones and the embedded demo,
-    or another one through the connect dialog. Emits ``chosen(left, right)``."""
-
-    chosen = Signal(object, object)
-
-    def __init__(self, inspector: Inspector, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setObjectName("comparePickDialog")
-        self.setWindowTitle("Compare two targets — Kintsugi inspector")
-        self.inspector = inspector
-        specs: list[TargetSpec] = []
-        if inspector.target is not None:
-            specs.append(inspector.target.spec)
-        for spec in [*(inspector.recent.list() if inspector.recent is not None else []), TargetSpec("demo")]:
-            if spec not in specs:
-                specs.append(spec)
-        self.left = QComboBox()
-        self.left.setObjectName("compareLeftTarget")
-        self.right = QComboBox()
-        self.right.setObjectName("compareRightTarget")
-        form = QFormLayout()
-        for label, combo in (("Left", self.left), ("Right", self.right)):
-            for spec in specs:
-                combo.addItem(f"{spec.kind}: {spec.label}", spec)
-            other = QPushButton("Other…")
-            other.clicked.connect(lambda _checked=False, c=combo: self._other(c))
-            row = QHBoxLayout()
-            row.addWidget(combo, 1)
-            row.addWidget(other)
-            form.addRow(label, row)
-        if len(specs) > 1:
-            self.right.setCurrentIndex(1)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
-        buttons.accepted.connect(self.accept)
-        buttons.rejected.connect(self.reject)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addWidget(buttons)
-
-    def _other(self, combo: QComboBox) -> None:
-        dialog = ConnectDialog(self.inspector.recent, None, self)
-        dialog.chosen.connect(lambda spec: self._add(combo, spec))
-        dialog.finished.connect(dialog.deleteLater)
-        dialog.open()
-
-    @staticmethod
-    def _add(combo: QComboBox, spec: TargetSpec) -> None:
-        combo.addItem(f"{spec.kind}: {spec.label}", spec)
-        combo.setCurrentIndex(combo.count() - 1)
-
-    def specs(self) -> tuple[TargetSpec, TargetSpec] | None:
-        left, right = self.left.currentData(), self.right.currentData()
-        return (left, right) if isinstance(left, TargetSpec) and isinstance(right, TargetSpec) else None
-
-    def accept(self) -> None:
-        specs = self.specs()
-        super().accept()
-        if specs is not None:
-            self.chosen.emit(*specs)
-
-
-class CompareLauncher(QObject):
-    """Opens compare windows for the main window's entry points and releases them when
-    they close."""
-
-    def __init__(self, window: MainWindow) -> None:
-        super().__init__(window)
-        self.window = window
-        self.inspector = window.inspector
-        self.windows: list[CompareWindow] = []
-        self.dialog: QDialog | None = None
-        window.compare_action.triggered.connect(self.pick_targets)
-        window.chain.compareRequested.connect(self.compare_lanes)
-        window.closing.connect(self._close_windows)
-
-    def _close_windows(self) -> None:
-        for compare in list(self.windows):
-            compare.close()
-
-    def new_window(self) -> CompareWindow:
-        compare = CompareWindow(self.inspector, self.window)
-        compare.closed.connect(lambda: self._closed(compare))
-        self.windows.append(compare)
-        compare.show()
-        return compare
-
-    def _closed(self, compare: CompareWindow) -> None:
-        if compare in self.windows:
-            self.windows.remove(compare)
-        self.inspector.spawn(compare.release(), "compare-release")
-
-    def pick_targets(self) -> ComparePickDialog:
-        dialog = ComparePickDialog(self.inspector, self.window)
-        dialog.chosen.connect(self.compare_targets)
-        dialog.finished.connect(dialog.deleteLater)
-        self.dialog = dialog
-        dialog.open()
-        return dialog
-
-    def compare_targets(self, left: TargetSpec, right: TargetSpec) -> CompareWindow:
-        compare = self.new_window()
-        self.inspector.spawn(compare.compare_targets(left, right), "compare-targets")
-        return compare
-
-    def compare_lanes(self, covalue: str, left: str, right: str) -> CompareWindow | ConnectDialog | None:
-        """Two sessions of the main window's target (``right`` empty: ``left`` on another
-        target, chosen in the connect dialog)."""
-        target = self.inspector.target
-        if target is None:
-            return None
-        if right:
-            compare = self.new_window()
-            task = compare.compare_sessions(target, target, CoValueID(covalue), SessionID(left), SessionID(right))
-            self.inspector.spawn(task, "compare-sessions")
-            return compare
-        dialog = ConnectDialog(self.inspector.recent, None, self.window)
-        dialog.setWindowTitle(f"Compare {short_session(left)} with the same session on…")
-        dialog.chosen.connect(lambda spec: self._across(target, spec, CoValueID(covalue), SessionID(left)))
-        dialog.finished.connect(dialog.deleteLater)
-        self.dialog = dialog
-        dialog.open()
-        return dialog
-
-    def _across(self, target: Target, spec: TargetSpec, covalue: CoValueID, session: SessionID) -> None:
-        compare = self.new_window()
-        self.inspector.spawn(compare.compare_sessions(target, spec, covalue, session, session), "compare-sessions")

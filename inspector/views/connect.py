@@ -1,5 +1,6 @@
-"""The connect dialog: the embedded demo, a store file or directory, or a node URL with a
-key file; recently opened targets one click away.
+"""The connect dialog: the embedded demo, a store file or directory, a diagnostic bundle
+(a path ending in ``.zip`` is opened as a bundle, as ``kintsugi-inspector FILE.zip`` does), or
+a node URL with a key file; recently opened targets one click away.
 
 The dialog only checks that the fields are filled in sensibly; opening is the controller's
 job, and its failures (no store there, schema too new, unreadable key file, connection
@@ -49,7 +50,7 @@ class ConnectDialog(QDialog):
         self.recent = recent
 
         self.demo = QRadioButton("Embedded demo (a live in-process node with the demo's clients)")
-        self.store = QRadioButton("Store file or directory (opened read-only)")
+        self.store = QRadioButton("Store file or directory, or a diagnostic bundle .zip (opened read-only)")
         self.node = QRadioButton("Node URL with your account key (admins see everything)")
         self.kinds = QButtonGroup(self)
         for button in (self.demo, self.store, self.node):
@@ -113,8 +114,8 @@ class ConnectDialog(QDialog):
         self.set_spec(current or TargetSpec("demo"))
 
     def set_spec(self, spec: TargetSpec) -> None:
-        {"demo": self.demo, "store": self.store, "node": self.node}[spec.kind].setChecked(True)
-        if spec.kind == "store":
+        {"demo": self.demo, "store": self.store, "bundle": self.store, "node": self.node}[spec.kind].setChecked(True)
+        if spec.kind in ("store", "bundle"):
             self.store_path.setText(spec.location)
         elif spec.kind == "node":
             self.url.setText(spec.location)
@@ -133,9 +134,11 @@ class ConnectDialog(QDialog):
         if self.store.isChecked():
             path = self.store_path.text().strip()
             if not path:
-                self.error.setText("Give the path of a store file or directory.")
+                self.error.setText("Give the path of a store file or directory, or of a bundle.")
                 return None
-            return TargetSpec("store", str(Path(path).expanduser()))
+            # as on the command line (TargetSpec.parse): a .zip is a bundle, anything else a store
+            location = str(Path(path).expanduser())
+            return TargetSpec("bundle" if location.lower().endswith(".zip") else "store", location)
         url = self.url.text().strip()
         if not url.startswith(("ws://", "wss://")):
             self.error.setText("A node URL starts with ws:// or wss://.")
@@ -164,7 +167,9 @@ class ConnectDialog(QDialog):
         self.accept()
 
     def _browse_file(self) -> None:
-        path, _filter = QFileDialog.getOpenFileName(self, "Store file", "", "Kintsugi stores (*.db);;All files (*)")
+        path, _filter = QFileDialog.getOpenFileName(
+            self, "Store or bundle", "", "Kintsugi stores (*.db);;Diagnostic bundles (*.zip);;All files (*)"
+        )
         if path:
             self.store_path.setText(path)
 

@@ -24,15 +24,19 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import QProgressDialog, QWidget
 
-from engine.diagnostics.bundle import BundleInputs, NodeDescription, export_steps
+from engine.crypto import AccountKey
+from engine.diagnostics.bundle import BundleInputs, BundleResult, NodeDescription, export_steps
 from engine.diagnostics.bundle_gather import SlotDump
 from engine.diagnostics.bundle_logs import install_log_ring
+from engine.diagnostics.export_audit import node_export_recorder, record_export
 from engine.diagnostics.matrix import REMOTE_MATRIX_NOTE
 from engine.diagnostics.redact import SALT_BYTES, Redaction, RedactionPolicy, Tokenizer
 from inspector.models.matrix import target_matrix
@@ -46,6 +50,8 @@ __all__ = ["APP_ANALYSE_MAX", "PROGRESS_SCALE", "SLICE_SECONDS", "ExportDialog",
 
 #: Longest stretch (seconds) an export works before it lets the loop run.
 SLICE_SECONDS = 0.02
+#: Seconds a remote node may take to record an export (``admin{export}``).
+RECORD_TIMEOUT = 10.0
 #: Progress is reported in this many steps.
 PROGRESS_SCALE = 1000
 #: CoValues up to this many transactions have their content analysed in an export from the
@@ -68,11 +74,36 @@ def _node(target: Target) -> NodeDescription | None:
 
 
 def bundle_inputs(target: Target) -> BundleInputs | None:
-    """What a bundle of ``target`` shows (None: this target cannot be exported)."""
+    """What a bundle of ``target`` shows (None: this target cannot be exported), and who
+    records the export as an operator action (``record``, see :func:`_recorder`)."""
     inputs = _inputs(target)
     if inputs is not None:
         inputs.analyse_max = APP_ANALYSE_MAX
+        inputs.record = _recorder(target)
     return inputs
+
+
+def _recorder(target: Target) -> Callable[[BundleResult], Awaitable[dict[str, Any]]] | None:
+    """How an export of ``target`` is recorded in an audit log: a remote node records it
+    itself (``admin{export}``, asked with the connecting key); the embedded node appends it to
+    its own store, signed by its own key. A store opened read-only without a key records
+    nothing (None): recording needs the operator's key and a writable store (as
+    ``kintsugi bundle export STORE --key K`` does)."""
+    if isinstance(target, RemoteTarget) and target.session is not None and target.spec.key_file:
+        key = AccountKey.load(target.spec.key_file)
+        return node_export_recorder(target.session, key, RECORD_TIMEOUT)
+    if isinstance(target, NodeTarget) and not isinstance(target, RemoteTarget) and target.node is not None:
+        node = target.node
+        store = node.store
+        if store is None or store.readonly:
+            return None
+
+        async def record(result: BundleResult) -> dict[str, Any]:
+            await node.durable()
+            return record_export(store, node.account, result, target=target.label).to_json()
+
+        return record
+    return None
 
 
 def _inputs(target: Target) -> BundleInputs | None:
@@ -125,9 +156,13 @@ def _inputs(target: Target) -> BundleInputs | None:
 
 
 class ExportJob(QObject):
-    """One export of ``inputs`` to ``out`` (see the module docstring for its signals)."""
+    """One export of ``inputs`` to ``out`` (see the module docstring for its signals).
+    Once the bundle is written, ``inputs.record`` (if any) records the export; ``audit`` is
+    what it said (``{recorded, where, seq, head, why}``) and ``recorded(bool, str)`` is
+    emitted (recorded, where or why not) just before ``finished``."""
 
     progressed = Signal(int, str)
+    recorded = Signal(bool, str)
     finished = Signal(str)
     failed = Signal(str, str)
     cancelled = Signal()
@@ -151,6 +186,7 @@ class ExportJob(QObject):
         self._cancel = False
         self.done = False
         self.result_path: Path | None = None
+        self.audit: dict[str, Any] | None = None
 
     def cancel(self) -> None:
         """Stop at the next slice; what was written is removed."""
@@ -172,6 +208,7 @@ class ExportJob(QObject):
                     return
         except StopIteration as stop:
             self.result_path = stop.value.path
+            await self._record(stop.value)
             self.done = True
             self.finished.emit(str(self.result_path))
         except asyncio.CancelledError:
@@ -184,6 +221,17 @@ class ExportJob(QObject):
             self.failed.emit(code, message)
         finally:
             steps.close()
+
+    async def _record(self, result: BundleResult) -> None:
+        record = self.inputs.record
+        if record is None:
+            return
+        try:
+            self.audit = await record(result)
+        except Exception as exc:  # the bundle is written; only its record failed
+            self.audit = {"recorded": False, "where": self.inputs.location, "why": describe_error(exc)[1]}
+        audit = self.audit
+        self.recorded.emit(bool(audit["recorded"]), str(audit["where"] if audit["recorded"] else audit["why"]))
 
 
 class ExportDialog(QProgressDialog):

@@ -17,7 +17,7 @@ display name after it. The menu bar:
 - Actions: Recover… (also on the toolbar, a CoValue's context menu in the navigator and a
   session lane's: :class:`~inspector.views.recover.RecoverDialog` for the selected CoValue;
   its tooltip says why when the target cannot be recovered from here) and Compare… (pick two
-  targets; :class:`~inspector.views.compare.CompareLauncher` opens the compare view, also
+  targets; :class:`~inspector.views.compare_pick.CompareLauncher` opens the compare view, also
   from a session lane's context menu). After a recovery the audit log is read again and a
   store (not live) is reloaded.
 - Help: About (versions of Kintsugi, the protocol, Qt, PySide6 and Python; the data folder
@@ -68,7 +68,7 @@ from inspector.targets.base import TargetSpec
 from inspector.views.anomalies import AnomaliesView, counts_text
 from inspector.views.audit import AuditView
 from inspector.views.chain import ChainView
-from inspector.views.compare import CompareLauncher
+from inspector.views.compare_pick import CompareLauncher
 from inspector.views.connect import ConnectDialog
 from inspector.views.content import ContentView, TombstonesView
 from inspector.views.events import EventsView

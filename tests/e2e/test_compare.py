@@ -3,7 +3,8 @@
 - A client's store restored from a backup diverges from the node it synced with: ``kintsugi
   compare STORE ws://NODE --key …`` (sessions, the CoValue, the whole targets) finds the
   fork exactly where the backup ends; when the client reconnects, the node's fork event and
-  the client's correction name the same fork point as the comparison.
+  the client's correction name the same fork point as the comparison, and the conflict
+  session the automatic recovery split off aligns with its origin at the recorded fork point.
 - ``kintsugi demo --headless --connect URL``: every correction the demo prints names a fork
   point that the node's own events for the same session agree with (exactly, or as the
   bound a known state allows).
@@ -121,6 +122,14 @@ def test_a_store_against_the_node_it_diverged_from(
     detected = [e.detail for e in node_events(node.url, admin) if e.kind == "fork_detected" and e.session == session]
     assert detected and all(agrees(30, d) for d in detected), detected
     assert any(DIVERGES.search(d) for d in detected)  # the store held more: the node saw the content
+
+    # The automatic recovery split the restored store's 15 edits into a conflict session and
+    # recorded where: compared with its origin there, it aligns at the recorded fork point.
+    conflict = f"{session}!"
+    code, split = compare(str(backup), str(backup), "--covalue", doc, "--session", session, "--session", conflict)
+    assert code == 1 and split["conflict"]["basis"] == "recorded", split["conflict"]
+    assert split["conflict"]["index"] == split["common_prefix"] == 30
+    assert split["only_right"]["count"] + split["different"]["count"] == 15
 
 
 def test_the_live_demo_and_the_node_name_the_same_fork_points(

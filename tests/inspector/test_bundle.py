@@ -5,6 +5,8 @@ dialog whose Cancel leaves no file."""
 
 from __future__ import annotations
 
+import asyncio
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QPushButton
 from pytestqt.qtbot import QtBot
 
+from engine.cli.audit import check_store
 from engine.demo.scenario import DemoResult
 from engine.diagnostics.bundle import BundleInputs, export_bundle
 from engine.diagnostics.bundle_verify import verify_bundle
@@ -19,6 +22,9 @@ from engine.diagnostics.redact import Redaction, RedactionPolicy, Tokenizer
 from engine.storage import open_store
 from inspector.controller import Inspector
 from inspector.targets import BundleTarget, StoreTarget, TargetSpec, make_target
+from inspector.targets.node import NodeTarget
+from inspector.views.connect import ConnectDialog
+from inspector.views.export import ExportJob, bundle_inputs
 from inspector.views.main_window import MainWindow
 from inspector.workers import WorkerPool
 from tests.engine.diagnostics._build import stored
@@ -142,3 +148,79 @@ def test_export_from_the_window_and_cancel(
         qtbot.mouseClick(cancel, Qt.MouseButton.LeftButton)
     wait_for(qtbot, lambda: not inspector.busy)
     assert sorted(p.name for p in out.parent.iterdir()) == ["big.zip"]
+
+
+def test_a_zip_that_is_not_a_bundle_shows_a_clear_error(
+    qtbot: QtBot, window: MainWindow, inspector: Inspector, tmp_path: Path
+) -> None:
+    """Opening a .zip that is not a bundle (no manifest) puts the invalid_bundle code and
+    a plain sentence in the window's banner; nothing opens."""
+    plain = tmp_path / "photos.zip"
+    with zipfile.ZipFile(plain, "w") as zf:
+        zf.writestr("cat.txt", "not a bundle")
+    with qtbot.waitSignal(inspector.failed, timeout=20_000) as failed:
+        window.open_store(str(plain))
+    code, message = failed.args
+    assert code == "invalid_bundle" and "not a Kintsugi diagnostic bundle" in message and "Traceback" not in message
+    assert window.banner.isVisible() and "invalid_bundle" in window.banner_text.text()
+    assert inspector.target is None
+
+
+def test_the_connect_dialog_opens_a_zip_as_a_bundle(qtbot: QtBot, tmp_path: Path) -> None:
+    """A path ending in .zip in the connect dialog is a bundle target, as on the command
+    line; any other path a store; a recent bundle fills the path back in."""
+    dialog = ConnectDialog(None)
+    qtbot.addWidget(dialog)
+    dialog.store.setChecked(True)
+    dialog.store_path.setText(str(tmp_path / "incident.ZIP"))
+    with qtbot.waitSignal(dialog.chosen, timeout=5_000) as chosen:
+        dialog.accept()
+    (spec,) = chosen.args
+    assert spec == TargetSpec("bundle", str(tmp_path / "incident.ZIP"))
+    assert spec == TargetSpec.parse(str(tmp_path / "incident.ZIP"))
+    again = ConnectDialog(None, spec)
+    qtbot.addWidget(again)
+    assert again.store.isChecked() and again.store_path.text() == spec.location
+    again.store_path.setText(str(tmp_path / "store"))
+    assert again.spec() == TargetSpec("store", str(tmp_path / "store"))
+
+
+def test_file_export_of_a_live_node_is_recorded_in_its_audit_log(
+    qtbot: QtBot, loop: asyncio.AbstractEventLoop, node_target: NodeTarget, tmp_path: Path
+) -> None:
+    """File → Export bundle of a live node (its own writable store): once written, the
+    export is an `export` record in the node's audit log, signed by the node's key, and the
+    job says so; the chain verifies (`kintsugi audit verify`'s check)."""
+    run(qtbot, node_target.open())
+    node = node_target.node
+    assert node is not None and node.store is not None
+    try:
+        before = len(node.store.audit_log())
+        inputs = bundle_inputs(node_target)
+        assert inputs is not None and inputs.record is not None
+        job = ExportJob(inputs, tmp_path / "live.zip")
+        with qtbot.waitSignal(job.recorded, timeout=20_000) as recorded:
+            run(qtbot, job.run())
+        assert recorded.args == [True, node.store.location] and job.audit is not None
+        report = check_store(node.store)
+        assert report["ok"] and report["records"] == before + 1 and report["head"] == job.audit["head"]
+        record = node.store.audit_log()[-1].to_json()
+        assert record["action"] == "export" and record["actor"] == node.account_id
+        assert record["details"]["bundle"] == "live.zip" and verify_bundle(tmp_path / "live.zip")["ok"]
+    finally:
+        run(qtbot, node_target.close())
+
+
+def test_a_read_only_store_export_is_not_recorded(
+    tmp_path: Path, pool: WorkerPool, qtbot: QtBot, loop: asyncio.AbstractEventLoop
+) -> None:
+    """A store opened read-only in the app has no operator key: its export records nothing."""
+    store, _core, _log = stored(tmp_path / "store", 20)
+    store.close()
+    target = make_target(TargetSpec("store", str(tmp_path / "store")), pool)
+    run(qtbot, target.open())
+    try:
+        inputs = bundle_inputs(target)
+        assert inputs is not None and inputs.record is None
+    finally:
+        run(qtbot, target.close())

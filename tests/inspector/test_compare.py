@@ -30,12 +30,13 @@ from inspector.models.compare import PAGE_ROWS, CompareModel
 from inspector.recent import RecentTargets
 from inspector.style import DIFFERENT_BACKGROUND, FORK_BACKGROUND, ONLY_LEFT_BACKGROUND
 from inspector.targets import TargetSpec
-from inspector.views.compare import ComparePickDialog, CompareWindow
+from inspector.views.compare import CompareWindow
+from inspector.views.compare_pick import ComparePickDialog
 from inspector.views.connect import ConnectDialog
 from inspector.views.main_window import MainWindow
-from tests.engine.diagnostics._build import stored
+from tests.engine.diagnostics._build import forked_stores, stored
 from tests.inspector.conftest import ms, run, save_screenshot, wait_for
-from tests.util import UNIT
+from tests.util import UNIT, run_cli
 
 N = 1_000_000
 FORK = 500_000
@@ -287,3 +288,31 @@ def test_the_same_session_on_another_target(
     compare.close()
     wait_for(qtbot, lambda: not window.comparer.windows and not inspector.busy)
     assert compare._owned == []
+
+
+def test_two_bundles_without_content_in_the_compare_view(
+    qtbot: QtBot, inspector: Inspector, window: MainWindow, tmp_path: Path
+) -> None:
+    """Two content-less bundles of replicas forked at 2345 side by side: the CoValue is
+    listed forked, its session pair too (fork within one batch), and showing the session
+    pair says the first differing row lies in [2300, 2400) from the checkpoint hashes."""
+    core, sid, left, right = forked_stores(tmp_path, 2345)
+    zips = []
+    for store in (left, right):
+        out = tmp_path / f"{store.name}.zip"
+        run_cli("bundle", "export", str(store), "--out", str(out), "--json")
+        zips.append(TargetSpec.parse(str(out)))
+    compare = window.comparer.compare_targets(*zips)
+    try:
+        wait_for(qtbot, lambda: compare.covalues.rowCount() == 1, units=20)
+        assert compare.covalues.items[0].status is CoValueStatus.FORKED
+        assert run(qtbot, compare.compare_covalue(core.id))
+        pair = compare.pairs.pair(0)
+        assert pair.fork is not None and pair.fork_before is not None
+        assert pair.fork.index <= 2345 < pair.fork_before and pair.fork_before - pair.fork.index <= 100
+        assert run(qtbot, compare.show_sessions(core.id, sid, sid))
+        assert "[2,300, 2,400)" in compare.panes.summary.text() and "[2,300, 2,400)" in compare.status.text()
+        assert compare.session_model is None  # no rows to align
+    finally:
+        compare.close()
+        run(qtbot, compare.release())

@@ -19,6 +19,8 @@ from typing import Any, ClassVar
 
 from engine import codec
 from engine.crypto import SIGNATURE_SIZE
+from engine.errors import InvalidId
+from engine.ids import parse_covalue_id
 from engine.protocol.messages.base import Message, exact_keys, need, nonneg_int, text_field
 from engine.protocol.messages.recovery import RecoveryScope
 
@@ -29,7 +31,9 @@ __all__ = [
     "AdminArgs",
     "AdminResult",
     "EventsArgs",
+    "ExportArgs",
     "KvSlotArgs",
+    "MatrixArgs",
     "NoArgs",
     "RecoverArgs",
     "admin_args",
@@ -60,10 +64,17 @@ class Admin(Message):
       namespace, or any for admins.
     - ``events`` (``after``?, ``limit``?; admins only): the node's recent sync events with a
       sequence number above ``after``, at most ``limit`` (:data:`MAX_ADMIN_EVENTS`).
+    - ``matrix`` (``covalue``?; admins only): the peers × sessions matrix, what each
+      connected peer acknowledged of each session of the CoValues it follows (only
+      ``covalue``'s sessions and those of the CoValues it owns, when given).
     - ``recover`` (``from``, ``scope``; admins only; changes the node): the node pulls the
       scope from the node at ``from`` and applies it (REPLACE, DESIGN §7.2); the result is
       the plan's summary and the signed receipt. ``intent`` is the operator's signature of
       the request (:func:`intent_message`), kept in the node's audit log.
+    - ``export`` (:class:`ExportArgs`; admins only; changes the node): the caller has just
+      written a diagnostic bundle of this node; the node appends an ``export`` record to its
+      audit log (signed by the node's key, naming the admin as ``requested_by``, with the
+      ``intent`` if given) and answers with the record's ``seq`` and ``head``.
 
     Decoding checks the op and that ``args`` is a map, nothing more, so a node always knows
     the ``rid`` to answer; the arguments of each op are checked by :func:`admin_args` when
@@ -76,7 +87,7 @@ class Admin(Message):
     args: dict[str, Any] = field(default_factory=dict)
     intent: bytes | None = None
 
-    OPS: ClassVar[tuple[str, ...]] = ("list", "peers", "kv_slot", "events", "recover")
+    OPS: ClassVar[tuple[str, ...]] = ("list", "peers", "kv_slot", "events", "matrix", "recover", "export")
 
     def to_obj(self) -> dict[str, Any]:
         obj: dict[str, Any] = {"t": self.T, "rid": self.rid, "op": self.op, "args": self.args}
@@ -127,6 +138,14 @@ class EventsArgs:
 
 
 @dataclass(frozen=True, slots=True)
+class MatrixArgs:
+    """Arguments of ``matrix``: one CoValue (or group) to restrict the columns to; ``""``
+    for every CoValue a peer follows."""
+
+    covalue: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class RecoverArgs:
     """Arguments of ``recover``: the node to pull from (a ``ws://`` URL) and the scope."""
 
@@ -145,7 +164,33 @@ def intent_message(node: str, op: str, args: dict[str, Any]) -> bytes:
     return INTENT_DOMAIN + codec.encode({"node": node, "op": op, "args": args})
 
 
-AdminArgs = NoArgs | KvSlotArgs | EventsArgs | RecoverArgs
+@dataclass(frozen=True, slots=True)
+class ExportArgs:
+    """Arguments of ``export``: the bundle the admin wrote of this node (its file name, size,
+    the SHA-256 of its manifest, the redaction salt id, whether content went out, how many
+    CoValues and transactions). Nothing secret."""
+
+    bundle: str
+    bytes: int
+    manifest_sha256: str
+    salt_id: str
+    content: bool
+    covalues: int
+    transactions: int
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "bundle": self.bundle,
+            "bytes": self.bytes,
+            "manifest_sha256": self.manifest_sha256,
+            "salt_id": self.salt_id,
+            "content": self.content,
+            "covalues": self.covalues,
+            "transactions": self.transactions,
+        }
+
+
+AdminArgs = NoArgs | KvSlotArgs | EventsArgs | MatrixArgs | RecoverArgs | ExportArgs
 
 
 def _bounded_int(args: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
@@ -158,8 +203,8 @@ def _bounded_int(args: dict[str, Any], key: str, default: int, low: int, high: i
 
 def admin_args(message: Admin) -> AdminArgs:
     """The checked arguments of an admin request. Raises :class:`ProtocolError`
-    (``invalid_message``) for missing, extra or ill-typed arguments of ``kv_slot`` and
-    ``events``."""
+    (``invalid_message``) for missing, extra or ill-typed arguments of ``kv_slot``,
+    ``events``, ``matrix``, ``recover`` and ``export``."""
     args = message.args
     if message.op == "kv_slot":
         exact_keys(args, {"namespace", "key"}, frozenset({"history"}))
@@ -169,6 +214,29 @@ def admin_args(message: Admin) -> AdminArgs:
         exact_keys(args, set(), frozenset({"after", "limit"}))
         after = _bounded_int(args, "after", 0, 0, _MAX_CURSOR)
         return EventsArgs(after, _bounded_int(args, "limit", MAX_ADMIN_EVENTS, 1, MAX_ADMIN_EVENTS))
+    if message.op == "matrix":
+        exact_keys(args, set(), frozenset({"covalue"}))
+        covalue = text_field(args, "covalue", optional=True)
+        if covalue:
+            try:
+                parse_covalue_id(covalue)
+            except InvalidId as exc:
+                need(False, f"covalue: {exc.detail}")
+        return MatrixArgs(covalue)
+    if message.op == "export":
+        exact_keys(args, {"bundle", "bytes", "manifest_sha256", "salt_id", "content", "covalues", "transactions"})
+        digest = text_field(args, "manifest_sha256")
+        need(len(digest) == 64 and all(c in "0123456789abcdef" for c in digest), "manifest_sha256 is 64 hex digits")
+        need(isinstance(args["content"], bool), "content must be a boolean")
+        return ExportArgs(
+            text_field(args, "bundle"),
+            _bounded_int(args, "bytes", 0, 0, _MAX_CURSOR),
+            digest,
+            text_field(args, "salt_id", optional=True),
+            bool(args["content"]),
+            _bounded_int(args, "covalues", 0, 0, _MAX_CURSOR),
+            _bounded_int(args, "transactions", 0, 0, _MAX_CURSOR),
+        )
     if message.op == "recover":
         exact_keys(args, {"from", "scope"})
         source = text_field(args, "from")

@@ -106,13 +106,22 @@ def test_missing_store_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
 
 
 def test_bench_json_shape(tmp_path: Path) -> None:
-    """`bench --json` reports every workload with n, seconds, tx/s and RSS (and the node's)."""
+    """`bench --json` runs every default workload (not the opt-in ones, which build big
+    stores first) and reports each with n, seconds, tx/s and RSS (and the node's); the JSON
+    and `--help` list both kinds."""
+    from bench.workloads import WORKLOADS
+
     _, data = _json("bench", "--n", "300")
     names = [w["name"] for w in data["workloads"]]
-    assert names == ["write", "import_verify", "sqlite_write", "sqlite_reload", "sync_ws"]
+    assert names == data["default"] == list(WORKLOADS)
+    assert {"write", "import_verify", "sqlite_write", "sqlite_reload", "sync_ws"} <= set(names)
+    assert data["opt_in"] == list(WORKLOADS.opt_in) and {"bundle", "compare"} <= set(data["opt_in"])
+    assert not set(names) & set(data["opt_in"])
+    help_text = " ".join(run_cli("bench", "--help").stdout.split())
+    assert all(name in help_text for name in [*names, *data["opt_in"]]) and "opt-in" in help_text
     for w in data["workloads"]:
         assert w["n"] == 300 and w["seconds"] > 0 and w["tx_per_s"] > 0 and w["rss_mb"] > 0
-    assert data["workloads"][-1]["node_rss_mb"] > 0
+    assert next(w for w in data["workloads"] if w["name"] == "sync_ws")["node_rss_mb"] > 0
 
 
 def test_help_explains_every_command() -> None:

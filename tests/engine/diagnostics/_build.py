@@ -72,3 +72,27 @@ def tamper_tx(store: SQLiteStore, session: str, index: int, tx: bytes) -> None:
 def tamper_sig(store: SQLiteStore, session: str, n: int) -> None:
     sid = store.conn.execute("SELECT sid FROM sessions WHERE session = ?", (session,)).fetchone()[0]
     store.conn.execute("UPDATE signatures SET sig = ? WHERE sid = ? AND n = ?", (bytes(64), sid, n))
+
+
+def forked_stores(
+    tmp_path: Path, at: int, extra: tuple[int, int] = (600, 400)
+) -> tuple[CoValueCore, SessionID, Path, Path]:
+    """Two stores (``left``, ``right``) holding one CoMap whose session forked at ``at``,
+    checkpoints every 100 on both (as writers' batches); each side then wrote ``extra``."""
+    who = key(3)
+    core = comap("forked")
+    sid = session_of(who)
+    paths = []
+    for side, more in zip(("left", "right"), extra, strict=True):
+        log = SessionLog(core.id, sid)
+        fill(log, who, at, every=100, sign_tail=False)
+        for i in range(more):
+            log.append_pending(encode_transaction(T0 + at + i, [["set", side, i]]))
+            if log.count % 100 == 0:
+                log.sign(who)
+        log.sign(who)
+        store = SQLiteStore(tmp_path / side)
+        store.write([core.header], [SessionWrite(log, 0, log.signed_count)])
+        store.close()
+        paths.append(tmp_path / side)
+    return core, sid, paths[0], paths[1]

@@ -22,7 +22,7 @@ from engine.diagnostics.bundle import BundleInputs, export_bundle, export_steps,
 from engine.diagnostics.bundle_format import COVALUES, MANIFEST
 from engine.diagnostics.bundle_logs import LogRing
 from engine.diagnostics.bundle_read import Bundle
-from engine.diagnostics.bundle_verify import inspect_bundle, locate_fork, verify_bundle
+from engine.diagnostics.bundle_verify import check_checksums, inspect_bundle, locate_fork, verify_bundle
 from engine.diagnostics.redact import (
     Redaction,
     RedactionPolicy,
@@ -33,6 +33,7 @@ from engine.diagnostics.redact import (
     salt_id,
 )
 from engine.diagnostics.report import inspect_store
+from engine.errors import BundleError
 from engine.kv.envelope import Present
 from engine.model.session_log import SessionLog
 from engine.node.facade import LocalNode
@@ -384,3 +385,47 @@ def test_demo_store_round_trip(demo: DemoResult, tmp_path: Path) -> None:
         assert notes is not None and notes.entries and all(k.startswith("tok_") for k in notes.entries)
         tombstone = bundle.tombstones()
         assert [t["covalue"] for t in tombstone if t["valid"]] == demo.deleted
+
+
+def _not_bundles(tmp_path: Path) -> dict[str, Path]:
+    junk = tmp_path / "junk.zip"
+    junk.write_bytes(b"this is not a zip archive")
+    plain = tmp_path / "plain.zip"
+    with zipfile.ZipFile(plain, "w") as zf:
+        zf.writestr("notes.txt", "a zip, but no manifest")
+    return {"not_a_zip": junk, "no_manifest": plain}
+
+
+def test_every_bad_bundle_is_a_bundle_error(demo: DemoResult, tmp_path: Path) -> None:
+    """Not a zip, a zip without a manifest, a member whose checksum does not match: each
+    raises BundleError (code invalid_bundle) naming the problem."""
+    for problem, path in _not_bundles(tmp_path).items():
+        with pytest.raises(BundleError) as caught:
+            Bundle(path)
+        assert caught.value.code == "invalid_bundle" and caught.value.problem == problem
+        assert str(path) in caught.value.detail
+    good = tmp_path / "good.zip"
+    export_store(demo.store, good)
+    assert check_checksums(good) > 0
+    tampered = tmp_path / "tampered.zip"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(tampered, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            dst.writestr(info, data + b" " if info.filename == COVALUES else data)
+    with pytest.raises(BundleError) as caught:
+        check_checksums(tampered)
+    assert caught.value.problem == "checksum" and COVALUES in caught.value.detail
+    (problem,) = verify_bundle(tampered)["problems"]
+    assert problem["code"] == "invalid_bundle" and problem["file"] == COVALUES
+
+
+def test_the_cli_on_a_zip_that_is_not_a_bundle(tmp_path: Path) -> None:
+    """`inspect`, `verify` and `compare` on a non-bundle .zip: one clear line, exit 1 (2 for
+    compare, its error code), no traceback; --json gives the code."""
+    for path in _not_bundles(tmp_path).values():
+        for command in (["inspect", str(path)], ["verify", str(path)], ["compare", str(path), str(path)]):
+            ran = run_cli(*command, check=False)
+            assert ran.returncode == (2 if command[0] == "compare" else 1), ran
+            assert "not a readable Kintsugi bundle" in ran.stderr and "Traceback" not in ran.stderr
+            as_json = run_cli(*command, "--json", check=False)
+            assert json.loads(as_json.stdout)["error"]["code"] == "invalid_bundle"

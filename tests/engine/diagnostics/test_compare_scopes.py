@@ -6,7 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
+from engine.cli import compare as compare_cli
 from engine.demo.scenario import DemoResult
+from engine.diagnostics.chain_verify import ChainVerifier
 from engine.diagnostics.compare import RowKind, compare_sessions
 from engine.diagnostics.compare_scopes import CoValueStatus, PairStatus, compare_covalue, compare_targets
 from engine.diagnostics.compare_sides import StoreSide
@@ -18,7 +22,7 @@ from engine.recovery.correction import apply_correction, replace_session
 from engine.storage import open_store
 from engine.storage.interface import SessionWrite
 from engine.storage.sqlite.store import SQLiteStore
-from tests.engine.diagnostics._build import T0, comap, key, session_of
+from tests.engine.diagnostics._build import T0, comap, fill, forked_stores, key, session_of, tamper_sig, tamper_tx
 from tests.util import run_cli
 
 WHO = key(3)
@@ -176,3 +180,103 @@ def test_the_cli_compares_a_demo_session_with_its_conflict_session(demo: DemoRes
     report = json.loads(ran.stdout)
     assert report["conflict"]["basis"] == "recorded"
     assert report["conflict"]["index"] == report["common_prefix"] == demo.forks_detected[0]["index"]
+
+
+def _copies(tmp_path: Path, damage: str | None) -> tuple[Path, Path]:
+    """Two stores holding SID forked at 3000 (left 500 more, right 700 more), checkpoints
+    every 100, with one kind of damage."""
+    paths = []
+    for side, extra in (("left", 500), ("right", 700)):
+        log = SessionLog(DOC.id, SID)
+        fill(log, WHO, 3000, every=100)
+        for i in range(extra):
+            log.append_pending(encode_transaction(T0 + 3000 + i, [["set", side, i]]))
+            if log.count % 100 == 0:
+                log.sign(WHO)
+        log.sign(WHO)
+        store = SQLiteStore(tmp_path / side)
+        store.write([DOC.header], [SessionWrite(log, 0, log.signed_count)])
+        if damage == f"{side}_tx":
+            tamper_tx(store, SID, 1234, encode_transaction(T0, [["set", "rot", 1]]))
+        elif damage == f"{side}_sig":
+            tamper_sig(store, SID, 2000)
+        elif damage == f"{side}_tail_tx":
+            tamper_tx(store, SID, 3333, encode_transaction(T0, [["set", "rot", 1]]))
+        store.close()
+        paths.append(tmp_path / side)
+    return paths[0], paths[1]
+
+
+@pytest.mark.parametrize("apart", [True, False], ids=["child-process", "in-step"])
+@pytest.mark.parametrize("damage", [None, "right_tx", "right_sig", "right_tail_tx", "left_tx", "left_sig"])
+def test_verifying_two_copies_finds_what_verifying_each_alone_finds(
+    tmp_path: Path, damage: str | None, apart: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`kintsugi compare` hashes the shared prefix of two copies once (the right's prefix
+    links by equality with the left's verified rows, in a child process or in step), and
+    still reports exactly what verifying each chain on its own reports: the same first
+    break, the same verified count, the same state for every row."""
+    monkeypatch.setattr(compare_cli, "PARALLEL_MIN_ROWS", 0 if apart else 10**9)
+    left_path, right_path = _copies(tmp_path, damage)
+    stores = [open_store(left_path, readonly=True), open_store(right_path, readonly=True)]
+    try:
+        sides = (StoreSide(stores[0]), StoreSide(stores[1]))
+        a, b = (side.open_session(DOC.id, SID) for side in sides)
+        assert a is not None and b is not None
+        comparison = compare_sessions(a, b)
+        assert comparison.alignment.common_prefix == 3000
+        compare_cli._verifiers(comparison, sides)
+        for verifier, side in ((comparison.left_verifier, sides[0]), (comparison.right_verifier, sides[1])):
+            alone = ChainVerifier(side.open_session(DOC.id, SID))  # type: ignore[arg-type]
+            alone.run(1)
+            assert verifier is not None and verifier.done
+            found = (verifier.failure, verifier.verified, verifier.linked)
+            assert found == (alone.failure, alone.verified, alone.linked)
+            assert [verifier.state(i) for i in range(0, 3700, 7)] == [alone.state(i) for i in range(0, 3700, 7)]
+        broken = {
+            name: verifier.failure.index if verifier and verifier.failure else None
+            for name, verifier in (("left", comparison.left_verifier), ("right", comparison.right_verifier))
+        }
+        expected = {"left": None, "right": None}
+        if damage is not None:
+            side, kind = damage.split("_", 1)
+            expected[side] = {"tx": 1234, "sig": 1999, "tail_tx": 3333}[kind]
+        assert broken == expected
+    finally:
+        for store in stores:
+            store.close()
+
+
+FORKED_AT = 2345
+
+
+def test_two_bundles_without_content_locate_the_fork_within_one_batch(tmp_path: Path) -> None:
+    """Bundles exported without content hold no rows, only the hash at every checkpoint:
+    `kintsugi compare A.zip B.zip` (and a bundle against the other replica's store) puts
+    the fork in a range of at most one batch that contains the real fork index; the
+    CoValue and whole-target scopes call the session forked; a bundle against its own store
+    is identical."""
+    doc, sid, left, right = forked_stores(tmp_path, FORKED_AT)
+    zips = []
+    for store in (left, right):
+        out = tmp_path / f"{store.name}.zip"
+        run_cli("bundle", "export", str(store), "--out", str(out), "--json")
+        zips.append(str(out))
+    session = ("--covalue", doc.id, "--session", sid, "--json")
+    for a, b in ((zips[0], zips[1]), (zips[0], str(right)), (str(left), zips[1])):
+        ran = run_cli("compare", a, b, *session, check=False)
+        assert ran.returncode == 1, ran.stderr
+        report = json.loads(ran.stdout)
+        assert report["basis"] == "checkpoints" and report["identical"] is False
+        fork = report["fork"]
+        assert fork["after"] <= FORKED_AT < fork["before"] and fork["before"] - fork["after"] <= 100, fork
+        assert report["left"]["verification"] in ("checkpoints verified", "not verified (compared by hashes only)")
+    sparse = json.loads(run_cli("compare", zips[0], zips[1], *session[:2], "--json", check=False).stdout)
+    (pair,) = sparse["sessions"]
+    assert pair["status"] == "forked" and pair["fork"]["index"] <= FORKED_AT < pair["fork"]["before"]
+    whole = json.loads(run_cli("compare", zips[0], zips[1], "--json", check=False).stdout)
+    assert [cv["status"] for cv in whole["covalues"]] == ["forked"]
+    same = run_cli("compare", zips[0], str(left), *session, check=False)
+    assert same.returncode == 0 and json.loads(same.stdout)["identical"] is True
+    text = run_cli("compare", zips[0], zips[1], *session[:4], check=False).stdout
+    assert f"[{(FORKED_AT // 100) * 100:,}, {(FORKED_AT // 100 + 1) * 100:,})" in text

@@ -76,6 +76,19 @@ def short_repr(value: Any, limit: int = MAX_QUOTED) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+#: Longest decoder message quoted in an ``InvalidCBOR`` detail.
+MAX_REASON = 160
+
+
+def _reason(exc: BaseException) -> str:
+    """The exception's message, cut short; never raises (a message may quote hostile values)."""
+    try:
+        text = str(exc)
+    except Exception:  # an integer too long to print, say
+        return "(message not shown)"
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 3] + "..."
+
+
 def encode(value: Any) -> bytes:
     """Canonical CBOR of ``value`` (sorted map keys, shortest forms)."""
     try:
@@ -97,20 +110,22 @@ def decode(data: bytes, *, require_canonical: bool = False) -> Any:
         raise InvalidCBOR(f"{len(data)} bytes exceed the {MAX_DECODE_SIZE}-byte decode limit")
     raw = bytes(data)
     stream = io.BytesIO(raw)
+    # Made outside the ``try``: a decoder that cannot be set up is this installation's
+    # problem (a cbor2 older than the floor in pyproject.toml), not the input's.
+    decoder = cbor2.CBORDecoder(
+        stream,
+        max_depth=MAX_DECODE_DEPTH,
+        allow_indefinite=False,
+        allow_duplicate_keys=False,
+        semantic_decoders=REJECTED_TAGS,
+    )
     try:
-        decoder = cbor2.CBORDecoder(
-            stream,
-            max_depth=MAX_DECODE_DEPTH,
-            allow_indefinite=False,
-            allow_duplicate_keys=False,
-            semantic_decoders=REJECTED_TAGS,
-        )
         value = decoder.decode()
-    except Exception as exc:  # cbor2 raises many types (ValueError, Recursion, ...)
+    except Exception as exc:  # cbor2 raises many types for bad input (ValueError, Recursion, ...)
         cause = _integer_too_large(exc)
         if cause is not None:
             raise cause from None
-        raise InvalidCBOR(f"undecodable CBOR: {type(exc).__name__}") from exc
+        raise InvalidCBOR(f"undecodable CBOR: {type(exc).__name__}: {_reason(exc)}") from exc
     if stream.tell() != len(raw):
         raise InvalidCBOR(f"{len(raw) - stream.tell()} trailing bytes after the CBOR item")
     if require_canonical and encode(value) != raw:

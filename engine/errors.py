@@ -10,6 +10,7 @@ Hierarchy::
     ├── InvalidInput                     bad bytes or values from outside (peer, file, user)
     │   ├── InvalidId                    invalid_id: malformed AccountID/SessionID/CoValueID
     │   ├── InvalidCBOR                  invalid_cbor: undecodable or non-canonical CBOR
+    │   │   └── IntegerTooLarge          integer_too_large: a bignum longer than the decoder takes
     │   ├── InvalidHeader                invalid_header: header fields wrong or missing
     │   ├── InvalidTransaction           invalid_transaction: a transaction that is not one
     │   ├── InvalidContent               invalid_content: content chunk that cannot apply
@@ -26,10 +27,12 @@ Hierarchy::
     │   ├── KeyFileError                 key_file: unreadable or malformed account key file
     │   └── BundleError                  invalid_bundle: not a zip, no manifest, checksum mismatch
     ├── PermissionDenied                 permission_denied: local write the rules forbid
+    │   └── InvalidQuotaExceeded         invalid_quota_exceeded: too many invalid writes from one account
     ├── CoValueDeleted                   deleted: the CoValue has a tombstone
     ├── UnknownCoValue                   unknown_covalue: id not in this replica
     ├── StorageError                     base of storage failures
     │   ├── StorageEnvironmentError      storage_environment: disk full, locked, I/O
+    │   │   └── StorageUnavailable       storage_unavailable: no writes for now (disk full); reads go on
     │   ├── StorageBugError              storage_bug: constraint violations, misuse
     │   ├── StoreNotFound                store_not_found: no store at the given path
     │   └── SchemaVersionError           schema_too_new: store written by a newer major
@@ -55,23 +58,26 @@ from __future__ import annotations
 
 __all__ = [
     "AdminRefused",
-    "AuthFailed",
     "AuditError",
+    "AuthFailed",
     "BundleError",
     "CASRetriesExhausted",
     "ChainError",
     "CoValueDeleted",
     "ConnectFailed",
     "ForkError",
+    "FrameTooLarge",
     "HandshakeClosed",
     "HandshakeTimeout",
+    "IntegerTooLarge",
     "IntegrityError",
     "InvalidCBOR",
-    "InvalidEnvelope",
     "InvalidContent",
+    "InvalidEnvelope",
     "InvalidHeader",
     "InvalidId",
     "InvalidInput",
+    "InvalidQuotaExceeded",
     "InvalidTransaction",
     "KVAccessDenied",
     "KVError",
@@ -85,15 +91,15 @@ __all__ = [
     "ProtocolError",
     "RecoveryAborted",
     "RecoveryError",
-    "FrameTooLarge",
-    "UnsupportedVersion",
     "SchemaVersionError",
     "SignatureError",
     "StorageBugError",
     "StorageEnvironmentError",
     "StorageError",
+    "StorageUnavailable",
     "StoreNotFound",
     "UnknownCoValue",
+    "UnsupportedVersion",
     "UsageError",
 ]
 

@@ -147,10 +147,15 @@ class HeldStore:
         return {(w.log.covalue, w.log.session): w.end for w in held}
 
     def replace_sessions(
-        self, header: Header, logs: Sequence[SessionLog], *, cas: Sequence[CASWrite] = ()
+        self,
+        header: Header,
+        logs: Sequence[SessionLog],
+        *,
+        cas: Sequence[CASWrite] = (),
+        checkpoints: Sequence[tuple[str, str, bytes]] = (),
     ) -> list[CASResult]:
         self.write_out()
-        return self.inner.replace_sessions(header, logs, cas=cas)
+        return self.inner.replace_sessions(header, logs, cas=cas, checkpoints=checkpoints)
 
     def mark_deleted(self, header: Header, delete_sessions: Sequence[SessionLog], purged: Iterable[SessionID]) -> None:
         self.write_out()

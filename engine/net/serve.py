@@ -31,7 +31,7 @@ from engine.node.recovery import append_audit
 from engine.protocol.limits import DEFAULT_LIMITS, Limits
 from engine.protocol.messages import Admin, AdminResult, Message
 from engine.protocol.messages.admin import ExportArgs, admin_args, intent_message
-from engine.storage import store_directory
+from engine.storage import make_store_directory, store_directory
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def node_key(store: Path, key_file: Path | None) -> AccountKey:
         raise UsageError("a node on a database server needs --key FILE")
     path = directory / NODE_KEY_FILE
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_store_directory(store)  # 0700, as the store makes its own directory
         AccountKey.generate().save(path)
     return AccountKey.load(path)
 

@@ -13,6 +13,14 @@ in :attr:`SyncShell.held` until the node's commits up to then have finished. Eve
 leaves at once: content relayed to other peers asserts nothing about this node's disk. A
 reader with more than :data:`MAX_COMMITS_IN_FLIGHT` commits outstanding waits for them
 before reading on.
+
+A full disk (the node's :attr:`~engine.node.LocalNode.storage_unavailable`) never leaves a
+writer waiting in silence: each peer whose acknowledgement is held gets one
+``error{storage_unavailable, id}`` per CoValue, and while the store refuses writes every
+incoming write (``content``, ``deleted``, ``correction``) is answered with that error and not
+applied; everything else — loads, known states, admin requests — is served as usual. When a
+commit succeeds again (space returned), writes are taken again and the held
+acknowledgements leave.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from websockets.asyncio.connection import Connection
@@ -33,7 +41,7 @@ from engine.node.facade import LocalNode
 from engine.protocol.frames import OP, encode_frame
 from engine.protocol.guard import Close, FrameGuard, Reject
 from engine.protocol.limits import DEFAULT_LIMITS, CloseCode, Limits
-from engine.protocol.messages import Error, Known, Message
+from engine.protocol.messages import Content, Correction, Deleted, Error, Known, Message
 from engine.sync.events import PEER_LOG_SIZE, PeerEvent, PeerLogEntry, SyncEvent, peer_log_json
 from engine.sync.manager import SyncManager
 from engine.sync.peers import PeerInfo, peer_report
@@ -59,6 +67,8 @@ class SyncShell:
         self._unlisten = node.on_commit(self.schedule_dispatch)
         #: Acknowledgements waiting for a commit: (node.submitted_seq when drained, peer, message).
         self.held: deque[tuple[int, str, Message]] = deque()
+        #: (peer, CoValue) told that the store refuses writes, while it does
+        self._told_unavailable: set[tuple[str, str]] = set()
         self.frames_received = 0
         self.peer_log: deque[PeerLogEntry] = deque(maxlen=PEER_LOG_SIZE)
         self.manager.peers_report = self._peers_report
@@ -120,10 +130,25 @@ class SyncShell:
                 self.held.append((submitted, peer_id, message))
             else:
                 by_peer[peer_id].append(message)
+        self._tell_unavailable(by_peer)
         for peer_id, messages in by_peer.items():
             conn = self.connections.get(peer_id)
             if conn is not None:
                 conn.send_messages(messages)
+
+    def _tell_unavailable(self, by_peer: dict[str, list[Message]]) -> None:
+        """While the store refuses writes, one ``storage_unavailable`` error to each peer
+        per CoValue whose acknowledgement waits for a commit."""
+        unavailable = self.node.storage_unavailable
+        if unavailable is None:
+            self._told_unavailable.clear()
+            return
+        for _seq, peer_id, message in self.held:
+            assert isinstance(message, Known)
+            key = (peer_id, message.id)
+            if key not in self._told_unavailable:
+                self._told_unavailable.add(key)
+                by_peer[peer_id].append(Error.of(unavailable, message.id))
 
     async def settle(self) -> None:
         """Wait for the node's commits, then send everything the manager produced."""
@@ -175,8 +200,9 @@ class SyncShell:
                     continue
                 for error in decision.errors:
                     conn.send_frame(encode_frame(OP, [error]))
+                messages = self._refuse_writes(conn, decision.messages)
                 with self.node.batch():
-                    for message in decision.messages:
+                    for message in messages:
                         try:
                             self.manager.receive(conn.peer_id, message)
                         except KintsugiError as exc:
@@ -186,6 +212,24 @@ class SyncShell:
                     await self.node.durable()
         except ConnectionClosed:
             return
+
+
+    def _refuse_writes(self, conn: PeerConnection, messages: Sequence[Message]) -> Sequence[Message]:
+        """The messages to feed the manager: all of them, unless the store refuses writes
+        (disk full); then each write is answered with that error and left out."""
+        unavailable = self.node.storage_unavailable
+        if unavailable is None:
+            return messages
+        kept: list[Message] = []
+        refused: list[Message] = []
+        for message in messages:
+            if isinstance(message, Content | Deleted | Correction):
+                refused.append(Error.of(unavailable, message.id))
+            else:
+                kept.append(message)
+        if refused:
+            conn.send_messages(refused)
+        return kept
 
 
 def _log_refusal(conn: PeerConnection, decision: Close | Reject) -> None:

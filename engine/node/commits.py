@@ -8,7 +8,10 @@ Rules kept here:
   ``committed_seq`` back until a later batch, which carries its retry, commits: no
   acknowledgement ever covers data that is not on disk.
 - A failed commit is retried after :data:`COMMIT_RETRY_INITIAL` seconds, doubling up to
-  :data:`COMMIT_RETRY_MAX`; a success resets the delay. Each failure is logged and counted.
+  :data:`COMMIT_RETRY_MAX`; a success resets the delay. Each failure is logged and counted,
+  except a full disk, which the store logs once: :attr:`BackgroundCommits.unavailable` holds
+  it until a commit succeeds again, so the node can refuse new writes with that error
+  instead of leaving their writers waiting.
 - The node learns of each outcome through the callback it gave with the batch (subscribers
   hear of a change only after it committed), and listeners (:meth:`BackgroundCommits.on_commit`)
   after every finished commit.
@@ -23,6 +26,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from engine.errors import StorageUnavailable
 from engine.model.header import Header
 from engine.storage.interface import SessionWrite, StoreWriter
 
@@ -60,6 +64,8 @@ class BackgroundCommits:
         self._retry_delay = COMMIT_RETRY_INITIAL
         self._retry: asyncio.TimerHandle | None = None
         self._closed = False
+        #: the error of the last commit when the disk was full; None once one commits
+        self.unavailable: StorageUnavailable | None = None
         if writer is not None:
             writer.start()
 
@@ -89,7 +95,12 @@ class BackgroundCommits:
         if future.cancelled() or error is not None:
             self.failures += 1
             self._redo_after = self.submitted_seq
-            logger.error("background commit failed; retrying in %.1f s: %s", self._retry_delay, error or "cancelled")
+            if isinstance(error, StorageUnavailable):
+                self.unavailable = error  # the store logged the cause once
+                logger.debug("background commit refused (disk full); retrying in %.1f s", self._retry_delay)
+            else:
+                delay = self._retry_delay
+                logger.error("background commit failed; retrying in %.1f s: %s", delay, error or "cancelled")
             settled(False)
             if not self._closed and self._retry is None:
                 self._retry = asyncio.get_running_loop().call_later(self._retry_delay, self._retry_now)
@@ -97,6 +108,7 @@ class BackgroundCommits:
         else:
             if seq > self._redo_after:
                 self.committed_seq = seq
+            self.unavailable = None
             self._retry_delay = COMMIT_RETRY_INITIAL
             settled(True)
         for listener in list(self._listeners):

@@ -50,7 +50,7 @@ from typing import Any
 
 from engine.covalue import ApplyReport, CoValueCore, ReplaceOutcome
 from engine.crypto import AccountKey
-from engine.errors import LeaseError, PermissionDenied, UnknownCoValue, UsageError
+from engine.errors import LeaseError, PermissionDenied, StorageUnavailable, UnknownCoValue, UsageError
 from engine.ids import (
     AccountID,
     CoValueID,
@@ -396,6 +396,12 @@ class LocalNode:
         return self._commits.failures
 
     @property
+    def storage_unavailable(self) -> StorageUnavailable | None:
+        """The store's error while it refuses writes (its disk is full), else None: a serving
+        node then refuses new writes with it and keeps serving reads."""
+        return self._commits.unavailable
+
+    @property
     def commits_in_flight(self) -> int:
         """Background commits handed to the writer and not finished yet."""
         return self._commits.in_flight
@@ -550,20 +556,19 @@ class LocalNode:
         return outcome
 
     def _persist_replacement(self, replacement: Replacement) -> None:
-        """Store a replacement and, when writing moves to a new session, the lease switch,
-        in one transaction (after the queued commits); then the conflict session's fork record
-        (a crash in between leaves an inferred fork point, never a wrong one)."""
+        """Store a replacement, the conflict session's fork record and, when writing moves to
+        a new session, the lease switch, in one transaction (after the queued commits)."""
         old = replacement.outcome.session
         covalue = replacement.logs[0].covalue
         switch = [] if replacement.switch_to is None else self._lease.switch_writes(old, replacement.switch_to)
         with self._reload_on_failure(covalue):
             store = self._store_now()
-            results = store.replace_sessions(replacement.header, replacement.logs, cas=switch)
+            record = replacement.fork_record()
+            results = store.replace_sessions(
+                replacement.header, replacement.logs, cas=switch, checkpoints=[] if record is None else [record]
+            )
             if not all(isinstance(result, Stored) for result in results):
                 raise PermissionDenied(f"lease of {old} changed under this instance")
-            record = replacement.fork_record()
-            if record is not None:
-                store.put_checkpoint(*record)
         for log in replacement.logs:
             self._stored[(covalue, log.session)] = log.signed_count
 

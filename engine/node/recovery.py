@@ -298,15 +298,14 @@ def apply_recovery(
         },
         at_ms=when,
     )
-    # The fork records go first: a record whose conflict session is not (yet) there is never
-    # read, while a conflict session without its record would only get an inferred fork
-    # point. A re-run after a crash plans the same conflict sessions and writes the same
-    # records again.
-    for key, value in prepared.forks:
-        store.put_checkpoint(CONFLICT_FORK_NAMESPACE, key, value)
+    # the conflict sessions' fork records go in the same transaction as the sessions
+    forks = [(CONFLICT_FORK_NAMESPACE, key, value) for key, value in prepared.forks]
     if plan.changes:
         store.apply_recovery(
-            prepared.writes, receipt=StoredReceipt(signed.id, when, signed.body, signed.sig), audit=record
+            prepared.writes,
+            receipt=StoredReceipt(signed.id, when, signed.body, signed.sig),
+            audit=record,
+            checkpoints=forks,
         )
     else:
         store.append_audit(record)

@@ -44,6 +44,7 @@ from engine.model.header import Header
 from engine.model.session_log import SessionLog
 
 __all__ = [
+    "Checkpoint",
     "CASWrite",
     "CoValueReplace",
     "CoValueRow",
@@ -105,6 +106,11 @@ class CoValueReplace:
     logs: Sequence[SessionLog] = ()
     remove: Sequence[SessionID] = ()
     deleted: bool = False
+
+
+#: A cursor or marker in its own namespace: ``(namespace, key, value)`` (see
+#: :meth:`Store.put_checkpoint`).
+Checkpoint = tuple[str, str, bytes]
 
 
 class StoredReceipt(NamedTuple):
@@ -272,10 +278,16 @@ class Store(Protocol):
         ...
 
     def replace_sessions(
-        self, header: Header, logs: Sequence[SessionLog], *, cas: Sequence[CASWrite] = ()
+        self,
+        header: Header,
+        logs: Sequence[SessionLog],
+        *,
+        cas: Sequence[CASWrite] = (),
+        checkpoints: Sequence[Checkpoint] = (),
     ) -> list[CASResult]:
         """Write each of ``logs`` whole in place of whatever the store holds of its session
-        (dropping its corrupt record), together with ``cas``, as one transaction.
+        (dropping its corrupt record), together with ``cas`` and ``checkpoints`` (a
+        conflict session's fork record), as one transaction.
 
         Returns the result of each CAS write. If any of them conflicts, nothing at all is
         written (the results say which conflicted).
@@ -292,9 +304,15 @@ class Store(Protocol):
         ...
 
     def apply_recovery(
-        self, replaces: Sequence[CoValueReplace], *, receipt: StoredReceipt | None, audit: AuditRecord | None
+        self,
+        replaces: Sequence[CoValueReplace],
+        *,
+        receipt: StoredReceipt | None,
+        audit: AuditRecord | None,
+        checkpoints: Sequence[Checkpoint] = (),
     ) -> None:
-        """Every replacement of one recovery, its receipt and its audit record as ONE
+        """Every replacement of one recovery, its receipt, its audit record and
+        ``checkpoints`` (the fork records of the conflict sessions it makes) as ONE
         transaction: a crash leaves all of them or none. Raises
         :class:`~engine.errors.StorageBugError` (nothing written) when ``audit`` does not
         follow the stored log."""

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -239,3 +240,12 @@ def test_inspect_over_the_network_waits_for_sessions_larger_than_a_frame(process
     on_disk = by_id(inspect(node.store))
     assert remote[world.doc]["sessions"] == on_disk[world.doc]["sessions"]
     assert sum(s["count"] for s in on_disk[world.doc]["sessions"]) > 9_000
+
+
+def test_node_serve_makes_a_private_store_directory(node: NodeProcess) -> None:
+    """A node on a fresh store makes the store's directory 0700 and its key 0600 (no other
+    local user reads them), and so has no loose modes to warn about on its next start."""
+    node.wait_ready()
+    assert stat.S_IMODE(node.store.stat().st_mode) == 0o700
+    assert stat.S_IMODE(node.key_file.stat().st_mode) == 0o600
+    assert "other local users" not in node.stderr, node.stderr

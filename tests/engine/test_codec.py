@@ -184,3 +184,11 @@ def test_encoding_is_a_fixed_point(value: Any) -> None:
     """Re-encoding decoded canonical bytes gives the same bytes (NaN included)."""
     data = encode(value)
     assert encode(decode(data, require_canonical=True)) == data
+
+
+def test_an_undecodable_item_names_the_decoders_reason() -> None:
+    """The detail says why (not just the exception's type), bounded in length."""
+    with pytest.raises(InvalidCBOR) as caught:
+        decode(b"\xa2\x01\x02\x01\x03")  # a map with key 1 twice
+    assert "Duplicate map key" in caught.value.detail
+    assert len(caught.value.detail) < 250

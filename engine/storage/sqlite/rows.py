@@ -222,3 +222,12 @@ def read_window(conn: sqlite3.Connection, session: SessionID, sid: int, offset: 
             if len(out) == limit:
                 return out
     return out
+
+
+def put_checkpoints(conn: sqlite3.Connection, checkpoints: Iterable[tuple[str, str, bytes]]) -> None:
+    """Set cursors and markers ``(namespace, key, value)``, inside the caller's transaction."""
+    conn.executemany(
+        "INSERT INTO checkpoints (namespace, key, value) VALUES (?, ?, ?) "
+        "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value",
+        list(checkpoints),
+    )

@@ -36,6 +36,7 @@ from engine.model.header import Header
 from engine.model.session_log import SessionLog
 from engine.storage.interface import (
     CASWrite,
+    Checkpoint,
     CorruptRecord,
     CoValueReplace,
     CoValueRow,
@@ -112,7 +113,12 @@ class SQLiteStore:
             return rows.write_rows(conn, headers, sessions)
 
     def replace_sessions(
-        self, header: Header, logs: Sequence[SessionLog], *, cas: Sequence[CASWrite] = ()
+        self,
+        header: Header,
+        logs: Sequence[SessionLog],
+        *,
+        cas: Sequence[CASWrite] = (),
+        checkpoints: Sequence[Checkpoint] = (),
     ) -> list[CASResult]:
         """See :meth:`Store.replace_sessions <engine.storage.interface.Store.replace_sessions>`."""
         try:
@@ -120,6 +126,7 @@ class SQLiteStore:
                 results = rows.replace_rows(conn, header, logs, cas)
                 if not all(isinstance(r, Stored) for r in results):
                     raise _Abandon(results)
+                rows.put_checkpoints(conn, checkpoints)
         except _Abandon as abandoned:
             return abandoned.results
         return results
@@ -130,11 +137,17 @@ class SQLiteStore:
             rows.tombstone_rows(conn, header, delete_sessions, purged)
 
     def apply_recovery(
-        self, replaces: Sequence[CoValueReplace], *, receipt: StoredReceipt | None, audit: AuditRecord | None
+        self,
+        replaces: Sequence[CoValueReplace],
+        *,
+        receipt: StoredReceipt | None,
+        audit: AuditRecord | None,
+        checkpoints: Sequence[Checkpoint] = (),
     ) -> None:
         """See :meth:`Store.apply_recovery <engine.storage.interface.Store.apply_recovery>`."""
         with self.transaction() as conn:
             audit_rows.recovery_rows(conn, replaces, receipt, audit)
+            rows.put_checkpoints(conn, checkpoints)
 
     def append_audit(self, record: AuditRecord) -> None:
         """See :meth:`Store.append_audit <engine.storage.interface.Store.append_audit>`."""
@@ -155,11 +168,7 @@ class SQLiteStore:
     def put_checkpoint(self, namespace: str, key: str, value: bytes) -> None:
         """See :meth:`Store.put_checkpoint <engine.storage.interface.Store.put_checkpoint>`."""
         with self.transaction() as conn:
-            conn.execute(
-                "INSERT INTO checkpoints (namespace, key, value) VALUES (?, ?, ?) "
-                "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value",
-                (namespace, key, value),
-            )
+            rows.put_checkpoints(conn, [(namespace, key, value)])
 
     # -- reading -------------------------------------------------------------------------------
 

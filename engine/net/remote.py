@@ -40,22 +40,26 @@ from engine.errors import (
     NotANode,
     ProtocolError,
 )
-from engine.ids import CoValueID
+from engine.ids import CoValueID, is_delete_session
 from engine.kv.detail import SlotDetail, slot_detail_from_json
+from engine.model.known_state import KnownState
 from engine.net.client import Backoff, SyncClient
 from engine.net.shell import SyncShell
 from engine.node.facade import LocalNode
 from engine.protocol.messages import MAX_ADMIN_EVENTS, MAX_ADMIN_HISTORY, Admin, AdminResult, KvList, Message
-from engine.sync.events import PeerLogEntry, SyncEvent, peer_log_from_json
+from engine.sync.events import PeerLogEntry, SyncEvent, SyncEventKind, peer_log_from_json
 from engine.sync.peers import PeerInfo, peer_info_from_json
-from engine.sync.state import Heads
 
 __all__ = ["REMOTE_TIMEOUT", "EventCursor", "RemoteSession", "connect_error"]
 
 #: Seconds a remote inspection may take before it gives up.
 REMOTE_TIMEOUT = 60.0
-#: Seconds a load may see no session grow before it stops waiting for the rest.
-LOAD_QUIET = 2.0
+#: Seconds a load may see no session grow (and none refused) before it stops waiting.
+LOAD_QUIET = 10.0
+#: Sync events that end the wait for a session: its content was refused here.
+REFUSED_KINDS = frozenset(
+    {SyncEventKind.REJECTED, SyncEventKind.FORK_DETECTED, SyncEventKind.FORK_SUSPECTED}
+)
 
 
 def connect_error(url: str, exc: BaseException, handshake_timeout: float = 0.0) -> KintsugiError:
@@ -246,27 +250,52 @@ class RemoteSession:
     async def load_all(self, ids: list[CoValueID], timeout: float) -> None:
         """Load ``ids`` and wait until the node has answered each with its known state and
         every session it announced has arrived in full (a large session comes in several
-        frames after the first answer). A session that stops growing for
-        :data:`LOAD_QUIET` seconds (the node's copy was rejected here, or it is a tombstone's
-        leftover) no longer holds the wait up."""
-        for cid in ids:
-            self.shell.manager.load(cid)
-        self.shell.dispatch()
-        peer = self.shell.manager.peers[self.peer_id]
+        frames around that answer), or was refused here (it did not verify: a sync event
+        says so). Should nothing arrive for :data:`LOAD_QUIET` seconds, the wait ends with
+        what is there."""
+        announced: dict[CoValueID, KnownState] = {}
+        refused: set[tuple[CoValueID, str]] = set()
+        manager = self.shell.manager
+
+        def on_known(peer_id: str, known: KnownState) -> None:
+            if peer_id == self.peer_id:
+                announced[known.id] = known
+
+        def on_event(event: SyncEvent) -> None:
+            if event.kind in REFUSED_KINDS and event.session is not None:
+                refused.add((event.covalue, event.session))
+
+        previous, manager.on_known = manager.on_known, on_known
+        self.shell.event_listeners.append(on_event)
+        try:
+            for cid in ids:
+                manager.load(cid)
+            self.shell.dispatch()
+            await self._wait_loaded(ids, timeout, announced, refused)
+        finally:
+            manager.on_known = previous
+            self.shell.event_listeners.remove(on_event)
+
+    async def _wait_loaded(
+        self,
+        ids: list[CoValueID],
+        timeout: float,
+        announced: dict[CoValueID, KnownState],
+        refused: set[tuple[CoValueID, str]],
+    ) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         progress, changed_at = -1, loop.time()
         while True:
             now = loop.time()
-            missing = [cid for cid in ids if cid not in peer.known]
-            if not missing:
-                behind, held = self._behind(ids, peer.acked, peer.has_header)
-                if behind == 0:
-                    return
-                if held != progress:
-                    progress, changed_at = held, now
-                elif now - changed_at >= LOAD_QUIET:
-                    return
+            missing = [cid for cid in ids if cid not in announced]
+            behind, held = self._behind(ids, announced, refused)
+            if not missing and behind == 0:
+                return
+            if held != progress:
+                progress, changed_at = held, now
+            elif not missing and now - changed_at >= LOAD_QUIET:
+                return
             if now > deadline:
                 if missing:
                     raise ProtocolError(f"node did not answer for {len(missing)} CoValues", code="timeout")
@@ -274,16 +303,19 @@ class RemoteSession:
             await asyncio.sleep(0.01)
 
     def _behind(
-        self, ids: list[CoValueID], acked: dict[CoValueID, Heads], has_header: set[CoValueID]
+        self, ids: list[CoValueID], announced: dict[CoValueID, KnownState], refused: set[tuple[CoValueID, str]]
     ) -> tuple[int, int]:
         """Transactions the node announced that are not here yet, and how many are here."""
         behind = held = 0
         for cid in ids:
+            theirs = announced.get(cid)
             core = self.node.covalues.get(cid)
-            if cid not in has_header or (core is not None and core.deleted):
-                continue  # unknown to the node, or a tombstone: it carries only its delete sessions
+            if theirs is None or not theirs.header or (core is not None and core.deleted):
+                continue  # not answered yet, unknown to the node, or a tombstone
             ours = core.known_state().sessions if core is not None else {}
-            for sid, (n, _h) in acked.get(cid, {}).items():
+            for sid, (n, _h) in theirs.sessions.items():
+                if (cid, sid) in refused or is_delete_session(sid):
+                    continue
                 have = ours.get(sid, (0, b""))[0]
                 held += have
                 behind += max(0, n - have)

@@ -115,6 +115,8 @@ class SyncManager:
         self.on_admin_action: Callable[[str, AccountID, Admin], None] | None = None
         #: receives ``error`` messages from peers (a requester's exchange ends on one)
         self.on_error: Callable[[str, Error], None] | None = None
+        #: hears every known state a peer announces (``known``), as announced
+        self.on_known: Callable[[str, KnownState], None] | None = None
         #: serves REPLACE exchanges (``recover_open``/``recover_next``) in their own namespace
         self.recovery = RecoveryResponder(host, page_budget=limits.max_frame_size - RECOVERY_PAGE_MARGIN)
         #: transactions invalid on arrival kept per downstream account (:mod:`engine.sync.strangers`)
@@ -240,6 +242,8 @@ class SyncManager:
 
     def _on_known(self, peer: PeerState, msg: Known) -> None:
         cid = msg.id
+        if self.on_known is not None:
+            self.on_known(peer.id, msg.known)
         self._record_known(peer, msg.known)
         core = self.host.get_or_none(cid)
         if core is None or not self._may_read(peer, core):

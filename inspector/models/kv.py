@@ -290,6 +290,10 @@ class CasTimelineModel(TableModel):
     def record(self, row: int) -> CASRecord | None:
         return self._records[row] if 0 <= row < len(self._records) else None
 
+    def records(self) -> tuple[CASRecord, ...]:
+        """The rows' records, oldest first (what the generation chart draws)."""
+        return tuple(self._records)
+
     def row_count(self) -> int:
         return len(self._records)
 

@@ -8,20 +8,26 @@
 
 Both re-read the target on :meth:`refresh` (the inspector's periodic ``poll`` refresh) and keep
 only what they last read as a row cache. :class:`PeersModel` emits ``modelReset`` when the set
-of peers changed and ``dataChanged`` when only their numbers did; :class:`PeerLogModel` emits
-``rowsInserted`` at the top for new entries and ``rowsRemoved`` at the bottom for entries the
-node no longer keeps (see :class:`~inspector.models.batch.NewestFirstModel`).
+of peers changed and ``dataChanged`` when only their numbers did; for a live target it also
+hands every read to its :class:`~engine.sync.lag.LagHistory` (``lag``: each peer's lag over
+time, which the lag chart adapts) with the time of the read, and emits ``sampled()`` after every
+read. :class:`PeerLogModel` emits ``rowsInserted`` at the top for new entries and
+``rowsRemoved`` at the bottom for entries the node no longer keeps (see
+:class:`~inspector.models.batch.NewestFirstModel`).
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QObject, Qt
+from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtGui import QColor, QFont
 
 from engine.protocol.limits import CloseCode
 from engine.sync.events import PeerLogEntry
+from engine.sync.lag import LagHistory
 from engine.sync.peers import PeerInfo
 from inspector.models.batch import NewestFirstModel
 from inspector.models.roles import Role
@@ -29,7 +35,7 @@ from inspector.models.table import RIGHT, Index, TableModel
 from inspector.style import LAGGED_BACKGROUND, LOST_BACKGROUND, MUTED, format_ms_short, short_id
 from inspector.targets.base import Target
 
-__all__ = ["BEHIND_WARNING", "PeerLogModel", "PeersModel", "close_text"]
+__all__ = ["BEHIND_WARNING", "PeerLogModel", "PeersModel", "close_text", "wall_clock_ms"]
 
 #: A peer this many transactions behind is highlighted.
 BEHIND_WARNING = 1000
@@ -48,6 +54,11 @@ CLOSE_NAMES = {
     CloseCode.RATE_LIMITED: "rate limited",
     CloseCode.UNSUPPORTED_VERSION: "unsupported version",
 }
+
+
+def wall_clock_ms() -> int:
+    """Milliseconds since the epoch: when the peers were read (the lag chart's time axis)."""
+    return time.time_ns() // 1_000_000
 
 
 def close_text(code: int | None) -> str:
@@ -74,20 +85,48 @@ class PeersModel(TableModel):
     )
     NUMERIC = frozenset({FOLLOWING, BEHIND, FRAMES, BYTES, BACKLOG})
 
-    def __init__(self, parent: QObject | None = None) -> None:
+    sampled = Signal()
+
+    def __init__(
+        self,
+        parent: QObject | None = None,
+        *,
+        lag: LagHistory | None = None,
+        clock_ms: Callable[[], int] = wall_clock_ms,
+    ) -> None:
+        """``lag``: where each read's rows are recorded (a new :class:`LagHistory` with the
+        default limits if None); ``clock_ms``: the time recorded with them."""
         super().__init__(parent)
         self._target: Target | None = None
         self._rows: list[PeerInfo] = []
+        self.lag = lag if lag is not None else LagHistory()
+        self._clock_ms = clock_ms
 
     def set_target(self, target: Target | None) -> None:
+        """Show ``target``'s peers; the lag history starts over."""
         self.beginResetModel()
         self._target = target
+        self.lag.clear()
         self._rows = self._read()
         self.endResetModel()
+        self.sampled.emit()
 
     def _read(self) -> list[PeerInfo]:
+        """The target's peers now, recorded in :attr:`lag` when they change over time (see
+        :attr:`lag_followed`)."""
         peers = self._target.peers() if self._target is not None else None
-        return peers or []
+        if peers is None:
+            return []
+        if self.lag_followed:
+            self.lag.record(self._clock_ms(), peers)
+        return peers
+
+    @property
+    def lag_followed(self) -> bool:
+        """True when the target's peers change while it is open (a live target: a node), so
+        their lag over time is recorded. A bundle's peers are a snapshot taken at export:
+        recorded at the time they are read, they would draw a history that never was."""
+        return self._target is not None and self._target.live
 
     @property
     def available(self) -> bool:
@@ -108,6 +147,7 @@ class PeersModel(TableModel):
         elif rows != self._rows:
             self._rows = rows
             self.all_changed()
+        self.sampled.emit()
 
     def peer(self, row: int) -> PeerInfo | None:
         return self._rows[row] if 0 <= row < len(self._rows) else None

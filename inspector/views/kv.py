@@ -1,5 +1,7 @@
 """CAS slots: every slot with generation and state, values hidden until asked, and the
-selected key's timeline of CAS outcomes, lost races included.
+selected key's timeline of CAS outcomes, lost races included: as a chart (generation over
+time, lost races marked; :class:`~inspector.views.charts.CasTimelineChart`) above the table
+of attempts. Clicking a mark in the chart selects its row in the table.
 
 Emits ``slotSelected(str, str)`` (namespace, key) when the current slot row changes; the
 "Show values" box calls :meth:`CasSlotsModel.set_show_values`.
@@ -10,8 +12,10 @@ from __future__ import annotations
 from PySide6.QtCore import QModelIndex, Qt, Signal
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QSplitter, QVBoxLayout, QWidget
 
+from inspector.models.charts import CasChartModel
 from inspector.models.kv import CasSlotsModel, CasTimelineModel
 from inspector.models.roles import Role
+from inspector.views.charts import CasTimelineChart
 from inspector.views.content import make_table
 
 __all__ = ["CasView"]
@@ -20,10 +24,19 @@ __all__ = ["CasView"]
 class CasView(QWidget):
     slotSelected = Signal(str, str)
 
-    def __init__(self, slots: CasSlotsModel, timeline: CasTimelineModel, parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        slots: CasSlotsModel,
+        timeline: CasTimelineModel,
+        parent: QWidget | None = None,
+        *,
+        chart: CasChartModel | None = None,
+    ) -> None:
+        """``chart``: the chart's model (None: one over ``timeline``)."""
         super().__init__(parent)
         self.slots = slots
         self.timeline = timeline
+        self.chart_model = chart if chart is not None else CasChartModel(timeline, self)
         heading = QLabel("CAS slots")
         heading.setStyleSheet("font-size: 13pt; font-weight: bold;")
         self.show_values = QCheckBox("Show values")
@@ -61,6 +74,8 @@ class CasView(QWidget):
         )
         for signal in (timeline.modelReset, timeline.rowsInserted):
             signal.connect(self._update_timeline_heading)
+        self.chart = CasTimelineChart(self.chart_model)
+        self.chart.markClicked.connect(self._show_attempt)
 
         top = QWidget()
         top_layout = QVBoxLayout(top)
@@ -75,7 +90,12 @@ class CasView(QWidget):
         bottom_layout = QVBoxLayout(bottom)
         bottom_layout.setContentsMargins(0, 0, 0, 0)
         bottom_layout.addWidget(self.timeline_heading)
-        bottom_layout.addWidget(self.timeline_table, 1)
+        self.timeline_splitter = QSplitter(Qt.Orientation.Vertical)
+        self.timeline_splitter.setObjectName("casTimelineSplitter")
+        self.timeline_splitter.addWidget(self.chart)
+        self.timeline_splitter.addWidget(self.timeline_table)
+        self.timeline_splitter.setSizes([220, 200])
+        bottom_layout.addWidget(self.timeline_splitter, 1)
         splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.addWidget(top)
         splitter.addWidget(bottom)
@@ -97,6 +117,11 @@ class CasView(QWidget):
         row = self.slots.row_of(namespace, key)
         if row >= 0:
             self.table.selectRow(row)
+
+    def _show_attempt(self, row: int) -> None:
+        """A mark in the chart was clicked: select its attempt in the table."""
+        self.timeline_table.selectRow(row)
+        self.timeline_table.scrollTo(self.timeline.index(row, 0))
 
     def _reselect(self) -> None:
         slot = self.timeline.slot

@@ -1,7 +1,9 @@
-"""The peers view: the node's connected peers (known-state lag, queue depth, backlog) above
-its recent peer log (connections, disconnections with their close code, lagged closes
-highlighted). Read-only; both tables follow their models, which the inspector's periodic
-``poll`` refresh updates. Emits nothing.
+"""The peers view: the node's connected peers (known-state lag, queue depth, backlog), each
+peer's lag over the last minutes as a chart (:class:`~inspector.views.charts.PeerLagChart`:
+transactions behind or queue bytes; a peer that went away keeps its line until it ages out),
+and its recent peer log (connections, disconnections with their close code, lagged closes
+highlighted). Read-only; the tables and the chart follow their models, which the inspector's
+periodic ``poll`` refresh updates. Emits nothing.
 """
 
 from __future__ import annotations
@@ -9,17 +11,29 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QSplitter, QVBoxLayout, QWidget
 
+from inspector.models.charts import PeerLagChartModel
 from inspector.models.peers import PeerLogModel, PeersModel
+from inspector.views.charts import PeerLagChart
 from inspector.views.content import make_table
 
 __all__ = ["PeersView"]
 
 
 class PeersView(QWidget):
-    def __init__(self, peers: PeersModel, log: PeerLogModel, parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        peers: PeersModel,
+        log: PeerLogModel,
+        parent: QWidget | None = None,
+        *,
+        lag: PeerLagChartModel | None = None,
+    ) -> None:
+        """``lag``: the lag chart's model (None: one over ``peers``' lag history)."""
         super().__init__(parent)
         self.peers = peers
         self.log = log
+        self.lag_model = lag if lag is not None else PeerLagChartModel(peers, self)
+        self.lag_chart = PeerLagChart(self.lag_model)
         heading = QLabel("Peers")
         heading.setStyleSheet("font-size: 13pt; font-weight: bold;")
         self.summary = QLabel()
@@ -62,8 +76,9 @@ class PeersView(QWidget):
         bottom_layout.addWidget(self.log_table, 1)
         splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.addWidget(top)
+        splitter.addWidget(self.lag_chart)
         splitter.addWidget(bottom)
-        splitter.setSizes([330, 420])
+        splitter.setSizes([260, 240, 250])
         layout = QVBoxLayout(self)
         layout.addWidget(splitter)
         for model in (peers, log):

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from engine.content.authority import seen_meta
 from engine.content.comap import CoMapState, change_problem
 from engine.content.common import InvalidTx, ordered_transactions, sessions_for_content
 from engine.content.group import WRITE_ROLES, GroupState, compute_group, role_change_problem
@@ -232,12 +233,14 @@ class CoValueCore:
         """
         if self.deleted:
             raise CoValueDeleted(f"{self.id} is deleted")
-        tx = encode_transaction(made_at, changes)  # envelope rules first: InvalidTransaction
+        # A group change claims what this replica has seen of the group (its causal past).
+        meta = seen_meta(self.group().seen) if isinstance(self.header.ruleset, GroupRuleset) else None
+        tx = encode_transaction(made_at, changes, meta)  # envelope rules first: InvalidTransaction
         group = self.owner_group()
         group_version = group.version if group is not None else -1
         author = session_account(session)
-        if self.type == "group":
-            problem = self._group_write_problem(author, made_at, changes)
+        if isinstance(self.header.ruleset, GroupRuleset):
+            problem = self._group_write_problem(author, changes)
         else:
             problem = self._write_problem(author, made_at, changes, group)
         if problem is not None:
@@ -390,9 +393,13 @@ class CoValueCore:
                 return f"author is {role or 'not a member'} in the owner group at {made_at}"
         return None
 
-    def _group_write_problem(self, author: AccountID, made_at: int, changes: list[list[Any]]) -> str | None:
-        """Why ``author`` may not make these role changes here now, or None (admins may)."""
-        role = self.group().role_at(author, made_at)
+    def _group_write_problem(self, author: AccountID, changes: list[list[Any]]) -> str | None:
+        """Why ``author`` may not make these role changes here now, or None (admins may).
+
+        The new transaction's causal past is everything this replica holds of the group, so
+        the author's role there is its current role, whatever ``madeAt`` the write claims.
+        """
+        role = self.group().roles.get(author)
         if role != "admin":
             return f"author is {role or 'not a member'}; role changes need admin"
         problems = [p for p in map(role_change_problem, changes) if p]

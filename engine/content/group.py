@@ -1,8 +1,10 @@
-"""Group content: roles over time (DESIGN §4).
+"""Group content: roles over time (DESIGN §4, docs/protocol.md "Group authority").
 
-A group's ``initialAdmin`` is admin from the start. A transaction in a group is valid when
-its author is ``admin`` at that point of the total order; its changes are
-``["role", AccountID, role]`` with role in :data:`ROLES`. Other CoValues ask
+A group's ``initialAdmin`` is admin from the start. Its transactions are role changes,
+``["role", AccountID, role]`` with role in :data:`ROLES`, and carry in their meta what their
+author had seen of the group (:mod:`engine.content.authority`): a change counts only if its
+author was ``admin`` in that causal past, and a revocation voids the revoked member's changes
+that did not see it. ``madeAt`` orders the valid changes into a timeline; other CoValues ask
 :meth:`GroupState.role_at` whether an author could write at a transaction's ``madeAt``.
 """
 
@@ -13,10 +15,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.content.common import InvalidTx, ordered_transactions, sessions_for_content
-from engine.errors import InvalidId
-from engine.ids import AccountID, SessionID, parse_account_id, session_account
+from engine.content.authority import SEEN_KEY, Node, TxRef, decide, seen_problem
+from engine.content.common import InvalidTx, sessions_for_content
+from engine.errors import InvalidId, InvalidTransaction
+from engine.ids import AccountID, SessionID, parse_account_id
 from engine.model.session_log import SessionLog
+from engine.model.transaction import decode_transaction
 
 ROLES = ("admin", "writer", "reader", "revoked")
 #: Roles that may write data owned by a group.
@@ -48,6 +52,8 @@ class GroupState:
     times: dict[AccountID, list[int]] = field(default_factory=dict)
     history: dict[AccountID, list[str]] = field(default_factory=dict)
     invalid: list[InvalidTx] = field(default_factory=list)
+    #: what a group transaction written now claims to have seen ({sessionID: count})
+    seen: dict[SessionID, int] = field(default_factory=dict)
 
     def role_at(self, account: AccountID, made_at: int) -> str | None:
         """``account``'s role at ``made_at`` (None: never a member by then)."""
@@ -67,23 +73,41 @@ class GroupState:
 
 
 def compute_group(initial_admin: AccountID, sessions: Mapping[SessionID, SessionLog]) -> GroupState:
+    """Roles from every held transaction of a group (any arrival order gives the same state)."""
     state = GroupState(initial_admin)
     state._assign(initial_admin, -1, "admin")
-    for item in ordered_transactions(sessions_for_content(sessions), state.invalid):
-        author = session_account(item.session)
-        if state.roles.get(author) != "admin":
-            state.invalid.append(
-                InvalidTx(
-                    item.session,
-                    item.index,
-                    f"author is {state.roles.get(author, 'not a member')}, role changes need admin",
-                )
-            )
+    nodes = [_node(log, i) for log in sessions_for_content(sessions) for i in range(log.count)]
+    outcome = decide(initial_admin, nodes)
+    for node in outcome.order:
+        reason = outcome.verdict[node.ref]
+        if reason is not None:
+            state.invalid.append(InvalidTx(node.ref[0], node.ref[1], reason))
             continue
-        problems = [p for p in map(role_change_problem, item.tx.changes) if p]
-        if problems:
-            state.invalid.append(InvalidTx(item.session, item.index, problems[0]))
-            continue
-        for _, account, role in item.tx.changes:
-            state._assign(AccountID(account), item.tx.made_at, role)
+        for account, role in node.changes:
+            # The timeline follows the causal order; a madeAt earlier than the account's
+            # previous change is moved up to it, so role_at and roles agree at the end.
+            times = state.times.get(account)
+            state._assign(account, max(node.made_at, times[-1]) if times else node.made_at, role)
+    for (sid, index), reason in sorted(outcome.waiting.items()):
+        state.invalid.append(InvalidTx(sid, index, reason))
+    state.seen = outcome.frontier
     return state
+
+
+def _node(log: SessionLog, index: int) -> Node:
+    """One held transaction as the authority rules see it (its problem, if it has one)."""
+    ref = (log.session, index)
+    deps: list[TxRef] = [(log.session, index - 1)] if index else []
+    try:
+        tx = decode_transaction(log.txs[index])
+    except InvalidTransaction as exc:
+        return Node(ref, log.account, -1, [], deps, f"undecodable: {exc.detail}")
+    problem = seen_problem(tx.meta)
+    if problem is None:
+        problem = next((p for p in map(role_change_problem, tx.changes) if p), None)
+    if problem is not None:
+        return Node(ref, log.account, tx.made_at, [], deps, problem)
+    seen = tx.meta[SEEN_KEY] if tx.meta is not None else {}
+    deps.extend((SessionID(sid), count - 1) for sid, count in seen.items())
+    changes = [(AccountID(account), role) for _, account, role in tx.changes]
+    return Node(ref, log.account, tx.made_at, changes, deps)

@@ -1,7 +1,11 @@
 """The frame envelope (DESIGN §6): one CBOR map per WebSocket binary frame.
 
 ``{"v": 1, "k": "bulk", "msgs": [msg, ...]}`` carries the initial exchange after the
-handshake; ``{"v": 1, "k": "op", "msg": msg}`` one live message. The size limit is checked
+handshake; ``{"v": 1, "k": "op", "msg": msg}`` one live message. ``v`` is the version of this
+envelope, :data:`ENVELOPE_VERSION`, not of the protocol: the protocol version
+(:data:`~engine.protocol.limits.PROTOCOL_VERSION`, what messages and transactions mean) is
+stated in the handshake's challenge, so a peer of another protocol version is refused there
+with ``unsupported_version`` while it can still read the refusal. The size limit is checked
 before anything is decoded. A frame whose messages are partly invalid is reported message by
 message: :func:`decode_frame` returns the good ones and the errors of the others, so one bad
 message never hides the rest and nothing of a bad message reaches the sync layer.
@@ -14,11 +18,14 @@ from dataclasses import dataclass, field
 
 from engine import codec
 from engine.errors import FrameTooLarge, InvalidCBOR, KintsugiError, ProtocolError, UnsupportedVersion
-from engine.protocol.limits import PROTOCOL_VERSION
 from engine.protocol.messages import Message, decode_message
 
 BULK = "bulk"
 OP = "op"
+#: Version of the frame envelope (the ``v`` of every frame). Protocol 2 changed what group
+#: transactions mean (docs/protocol.md, "Group authority"), not how frames are built, so the
+#: envelope stays at 1 and the handshake's ``proto`` carries the protocol version.
+ENVELOPE_VERSION = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,8 +41,8 @@ def encode_frame(kind: str, messages: Sequence[Message]) -> bytes:
     if kind == OP:
         if len(messages) != 1:
             raise ProtocolError("an op frame holds exactly one message")
-        return codec.encode({"v": PROTOCOL_VERSION, "k": OP, "msg": messages[0].to_obj()})
-    return codec.encode({"v": PROTOCOL_VERSION, "k": BULK, "msgs": [m.to_obj() for m in messages]})
+        return codec.encode({"v": ENVELOPE_VERSION, "k": OP, "msg": messages[0].to_obj()})
+    return codec.encode({"v": ENVELOPE_VERSION, "k": BULK, "msgs": [m.to_obj() for m in messages]})
 
 
 def decode_frame(data: bytes, *, max_size: int, max_messages: int) -> Frame:
@@ -50,9 +57,9 @@ def decode_frame(data: bytes, *, max_size: int, max_messages: int) -> Frame:
     obj = codec.decode(data)
     if not isinstance(obj, dict):
         raise ProtocolError("a frame is a CBOR map", code="malformed_frame")
-    if type(obj.get("v")) is not int or obj["v"] != PROTOCOL_VERSION:
+    if type(obj.get("v")) is not int or obj["v"] != ENVELOPE_VERSION:
         version = codec.short_repr(obj.get("v"))
-        raise UnsupportedVersion(f"envelope version {version}; this node speaks {PROTOCOL_VERSION}")
+        raise UnsupportedVersion(f"envelope version {version}; this node speaks {ENVELOPE_VERSION}")
     kind = obj.get("k")
     if kind == OP and set(obj) == {"v", "k", "msg"}:
         raw = [obj["msg"]]

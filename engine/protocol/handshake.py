@@ -9,6 +9,13 @@ The exchange::
     peer → node   hello{account, role, sig, version, features}
     node → peer   welcome{admin}     or   error{code} + close
 
+``proto`` is :data:`~engine.protocol.limits.PROTOCOL_VERSION`; the frame envelope's ``v`` is a
+separate version (:data:`~engine.protocol.frames.ENVELOPE_VERSION`) that did not change with
+the protocol, so a peer of another protocol version can still read the challenge and refuses
+it itself with ``unsupported_version`` before it signs a hello. That is how a protocol 1 peer,
+whose group changes carry no causal past (docs/protocol.md "Group authority (normative)"),
+is kept from syncing with a protocol 2 node, and a protocol 2 peer from an older node.
+
 Node side, :class:`NodeHandshake` (states :class:`NodeState`):
 
 ==============  ================================================  ==========================

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: Protocol version spoken by this build (the envelope's ``v``).
-PROTOCOL_VERSION = 1
+#: Protocol version spoken by this build, stated as ``proto`` in the handshake's challenge
+#: (the frame envelope has its own version, ``engine.protocol.frames.ENVELOPE_VERSION``).
+#: 2: group authority is causal (docs/protocol.md, "Group authority (normative)").
+PROTOCOL_VERSION = 2
 #: Features this build announces in the handshake.
 FEATURES = (
     "sync",

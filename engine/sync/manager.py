@@ -244,6 +244,11 @@ class SyncManager:
         cid = msg.id
         if self.on_known is not None:
             self.on_known(peer.id, msg.known)
+        if not msg.known.header:
+            # The peer's answer: it holds nothing of it (or must answer as if it did not, as a
+            # node does to an account it takes for no member). Whatever we believed it had,
+            # even what we sent, it gets everything, with the header, next time.
+            peer.known.pop(cid, None)
         self._record_known(peer, msg.known)
         core = self.host.get_or_none(cid)
         if core is None or not self._may_read(peer, core):

@@ -25,6 +25,7 @@ from engine.errors import (
 )
 from engine.model.known_state import KnownState
 from engine.model.session_log import Chunk
+from engine.model.transaction import decode_transaction
 from tests.engine.factories import (
     ALICE,
     BOB,
@@ -40,8 +41,10 @@ from tests.engine.factories import (
     deleted_doc,
     forged,
     make_comap,
+    make_group,
     replica_of,
     session,
+    set_role,
     setup_doc,
     signed_log,
     snapshot,
@@ -189,6 +192,22 @@ def test_sign_pending_signs_only_own_sessions() -> None:
     assert doc.sign_pending(BOB) == [(S, 1)]
     assert doc.sessions[session(DAVE)].pending == 1
     assert set(doc.known_state().sessions) == {S}
+
+
+def test_group_add_local_judges_the_current_role_not_made_at() -> None:
+    """A local role change by an admin since revoked is refused whatever madeAt it claims (its
+    causal past is everything the replica holds); an admin's carries the frontier it saw."""
+    group = make_group(ALICE)
+    set_role(group, ALICE, BOB, "admin", made_at=T0 + 10)
+    set_role(group, ALICE, BOB, "revoked", made_at=T0 + 20)
+    before = snapshot(group)
+    with pytest.raises(PermissionDenied):
+        group.add_local(session(BOB), [["role", BOB.account_id, "admin"]], T0 + 15)
+    assert snapshot(group) == before
+    group.add_local(session(ALICE), [["role", CAROL.account_id, "writer"]], T0 + 1)
+    written = decode_transaction(group.sessions[session(ALICE)].txs[-1])
+    assert written.meta == {"seen": {session(ALICE): 2}}
+    assert group.group().members()[CAROL.account_id] == "writer"
 
 
 def test_group_add_local_by_non_admin_is_refused() -> None:

@@ -87,7 +87,7 @@ def test_an_admin_sees_everything_and_stays_live(
     assert not window.banner.isVisibleTo(window)
     opened = inspector.events.last("opened")
     assert opened is not None and opened["node"]["name"] == "test-node" and opened["node"]["admin"] is True
-    assert window.node_label.text().startswith("node test-node · Kintsugi 0.1.0 · protocol 1")
+    assert window.node_label.text().startswith(f"node test-node · Kintsugi 0.1.0 · protocol {PROTOCOL_VERSION}")
     target = inspector.target
     assert isinstance(target, RemoteTarget)
 
@@ -236,7 +236,7 @@ class FakeNode:
     async def _handle(self, ws: ServerConnection) -> None:
         with contextlib.suppress(ConnectionClosed):
             if self.behaviour != "silent":
-                proto = 2 if self.behaviour == "proto2" else PROTOCOL_VERSION
+                proto = PROTOCOL_VERSION + 1 if self.behaviour == "proto2" else PROTOCOL_VERSION
                 challenge = Challenge("fake-node", os.urandom(NONCE_SIZE), proto, "9.9.9", FEATURES)
                 await ws.send(encode_frame(OP, [challenge]))
             if self.behaviour == "auth_failed":
@@ -290,7 +290,7 @@ def test_failures_to_connect_are_messages_in_the_window(
         code, message = failure(qtbot, inspector, window, remote(fakes["auth_failed"].url))
         assert code == "auth_failed" and "did not accept this account: this account is not accepted here" in message
         code, message = failure(qtbot, inspector, window, remote(fakes["proto2"].url))
-        assert code == "unsupported_version" and "node speaks protocol 2" in message
+        assert code == "unsupported_version" and f"node speaks protocol {PROTOCOL_VERSION + 1}" in message
         code, message = failure(qtbot, inspector, window, remote(fakes["silent"].url, timeout=0.5))
         assert code == "timeout" and "did not complete the handshake within 0.5 s" in message
     finally:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from engine.content.authority import seen_meta
 from engine.content.group import ROLES, role_change_problem
 from engine.covalue import CoValueCore
 from engine.ids import AccountID
+from engine.model.transaction import encode_transaction
 from tests.engine.factories import (
     T0,
     account,
@@ -23,8 +25,10 @@ from tests.engine.factories import (
 ALICE, BOB, CAROL, DAVE = account(1), account(2), account(3), account(4)
 
 
-def role_tx(made_at: int, member: AccountID, role: str) -> bytes:
-    return tx(made_at, ["role", member, role])
+def role_tx(made_at: int, member: AccountID, role: str, seen: CoValueCore | None = None) -> bytes:
+    """A role change; ``seen``: the group whose current state its author had seen (else nothing)."""
+    meta = seen_meta(seen.group().seen) if seen is not None else None
+    return encode_transaction(made_at, [["role", member, role]], meta)
 
 
 def reasons(core: CoValueCore) -> dict[tuple[str, int], str]:
@@ -125,7 +129,7 @@ def test_non_admin_role_changes_are_invalid(role: str | None) -> None:
     group = make_group(ALICE)
     if role is not None:
         set_role(group, ALICE, BOB, role, made_at=T0)
-    deliver(group, BOB, [role_tx(T0 + 5, CAROL.account_id, "admin")])
+    deliver(group, BOB, [role_tx(T0 + 5, CAROL.account_id, "admin", seen=group)])
     state = group.group()
     assert state.role_at(CAROL.account_id, T0 + 10) is None
     assert CAROL.account_id not in state.members()
@@ -134,19 +138,21 @@ def test_non_admin_role_changes_are_invalid(role: str | None) -> None:
     assert (role or "not a member") in why
 
 
-def test_promoted_admin_may_change_roles_only_after_promotion() -> None:
-    """A member made admin at t may change roles from t on, not before."""
+def test_promoted_admin_may_change_roles_only_once_it_has_seen_the_promotion() -> None:
+    """A member made admin may change roles in transactions whose causal past holds the
+    promotion, whatever their madeAt; one that had not seen it is invalid."""
     group = make_group(ALICE)
     set_role(group, ALICE, BOB, "admin", made_at=T0 + 10)
     deliver(
         group,
         BOB,
-        [role_tx(T0 + 5, CAROL.account_id, "writer"), role_tx(T0 + 15, DAVE.account_id, "writer")],
+        [role_tx(T0 + 15, CAROL.account_id, "writer"), role_tx(T0 + 5, DAVE.account_id, "writer", seen=group)],
     )
     state = group.group()
     assert CAROL.account_id not in state.members()
     assert state.members()[DAVE.account_id] == "writer"
     assert set(reasons(group)) == {(session(BOB), 0)}
+    assert "not a member in its causal past" in reasons(group)[(session(BOB), 0)]
 
 
 def test_revoked_admin_loses_admin_powers() -> None:
@@ -154,7 +160,7 @@ def test_revoked_admin_loses_admin_powers() -> None:
     group = make_group(ALICE)
     set_role(group, ALICE, BOB, "admin", made_at=T0 + 1)
     set_role(group, ALICE, BOB, "revoked", made_at=T0 + 2)
-    deliver(group, BOB, [role_tx(T0 + 3, CAROL.account_id, "admin")])
+    deliver(group, BOB, [role_tx(T0 + 3, CAROL.account_id, "admin", seen=group)])
     assert CAROL.account_id not in group.group().members()
     assert "revoked" in reasons(group)[(session(BOB), 0)]
 
@@ -209,8 +215,8 @@ def test_group_replicas_agree() -> None:
     """A replica that received the group's sessions computes the same roles and invalid set."""
     group = make_group(ALICE)
     set_role(group, ALICE, BOB, "admin", made_at=T0 + 1)
-    deliver(group, BOB, [role_tx(T0 + 2, CAROL.account_id, "writer")])
-    deliver(group, CAROL, [role_tx(T0 + 3, DAVE.account_id, "admin")])
+    deliver(group, BOB, [role_tx(T0 + 2, CAROL.account_id, "writer", seen=group)])
+    deliver(group, CAROL, [role_tx(T0 + 3, DAVE.account_id, "admin", seen=group)])
     copy = replica_of(group)
     assert copy.group().members() == group.group().members()
     assert copy.group().times == group.group().times

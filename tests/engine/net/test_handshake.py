@@ -56,7 +56,7 @@ from tests.util import timeout
 
 def test_challenge_announces_node_protocol_and_features() -> None:
     """The node opens with challenge{node, nonce, proto, version, features}: its name, a fresh
-    32-byte nonce per connection, protocol 1, the engine version and its features."""
+    32-byte nonce per connection, this build's protocol version, the engine version and its features."""
 
     async def scenario() -> None:
         async with serving() as srv:
@@ -256,13 +256,14 @@ def test_client_signs_the_challenge_of_the_node_it_talks_to() -> None:
 
 
 def test_client_refuses_a_node_of_another_protocol_version() -> None:
-    """A challenge announcing proto 2 makes the client give up that connection with
+    """A challenge announcing a newer proto makes the client give up that connection with
     unsupported_version before it says hello (and it retries later)."""
     hellos: list[Message] = []
 
     async def scenario() -> None:
         async def script(ws: ServerConnection) -> None:
-            await ws.send(encode_frame(OP, [Challenge("future-node", b"\0" * NONCE_SIZE, 2, "9.0", ())]))
+            newer = Challenge("future-node", b"\0" * NONCE_SIZE, PROTOCOL_VERSION + 1, "9.0", ())
+            await ws.send(encode_frame(OP, [newer]))
             async for data in ws:
                 hellos.append(data)
 

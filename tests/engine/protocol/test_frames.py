@@ -14,7 +14,17 @@ from hypothesis import strategies as st
 
 from engine import codec
 from engine.errors import FrameTooLarge, InvalidCBOR, ProtocolError, UnsupportedVersion
-from engine.protocol.frames import _BULK_HEAD, _BULK_OVERHEAD, BULK, OP, Frame, decode_frame, encode_frame, pack_frames
+from engine.protocol.frames import (
+    _BULK_HEAD,
+    _BULK_OVERHEAD,
+    BULK,
+    ENVELOPE_VERSION,
+    OP,
+    Frame,
+    decode_frame,
+    encode_frame,
+    pack_frames,
+)
 from engine.protocol.limits import DEFAULT_LIMITS, PROTOCOL_VERSION
 from engine.protocol.messages import Done, Message, Welcome
 from tests.engine.factories import covalue_id
@@ -190,6 +200,8 @@ def test_undecodable_cbor(data: bytes) -> None:
 
 
 def test_default_limits_match_the_design() -> None:
-    """The defaults DESIGN §6 states: 4 MiB frames, and version 1 on the wire."""
+    """The defaults DESIGN §6 states: 4 MiB frames, and envelope version 1 on the wire (the
+    protocol version, 2 since group authority became causal, travels in the handshake)."""
     assert DEFAULT_LIMITS.max_frame_size == 4 * 1024 * 1024
-    assert PROTOCOL_VERSION == 1
+    assert ENVELOPE_VERSION == 1
+    assert PROTOCOL_VERSION == 2

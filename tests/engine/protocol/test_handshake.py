@@ -15,7 +15,7 @@ from engine.crypto import AccountKey, verify_signature
 from engine.errors import InvalidCBOR, ProtocolError, UnsupportedVersion, UsageError
 from engine.ids import AccountID
 from engine.model.known_state import KnownState
-from engine.protocol.frames import BULK, OP, decode_frame, encode_frame
+from engine.protocol.frames import BULK, ENVELOPE_VERSION, OP, decode_frame, encode_frame
 from engine.protocol.handshake import (
     Authenticated,
     AuthFailed,
@@ -177,7 +177,7 @@ def test_replayed_hello_is_refused_by_a_later_challenge() -> None:
 def _raw_hello(**changes: object) -> bytes:
     obj = hello().to_obj()
     obj.update(changes)
-    return codec.encode({"v": PROTOCOL_VERSION, "k": OP, "msg": obj})
+    return codec.encode({"v": ENVELOPE_VERSION, "k": OP, "msg": obj})
 
 
 def _case(name: str, data: bytes, code: str, close: int) -> object:

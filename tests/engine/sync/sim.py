@@ -16,10 +16,14 @@ from __future__ import annotations
 import random
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
+from engine.content.authority import seen_meta
 from engine.crypto import AccountKey
 from engine.errors import PermissionDenied
-from engine.ids import CoValueID, new_session_id
+from engine.ids import AccountID, CoValueID, SessionID, new_session_id
+from engine.model.session_log import SessionLog
+from engine.model.transaction import encode_transaction
 from engine.node.facade import LocalNode
 from engine.protocol.frames import OP, decode_frame, encode_frame
 from engine.protocol.limits import DEFAULT_LIMITS
@@ -209,3 +213,47 @@ class Simulation:
             content = b"" if core.deleted or core.type != "comap" else core.comap().encode()
             out[cid] = (core.deleted, content, dict(core.known_state().sessions))
         return out
+
+    # -- group authority (tests/engine/sync/test_group_authority_sim.py) --------------------
+
+    def set_role(self, name: str, member: str, role: str) -> None:
+        """Replica ``name`` gives ``member``'s account ``role`` in the group, as app code would."""
+        self.replicas[name].set_role(self.group.id, self.replicas[member].account_id, role)
+        self._pump()
+
+    def forge_group_change(
+        self, name: str, changes: list[list[Any]], made_at: int, seen: dict[SessionID, int]
+    ) -> SessionID:
+        """``name``'s account signs, in a brand-new session, one group transaction of ``changes``
+        made at ``made_at`` and claiming to have seen ``seen``, past every local check (a hostile
+        client written from the protocol document), and offers it to its peers. Returns the
+        session."""
+        replica = self.replicas[name]
+        sid = new_session_id(replica.account_id, self._random_bytes)
+        log = SessionLog(self.group.id, sid)
+        log.append_pending(encode_transaction(made_at, changes, seen_meta(seen)))
+        log.sign(replica.account)
+        replica.apply_content(self.group.id, {sid: log.chunk()})
+        self._pump()
+        return sid
+
+    def cut(self, name: str) -> None:
+        """Partition ``name`` from the node until :meth:`join`."""
+        if self.links[name].up:
+            self._disconnect(name)
+
+    def join(self, name: str) -> None:
+        """Reconnect ``name`` (a fresh connection and bulk exchange)."""
+        if not self.links[name].up:
+            self._connect(name)
+
+    def roles(self, name: str) -> dict[AccountID, str]:
+        """The group's roles as replica ``name`` computes them."""
+        return dict(self.replicas[name].get(self.group.id).group().roles)
+
+    def hand_over(self, src: str, dst: str, session: SessionID) -> None:
+        """Give replica ``dst`` the group session ``session`` as ``src`` holds it, as any peer
+        that holds it might (``dst`` then offers it to its own peers)."""
+        chunk = self.replicas[src].get(self.group.id).sessions[session].chunk()
+        self.replicas[dst].apply_content(self.group.id, {session: chunk})
+        self._pump()

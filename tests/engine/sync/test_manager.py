@@ -238,6 +238,21 @@ def test_a_load_is_answered_with_the_missing_content_then_known(mesh: Mesh) -> N
     assert bob.get_map(doc) == node.get_map(doc) == mesh.replicas["alice"].get_map(doc)
 
 
+def test_a_known_without_header_makes_us_send_everything_again(mesh: Mesh) -> None:
+    """Alice has sent her session to the node, which answers ``known{header: false}`` (it
+    holds nothing of it, or must answer as if it did not: it took her for no member). She
+    sends her session again whole, from 0 and with the header — not nothing, as if the node
+    still held what she sent before, and later not only new transactions it cannot place."""
+    _group, doc = shared_doc(mesh)
+    mesh.settle()
+    sid = alice_sid(mesh)
+    mesh.managers["alice"].receive(NODE, Known(doc, KnownState(doc, False, {})))
+    sent = [m for m in between(mesh.step(), "alice", NODE, doc) if isinstance(m, Content)]
+    assert sent and sent[0].header is not None
+    assert chunk_parts(sent[0].new[sid])[0] == 0
+    assert len(sent[0].new[sid].txs) == mesh.replicas["alice"].get(doc).sessions[sid].count
+
+
 # -- rule 3: content applies only after it verifies ------------------------------------------
 
 

@@ -42,10 +42,12 @@ Hierarchy::
     ├── LeaseError                       lease_unavailable: could not lease a session
     ├── ConnectFailed                    connect_failed: no session with a node could be opened
     │   ├── NodeUnreachable              connection_refused: nothing accepts connections there
+    │   ├── HostNotFound                 host_not_found: the host name does not resolve
     │   ├── NotANode                     not_a_node: no WebSocket, or no Kintsugi handshake, there
     │   ├── HandshakeClosed              handshake_closed: the node closed during the handshake
     │   └── HandshakeTimeout             timeout: no completed handshake within the time given
     ├── AdminRefused                     admin_refused: the node answered an admin request ok=false
+    ├── ListenFailed                     listen_failed: a node cannot listen there (port in use, privileges)
     ├── AuditError                       audit_broken: the audit log does not verify
     └── RecoveryError                    recovery_failed: a REPLACE recovery stopped; nothing changed
         └── RecoveryAborted              recovery_aborted: cancelled, or the peer went away mid-way
@@ -69,6 +71,7 @@ __all__ = [
     "FrameTooLarge",
     "HandshakeClosed",
     "HandshakeTimeout",
+    "HostNotFound",
     "IntegerTooLarge",
     "IntegrityError",
     "InvalidCBOR",
@@ -84,6 +87,7 @@ __all__ = [
     "KeyFileError",
     "KintsugiError",
     "LeaseError",
+    "ListenFailed",
     "MissingPrefix",
     "NodeUnreachable",
     "NotANode",
@@ -337,6 +341,12 @@ class NodeUnreachable(ConnectFailed):
     code = "connection_refused"
 
 
+class HostNotFound(ConnectFailed):
+    """The host name of ``url`` does not resolve (a DNS failure, not a refused connection)."""
+
+    code = "host_not_found"
+
+
 class NotANode(ConnectFailed):
     """Something answers at ``url`` but not a WebSocket, or not the Kintsugi handshake."""
 
@@ -425,3 +435,9 @@ class InvalidQuotaExceeded(PermissionDenied):
     write) than a node keeps for one account; the excess is not stored."""
 
     code = "invalid_quota_exceeded"
+
+
+class ListenFailed(KintsugiError):
+    """A node could not listen where it was told (the port is in use, or needs privileges)."""
+
+    code = "listen_failed"

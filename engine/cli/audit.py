@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-from pathlib import Path
 from typing import Any
 
 from engine.cli.output import EXIT_FAILED, EXIT_OK, Output, add_json_flag
+from engine.cli.stores import open_readonly
 from engine.errors import AuditError, KintsugiError
 from engine.model.audit import AuditAction, AuditRecord, verify_chain
-from engine.storage import Store, open_store
+from engine.storage import Store
 
 
 def _open(path: str) -> Store:
-    return open_store(Path(path).expanduser(), readonly=True)
+    return open_readonly(path)
 
 
 def check_store(store: Store) -> dict[str, Any]:

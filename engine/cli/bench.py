@@ -8,9 +8,9 @@ stores) run only when named. Both lists are in ``--help`` and in the JSON (``def
 from __future__ import annotations
 
 import argparse
-import sys
 
-from engine.cli.output import EXIT_OK, EXIT_USAGE, AddCommand, Output
+from engine.cli.output import EXIT_OK, AddCommand, Output
+from engine.errors import UsageError
 
 
 def cmd_bench(args: argparse.Namespace, out: Output) -> int:
@@ -20,8 +20,7 @@ def cmd_bench(args: argparse.Namespace, out: Output) -> int:
     names = args.workload or list(WORKLOADS)
     unknown = [n for n in names if n not in known]
     if unknown:
-        sys.stderr.write(f"kintsugi bench: unknown workload(s) {', '.join(unknown)}; known: {', '.join(known)}\n")
-        return EXIT_USAGE
+        raise UsageError(f"unknown workload(s) {', '.join(unknown)}; known: {', '.join(known)}")
     results = run_workloads(names, args.n, progress=out.progress)
     results["default"] = list(WORKLOADS)
     results["opt_in"] = list(WORKLOADS.opt_in)

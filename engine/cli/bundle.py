@@ -33,6 +33,8 @@ from typing import Any, TypeVar
 
 from engine import __version__
 from engine.cli.output import EXIT_OK, Output, add_json_flag
+from engine.cli.stores import open_readonly
+from engine.cli.urls import resolve_node
 from engine.crypto import AccountKey
 from engine.diagnostics.bundle import BundleInputs, BundleResult, ExportProgress, NodeDescription, export_steps
 from engine.diagnostics.bundle_gather import SlotDump
@@ -51,7 +53,6 @@ from engine.diagnostics.redact import Redaction, RedactionPolicy, Tokenizer, loa
 from engine.errors import AdminRefused, InvalidInput, KintsugiError, ProtocolError, UsageError
 from engine.ids import CoValueID
 from engine.protocol.limits import FEATURES, PROTOCOL_VERSION
-from engine.storage import open_store
 
 __all__ = ["fetch_matrix", "open_inputs", "register", "remote_matrix", "run_steps"]
 
@@ -73,7 +74,7 @@ PROGRESS_STEP = 0.1
 @contextlib.contextmanager
 def _store_inputs(path: str, key: AccountKey | None) -> Iterator[BundleInputs]:
     location = Path(path).expanduser()
-    store = open_store(location, readonly=True)
+    store = open_readonly(str(location))
     try:
         inputs = BundleInputs("store", store.location, store=store)
         if key is not None:
@@ -122,6 +123,7 @@ async def _remote_inputs(url: str, key: AccountKey, timeout: float) -> AsyncIter
     from engine.net.remote import EventCursor, RemoteSession
     from engine.protocol.messages import KvKeys, KvList
 
+    await resolve_node(url, timeout)
     session = RemoteSession(url, key)
     await session.open(timeout)
     try:

@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, AddCommand, Output, default_demo_store
+from engine.cli.stores import open_readonly
+from engine.cli.urls import resolve_node
 from engine.crypto import AccountKey
 from engine.diagnostics.bundle_read import Bundle, is_bundle_path
 from engine.diagnostics.chain_verify import ChainVerifier, RowState
@@ -98,7 +100,9 @@ async def open_side(
             raise UsageError(f"comparing with the node {target} needs --key FILE (the account to connect as)")
         from engine.net.remote import RemoteSession
 
-        session = RemoteSession(target, AccountKey.load(key))
+        account = AccountKey.load(key)
+        await resolve_node(target, timeout)
+        session = RemoteSession(target, account)
         await session.open(timeout)
         try:
             await _load(session, covalue, timeout)
@@ -116,7 +120,7 @@ async def open_side(
             bundle.close()
         return
     path = default_demo_store() if target == "demo" else Path(target).expanduser()
-    store = open_store(path, readonly=True)
+    store = open_readonly(str(path))
     try:
         yield StoreSide(store, target)
     finally:

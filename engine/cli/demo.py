@@ -3,30 +3,38 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
-from engine.cli.output import EXIT_OK, EXIT_USAGE, AddCommand, Output, default_demo_store
+from engine.cli.output import EXIT_FAILED, EXIT_OK, AddCommand, Output, default_demo_store
+from engine.cli.urls import node_url, resolve_node_blocking
+from engine.errors import UsageError
 
 
 def cmd_demo(args: argparse.Namespace, out: Output) -> int:
     from engine.demo.scenario import build_demo
 
     if not args.headless:
-        sys.stderr.write(
-            "kintsugi demo: the windowed demo is kintsugi-inspector (with no arguments); "
-            "add --headless to build the demo store here\n"
+        raise UsageError(
+            "the windowed demo is kintsugi-inspector (with no arguments); add --headless to build the demo store here"
         )
-        return EXIT_USAGE
     if args.connect:
         from engine.demo.live import live_demo
 
-        workdir = Path(args.store).expanduser() if args.store else None
+        resolve_node_blocking(args.connect)
+        workdir = Path(args.store).expanduser() if args.store else Path(tempfile.mkdtemp(prefix=LIVE_DEMO_PREFIX))
         report = live_demo(args.connect, workdir, min(args.edits, 1000), out.progress)
+        report["files"] = live_demo_files(workdir)
         crash = report["crash_after_ack"]
+        files = report["files"]
         text = "\n".join(
             [
                 f"live demo against {args.connect} in {report['seconds']:.2f} s",
+                f"  clients' files in {files['workdir']}:",
+                f"    account keys: {', '.join(files['keys'].values())}",
+                f"    client stores: {', '.join(files['stores'].values()) or 'none'} "
+                "(the client killed after ack; the other clients kept theirs in memory)",
                 f"  two tabs on one session: corrected ({'; '.join(report['two_tabs']['corrected'])})",
                 f"  crash after ack: node acknowledged {crash['killed_after_ack']['acked']} transactions, "
                 f"{crash['killed_after_ack']['persisted']} were on disk when the client was killed",
@@ -38,7 +46,13 @@ def cmd_demo(args: argparse.Namespace, out: Output) -> int:
         out.result(report, text)
         return EXIT_OK
     store = Path(args.store).expanduser() if args.store else default_demo_store()
-    result = build_demo(store, edits=args.edits, progress=out.progress)
+    try:
+        result = build_demo(store, edits=args.edits, progress=out.progress)
+    except UsageError as exc:
+        # A directory holding something other than a demo store is refused for what is in
+        # it, not for how the command was written: a failure (exit 1), with the code it has.
+        out.error(exc)
+        return EXIT_FAILED
     data = result.to_json()
     text = "\n".join(
         [
@@ -59,6 +73,20 @@ def cmd_demo(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+#: Prefix of the directory ``demo --connect`` keeps its clients' keys and stores in when
+#: ``--store`` names none (a fresh one each run, left in place and named in the output).
+LIVE_DEMO_PREFIX = "kintsugi-live-demo-"
+
+
+def live_demo_files(workdir: Path) -> dict[str, Any]:
+    """Where the live demo left its clients' files: the working directory, the account key
+    files (by name) and the client stores (by client), as absolute paths."""
+    workdir = workdir.resolve()
+    keys = {key.stem: str(key) for key in sorted((workdir / "keys").glob("*.key"))}
+    stores = {entry.name: str(entry) for entry in sorted(workdir.iterdir()) if entry.is_dir() and entry.name != "keys"}
+    return {"workdir": str(workdir), "keys": keys, "stores": stores}
+
+
 def register(command: AddCommand) -> None:
     p = command(
         "demo",
@@ -74,6 +102,8 @@ def register(command: AddCommand) -> None:
     p.add_argument(
         "--connect",
         metavar="URL",
+        type=node_url,
         help="run the demo's clients against this node instead (with a real crash after acknowledgement); "
-        "--store then names a working directory for the clients' keys and stores",
+        "--store then names a working directory for the clients' keys and stores (default: a new "
+        f"temporary directory {LIVE_DEMO_PREFIX}*, kept and named in the output)",
     )

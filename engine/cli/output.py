@@ -37,15 +37,33 @@ def default_demo_store() -> Path:
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    """``--json`` and ``-v`` on a command, as on ``kintsugi`` itself: either place works
+    (``kintsugi --json verify S`` and ``kintsugi verify S --json``). Unset here, they leave
+    the attribute absent, so the top-level value stands."""
+    parser.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document on stdout"
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="log engine activity and show progress on stderr",
+    )
 
 
 class Output:
     """Prints results as text or as one JSON document, and progress to stderr."""
 
-    def __init__(self, as_json: bool) -> None:
+    def __init__(self, as_json: bool, verbose: bool = False) -> None:
         self.as_json = as_json
+        self.verbose = verbose
         self.interactive = sys.stderr.isatty()
+
+    @property
+    def shows_progress(self) -> bool:
+        """Whether progress counters are written: to a terminal, or when ``-v`` asks."""
+        return self.interactive or self.verbose
 
     def result(self, data: Any, text: str) -> None:
         if self.as_json:
@@ -60,15 +78,19 @@ class Output:
 
     def counter(self, what: str) -> Callable[[int, int], None]:
         def report(done: int, total: int) -> None:
-            if self.interactive and (done == total or done % 50 == 0):
-                sys.stderr.write(f"\r{what}: {done}/{total}")
-                if done == total:
+            if self.shows_progress and (done == total or done % 50 == 0):
+                sys.stderr.write(f"\r{what}: {done}/{total}" if self.interactive else f"{what}: {done}/{total}\n")
+                if done == total and self.interactive:
                     sys.stderr.write("\n")
 
         return report
 
     def error(self, exc: KintsugiError) -> None:
+        self.error_dict(exc.to_dict())
+
+    def error_dict(self, error: dict[str, str]) -> None:
+        """An error ``{"code", "detail"}``: on stderr, and as the JSON document with ``--json``."""
         if self.as_json:
-            json.dump({"error": exc.to_dict()}, sys.stdout)
+            json.dump({"error": error}, sys.stdout)
             sys.stdout.write("\n")
-        sys.stderr.write(f"kintsugi: {exc.detail or exc.code} [{exc.code}]\n")
+        sys.stderr.write(f"kintsugi: {error['detail'] or error['code']} [{error['code']}]\n")

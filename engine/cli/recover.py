@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Output, add_json_flag
+from engine.cli.stores import open_readonly
+from engine.cli.urls import resolve_node
 from engine.crypto import AccountKey
 from engine.errors import InvalidId, KintsugiError, RecoveryAborted, UsageError
 from engine.ids import SessionID, new_session_id, parse_covalue_id, parse_session_id
@@ -99,13 +101,12 @@ def _progress(out: Output) -> Any:
 
 def _open_node(store: str, key: AccountKey, *, writable: bool) -> Any:
     from engine.node.facade import LocalNode
-    from engine.storage import open_store
 
     location = Path(store).expanduser()
     if writable:
         return LocalNode.open(location, key)
     # read-only: a session of its own that is never leased nor written
-    return LocalNode(key, open_store(location, readonly=True), session=new_session_id(key.account_id))
+    return LocalNode(key, open_readonly(str(location)), session=new_session_id(key.account_id))
 
 
 async def _plan(args: argparse.Namespace, out: Output) -> tuple[Any, AccountKey]:
@@ -117,6 +118,7 @@ async def _plan(args: argparse.Namespace, out: Output) -> tuple[Any, AccountKey]
     _check_peer(args.source, "--from")
     key = AccountKey.load(args.key)
     scope = _scope(args)
+    await resolve_node(args.source, args.timeout)
     node = _open_node(args.store, key, writable=False)
     try:
         out.progress(f"fetching the scope from {args.source}")
@@ -183,6 +185,7 @@ def _apply_on_node(args: argparse.Namespace, out: Output) -> int:
     key = AccountKey.load(args.key)
 
     async def run() -> int:
+        await resolve_node(args.store, args.timeout)
         session = RemoteSession(args.store, key)
         out.progress(f"connecting to {args.store}")
         await session.open(args.timeout)

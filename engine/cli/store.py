@@ -1,31 +1,67 @@
 """``kintsugi verify`` and ``kintsugi inspect``: check and report on a store, a node or a bundle.
 
-Stores are opened read-only: these commands never change what they look at.
+Stores are opened read-only: these commands never change what they look at. A path that
+holds no Kintsugi store is told so (:mod:`engine.cli.stores`); ``verify`` given a node's URL
+says what it takes instead. ``inspect``'s text lists, per session, its kind, count, head
+(first 16 hex digits), verification and id, with ``-`` for what a corrupt session lacks.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from engine.cli.output import EXIT_FAILED, EXIT_OK, AddCommand, Output
+from engine.cli.stores import open_readonly, refuse_url
+from engine.cli.urls import is_node_url, resolve_node
 from engine.crypto import AccountKey
 from engine.errors import UsageError
-from engine.storage import Store, open_store
+from engine.ids import CoValueID
+from engine.storage import Store
+
+#: Transactions from which a CoValue counts as large: ``inspect`` says when it starts and
+#: finishes loading one (on a terminal, or with ``-v``).
+LARGE_COVALUE = 10_000
+#: What ``verify`` takes, as its usage errors say.
+VERIFY_TAKES = (
+    "a store directory or database file, or a bundle FILE.zip (to look at a node, use "
+    "'kintsugi inspect URL --key FILE' or 'kintsugi anomalies URL --key FILE')"
+)
 
 
-def _open_readonly(path: str) -> Store:
-    return open_store(Path(path).expanduser(), readonly=True)
+def _own_words(corrupt: dict[str, Any]) -> str:
+    """The reason of a corrupt-session entry without the session and index it restates
+    (an engine error's detail starts with ``SESSION@INDEX:`` or ``SESSION:``)."""
+    reason = str(corrupt["reason"])
+    session = corrupt.get("session")
+    if session:
+        for prefix in (f"{session}@{corrupt.get('index')}: ", f"{session}: "):
+            if reason.startswith(prefix):
+                return reason[len(prefix) :]
+    return reason
+
+
+def corrupt_line(corrupt: dict[str, Any]) -> str:
+    """One corrupt-session entry of ``verify``, naming the session once."""
+    where = corrupt["covalue"]
+    if corrupt.get("session"):
+        where += f" {corrupt['session']}"
+    if corrupt.get("index") is not None:
+        where += f" at {corrupt['index']}"
+    return f"  {where}: {_own_words(corrupt)}"
 
 
 def cmd_verify(args: argparse.Namespace, out: Output) -> int:
     from engine.diagnostics.bundle_read import is_bundle_path
     from engine.diagnostics.report import verify_store
 
+    refuse_url(args.store, VERIFY_TAKES)
     if is_bundle_path(args.store):
         return _verify_bundle(args.store, out)
-    store = _open_readonly(args.store)
+    store = open_readonly(args.store)
     try:
         report = verify_store(store, out.counter("verifying"))
     finally:
@@ -34,7 +70,7 @@ def cmd_verify(args: argparse.Namespace, out: Output) -> int:
         f"{'OK' if report['ok'] else 'CORRUPT'}: {report['covalues']} CoValues, "
         f"{report['sessions']} sessions, {report['transactions']} transactions"
     ]
-    lines += [f"  {c['covalue']} {c['session']} at {c['index']}: {c['reason']}" for c in report["corrupt"]]
+    lines += [corrupt_line(c) for c in report["corrupt"]]
     out.result(report, "\n".join(lines))
     return EXIT_OK if report["ok"] else EXIT_FAILED
 
@@ -64,33 +100,76 @@ def cmd_inspect(args: argparse.Namespace, out: Output) -> int:
     from engine.diagnostics.bundle_verify import inspect_bundle
     from engine.diagnostics.report import inspect_store
 
-    if is_bundle_path(args.target):
-        report = inspect_bundle(args.target)
-    elif args.target.startswith(("ws://", "wss://")):
+    if is_node_url(args.target):
         import asyncio
 
         if args.key is None:
             raise UsageError("inspecting a node needs --key FILE (the account to connect as)")
+        key = AccountKey.load(args.key)
         out.progress(f"connecting to {args.target}")
-        report = asyncio.run(inspect_remote(args.target, AccountKey.load(args.key), timeout=args.timeout))
+        report = asyncio.run(inspect_remote(args.target, key, timeout=args.timeout))
+    elif is_bundle_path(args.target):
+        report = inspect_bundle(args.target)
     else:
-        store = _open_readonly(args.target)
+        store = open_readonly(args.target)
         try:
-            report = inspect_store(store, out.counter("loading"))
+            report = inspect_store(cast(Store, LoadProgress(store, out)), out.counter("loading"))
         finally:
             store.close()
         report["matrix"] = None  # a store has no peers: the matrix belongs to a running node
+    out.result(report, inspect_text(report))
+    return EXIT_OK
+
+
+#: Columns of a session line of ``inspect``'s text output.
+SESSION_COLUMNS = f"    {'kind':<8} {'count':>8}  {'head':<16}  {'verified':<8}  session"
+
+
+def inspect_text(report: dict[str, Any]) -> str:
+    """``inspect``'s text: per CoValue its sessions' kind, count, head (the first 16 hex
+    digits of the head hash) and verification; ``-`` where a corrupt session has none."""
     lines = []
     for cv in report["covalues"]:
         flags = f" [{', '.join(cv['flags'])}]" if cv["flags"] else ""
         lines.append(f"{cv['id']}  {cv['type']}{flags}")
+        if cv["sessions"]:
+            lines.append(SESSION_COLUMNS)
         for s in cv["sessions"]:
-            mark = "" if s["verified"] else "  CORRUPT"
-            lines.append(f"    {s['kind']:<8} {s['count']!s:>8}  {s['id']}{mark}")
+            count = "-" if s.get("count") is None else str(s["count"])
+            head = "-" if not s.get("head") else str(s["head"])[:16]
+            verified = "yes" if s.get("verified") else "CORRUPT"
+            lines.append(f"    {s['kind']:<8} {count:>8}  {head:<16}  {verified:<8}  {s['id']}")
     lines.append(f"{len(report['kv'])} CAS slots")
     lines += [f"    {k['namespace']} {k['key']} gen {k['generation']} {k['state']}" for k in report["kv"]]
-    out.result(report, "\n".join(lines))
-    return EXIT_OK
+    return "\n".join(lines)
+
+
+class LoadProgress:
+    """A read-only store that reports on stderr (on a terminal, or with ``-v``) when it
+    starts and finishes loading a large CoValue (:data:`LARGE_COVALUE` transactions or
+    more), with its size, so a long load inside one CoValue is never silent. Everything
+    else is the store's own."""
+
+    def __init__(self, store: Store, out: Output) -> None:
+        self._store = store
+        self._out = out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def load_covalue(self, covalue: CoValueID) -> Any:
+        if not self._out.shows_progress:
+            return self._store.load_covalue(covalue)
+        sessions = self._store.stored_sessions(covalue)
+        total = sum(s.count for s in sessions)
+        if total < LARGE_COVALUE:
+            return self._store.load_covalue(covalue)
+        started = time.monotonic()
+        plural = "" if len(sessions) == 1 else "s"
+        sys.stderr.write(f"loading {covalue}: {total} transactions in {len(sessions)} session{plural}\n")
+        loaded = self._store.load_covalue(covalue)
+        sys.stderr.write(f"loaded {covalue} in {time.monotonic() - started:.1f} s\n")
+        return loaded
 
 
 async def inspect_remote(url: str, key: AccountKey, timeout: float) -> dict[str, Any]:
@@ -103,6 +182,7 @@ async def inspect_remote(url: str, key: AccountKey, timeout: float) -> dict[str,
     from engine.net.remote import RemoteSession
     from engine.protocol.messages import KvKeys, KvList
 
+    await resolve_node(url, timeout)
     session = RemoteSession(url, key)
     await session.open(timeout)
     try:

@@ -37,6 +37,10 @@ logger = logging.getLogger(__name__)
 ESCALATE_AFTER_FAILURES = 10
 
 
+#: What one connection attempt may fail with (a bad port in the URL is a ValueError).
+CONNECT_FAILURES = (OSError, ValueError, InvalidHandshake, InvalidURI, ConnectionClosed, TimeoutError, KintsugiError)
+
+
 @dataclass(slots=True)
 class Backoff:
     """Reconnect delays: ``initial`` seconds, doubling to ``cap``; :meth:`reset` after success."""
@@ -105,7 +109,7 @@ class SyncClient:
         while not self._stopping:
             try:
                 await self.connect_once()
-            except (OSError, InvalidHandshake, InvalidURI, ConnectionClosed, TimeoutError, KintsugiError) as exc:
+            except CONNECT_FAILURES as exc:
                 self.last_error = exc
                 if self._stopping:
                     break

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,7 @@ from engine.errors import (
     ConnectFailed,
     HandshakeClosed,
     HandshakeTimeout,
+    HostNotFound,
     KintsugiError,
     NodeUnreachable,
     NotANode,
@@ -77,6 +79,10 @@ def connect_error(url: str, exc: BaseException, handshake_timeout: float = 0.0) 
         return HandshakeClosed(url, received.code if received else None, received.reason if received else "")
     if isinstance(exc, TimeoutError):
         return HandshakeTimeout(url, handshake_timeout)
+    if isinstance(exc, socket.gaierror):
+        return HostNotFound(url, f"cannot resolve the host name of {url} ({exc.strerror or exc})")
+    if isinstance(exc, ValueError):
+        return NotANode(url, f"{url} is not a node's URL ({exc})")
     if isinstance(exc, OSError):
         return NodeUnreachable(url, f"nothing accepts connections at {url} ({exc.strerror or exc})")
     return ConnectFailed(url, f"could not connect to {url}: {exc}")

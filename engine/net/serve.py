@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from engine.crypto import AccountKey, verify_signature
-from engine.errors import KintsugiError, PermissionDenied, ProtocolError, UsageError
+from engine.errors import KintsugiError, ListenFailed, PermissionDenied, ProtocolError, UsageError
 from engine.ids import AccountID, parse_account_id
 from engine.model.audit import AuditAction
 from engine.net.client import SyncClient
@@ -37,6 +39,10 @@ logger = logging.getLogger(__name__)
 
 #: Name of the node's own account key inside its store directory (created on first start).
 NODE_KEY_FILE = "node.key"
+#: Highest TCP port number.
+MAX_PORT = 65535
+#: Stable code of a node that could not listen on a valid address (port in use, privileges).
+LISTEN_FAILED = "listen_failed"
 
 
 def node_key(store: Path, key_file: Path | None) -> AccountKey:
@@ -95,6 +101,32 @@ class AdminActions:
         return AdminResult(msg.rid, True, {"seq": record.fields()["seq"], "head": record.hash.hex()})
 
 
+def listen_error(host: str, port: int, exc: OSError) -> KintsugiError:
+    """The typed error for a failed bind of ``host``:``port``. An address that is not one of
+    this machine's (or a host name that does not resolve) is a :class:`UsageError`: the
+    arguments are wrong, and binding says so at once, without trying to reach anything.
+    Anything else (the port is in use, or needs privileges) is code :data:`LISTEN_FAILED`."""
+    why = exc.strerror or str(exc)
+    if isinstance(exc, socket.gaierror):
+        return UsageError(f"--host {host}: cannot listen there: the name does not resolve ({why})")
+    if exc.errno in (errno.EADDRNOTAVAIL, errno.EINVAL, errno.EAFNOSUPPORT):
+        return UsageError(f"--host {host}: cannot listen there: not an address of this machine ({why})")
+    return ListenFailed(f"cannot listen on {host} port {port}: {why}")
+
+
+def check_listen(host: str, port: int) -> None:
+    """Bind ``host``:``port`` once and let go, before the store is opened, so a node that
+    could not listen fails at once and creates nothing. Raises :func:`listen_error`'s errors."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, kind, proto, _name, address in infos:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(address)
+    except OSError as exc:
+        raise listen_error(host, port, exc) from None
+
+
 def write_ready_file(path: Path, url: str) -> None:
     """Write the URL atomically, so a reader never sees half of it."""
     tmp = path.with_name(path.name + ".tmp")
@@ -113,27 +145,40 @@ async def serve(
     key_file: Path | None = None,
     limits: Limits = DEFAULT_LIMITS,
 ) -> None:
+    admin_ids: list[AccountID] = [parse_account_id(a) for a in admins]
+    for upstream in upstreams:
+        if not upstream.lower().startswith(("ws://", "wss://")):
+            raise UsageError(f"--upstream {upstream}: a node to sync with is a ws:// or wss:// URL")
+    if not 0 <= port <= MAX_PORT:
+        raise UsageError(f"--port {port}: a port is a number from 0 to {MAX_PORT} (0: any free port)")
+    check_listen(host, port)
     key = node_key(store, key_file)
     node = LocalNode.open(store, key, instance_id=f"node-{os.getpid()}", background_commits=True)
     shell = SyncShell(node, limits=limits)
-    admin_ids: list[AccountID] = [parse_account_id(a) for a in admins]
     server = NodeServer(shell, admins=admin_ids)
     shell.manager.on_admin_action = AdminActions(node, shell.send_to, node_name=server.name)
-    url = await server.start(host, port)
+    try:
+        url = await server.start(host, port)
+    except OSError as exc:
+        shell.close()
+        await node.aclose()
+        raise listen_error(host, port, exc) from None
+    # Stop cleanly on SIGTERM/SIGINT from the moment anyone can know the node is up (the
+    # ready file, the log line): a signal before this would kill it without closing.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     links = [SyncClient(shell, u, role="node") for u in upstreams]
     for link in links:
         link.start()
     if ready_file is not None:
         write_ready_file(ready_file, url)
-    logger.warning("node %s serving %s on %s", key.account_id, store, url)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    logger.info("node %s serving %s, listening on %s", key.account_id, store, url)
     try:
         await stop.wait()
     finally:
-        logger.warning("node stopping")
+        logger.info("node stopping")
         for link in links:
             await link.stop()
         await server.close()

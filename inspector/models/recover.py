@@ -10,9 +10,11 @@ peers on offer, the job that fetches, plans and applies, and the plan's tables.
 - :class:`RecoveryJob` runs one recovery: :meth:`RecoveryJob.compute_plan` fetches the scope
   (progress per page) and plans it; :meth:`RecoveryJob.apply` elevates and applies it; both
   are coroutines the dialog spawns. :meth:`RecoveryJob.cancel` works until the apply step
-  starts: the fetch stops at its next page and nothing is changed. For a store, loading the
-  scope, planning and applying run in a thread (the store's node is the job's own); for a
-  live node they run on the loop, as everything touching that node does.
+  starts: the fetch stops at its next page and nothing is changed. The fetch and the
+  verification of what arrives run on a thread with an event loop of their own. For a store,
+  loading the scope, planning and applying run in a thread too (the store's node is the
+  job's own); for a live node, planning and applying run on the loop, as everything touching
+  that node does.
 - :class:`PlanTableModel` shows one category of a plan (:class:`PlanCategory`).
 
 Audit (DESIGN §10): the peer connection is recorded (``connect``) when the target is
@@ -45,7 +47,7 @@ from engine.net.recover import PAGE_TIMEOUT, Recovery, apply, fetch_scope
 from engine.node.facade import LocalNode
 from engine.node.recovery import append_audit, plan_recovery, scope_ids
 from engine.protocol.messages import RecoveryScope
-from engine.recovery.plan import Plan, SessionAction, SessionPlan
+from engine.recovery.plan import FetchedCoValue, Plan, SessionAction, SessionPlan
 from engine.recovery.receipt import SignedReceipt
 from engine.storage import open_store
 from inspector.models.table import RIGHT, Index, TableModel
@@ -310,6 +312,25 @@ class RecoveryJob(QObject):
             return True
         return False
 
+    async def _fetch(self, scope: RecoveryScope) -> list[FetchedCoValue]:
+        """The scope from the peer, fetched and verified on a thread with its own event loop
+        (verifying a large scope would hold this loop up); progress comes back to this one."""
+        loop = asyncio.get_running_loop()
+        cancelled = False
+
+        def progress(pages: int, transactions: int) -> None:  # on the fetch's thread
+            if cancelled or self.state == "cancelled":
+                raise RecoveryAborted("cancelled by the operator")
+            loop.call_soon_threadsafe(self._progress, pages, transactions)
+
+        def run() -> list[FetchedCoValue]:
+            return asyncio.run(fetch_scope(self.url, self.key, scope, timeout=self.timeout, progress=progress))
+
+        try:
+            return await asyncio.to_thread(run)
+        finally:
+            cancelled = True
+
     def _progress(self, pages: int, transactions: int) -> None:
         if self.state == "cancelled":
             raise RecoveryAborted("cancelled by the operator")
@@ -337,7 +358,7 @@ class RecoveryJob(QObject):
                 node = await asyncio.to_thread(_open_node, self.location, self.key, writable=False)
                 scope = await asyncio.to_thread(_scope_for, node, self.kind, self.covalue, self.session)
                 local_ids = await asyncio.to_thread(scope_ids, node, scope.covalues, scope.group)
-            fetched = await fetch_scope(self.url, self.key, scope, timeout=self.timeout, progress=self._progress)
+            fetched = await self._fetch(scope)
             if self.state == "cancelled":
                 return
             only = None if scope.sessions is None else frozenset(scope.sessions)

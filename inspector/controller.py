@@ -16,7 +16,8 @@ Views never reach the engine: they get models, and call :meth:`Inspector.select_
 and friends. Background work is asyncio tasks owned here; :meth:`Inspector.close` cancels
 and awaits them, stops the throttle and closes the target, so nothing outlives it.
 
-Signals: ``opened(str)`` (target label), ``failed(str, str)`` (code, message for the
+Signals: ``connecting(str)`` (label of a target being opened: :attr:`Inspector.opening` is it
+until ``opened`` or ``failed``), ``opened(str)`` (target label), ``failed(str, str)`` (code, message for the
 window), ``warned(str, str)`` (code, message: the target opened but something deserves
 attention, e.g. version skew), ``loaded(dict)`` (the counts of the ``loaded`` event),
 ``selected(str)`` (CoValue id), ``contentLoaded(str)`` (CoValue id whose content model is
@@ -36,6 +37,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Coroutine, Hashable
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, Signal
@@ -45,6 +47,7 @@ from engine.diagnostics.bundle_logs import install_log_ring
 from engine.diagnostics.covalue_summary import Badge
 from engine.ids import CoValueID
 from engine.sync.events import FORK_KINDS
+from inspector.addressbook import FILE_NAME, AddressBook, AddressBookError
 from inspector.eventlog import EventLog
 from inspector.lag import LoopLagMonitor
 from inspector.models.anomalies import AnomaliesModel
@@ -73,6 +76,7 @@ def _nothing() -> None:
 
 
 class Inspector(QObject):
+    connecting = Signal(str)
     opened = Signal(str)
     failed = Signal(str, str)
     warned = Signal(str, str)
@@ -91,22 +95,38 @@ class Inspector(QObject):
         recent: RecentTargets | None = None,
         monitor: LoopLagMonitor | None = None,
         pool: WorkerPool | None = None,
+        addressbook: AddressBook | None = None,
         throttle_ms: int = DEFAULT_INTERVAL_MS,
         poll_ms: int = DEFAULT_PERIOD_MS,
         parent: QObject | None = None,
     ) -> None:
         """``pool``: the worker process pool to use (not closed here); None: one of its own.
         ``throttle_ms``: coalescing window of changes and events; ``poll_ms``: period of the
-        refresh of peers and of what a remote node does not push."""
+        refresh of peers and of what a remote node does not push. ``addressbook``: the
+        operator's names for accounts; None: the one beside ``recent``'s settings file (an
+        unreadable one is replaced by an empty book, its error in ``addressbook_error``), or
+        one in memory without ``recent``."""
         super().__init__(parent)
         self.setObjectName("kintsugi.inspector")
         self.events = events or EventLog()
         self.recent = recent
         self.monitor = monitor
+        #: why the address book file could not be read ('' when it could)
+        self.addressbook_error = ""
+        if addressbook is None and recent is not None:
+            path = Path(recent.settings.fileName()).parent / FILE_NAME
+            try:
+                addressbook = AddressBook.load(path)
+            except AddressBookError as exc:
+                self.addressbook_error = exc.detail
+                addressbook = AddressBook(path)
+        self.addressbook = addressbook or AddressBook()
         self.runner = VerificationRunner()
         self.pool = pool or WorkerPool()
         self._owns_pool = pool is None
         self.target: Target | None = None
+        #: the target being opened (its ``progress`` says how far), None when not opening
+        self.opening: Target | None = None
         self.selected_covalue: CoValueID | None = None
         self.selected_slot: tuple[str, str] | None = None
         self.covalues = CoValueListModel(self)
@@ -215,9 +235,12 @@ class Inspector(QObject):
         analysed, ``loaded`` (and logs the ``loaded`` event).
         """
         target = target or make_target(spec, self.pool)
+        self.opening = target
+        self.connecting.emit(spec.label)
         try:
             await target.open()
         except Exception as exc:
+            self.opening = None
             code, message = describe_error(exc)
             if code == "internal":
                 logger.error("opening %s failed", spec.label, exc_info=exc)
@@ -226,6 +249,9 @@ class Inspector(QObject):
             self.events.emit("error", code=code, detail=message, target=spec.label)
             self.failed.emit(code, message)
             return False
+        finally:
+            if self.opening is target:
+                self.opening = None
         await self._close_target()
         self.target = target
         for model in self._target_models():

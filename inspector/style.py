@@ -1,6 +1,11 @@
 """Colours, glyphs, icons and text formats shared by models and views.
 
 One place decides how a conflict session or a broken link looks, so every view agrees.
+The colours below are for a light palette; on a dark one (a dark desktop theme) views take
+them through :func:`on_palette` (row backgrounds), :func:`foreground` (coloured text and
+marks) and :func:`banner_style`, which keep the WCAG contrast of 4.5 between text and what
+is behind it; :func:`adapt_views` gives a window's plain item views a
+:class:`PaletteDelegate` that does it for the colours the models return.
 Icons are drawn in code (no resource files) and kept in Qt's own :class:`QPixmapCache`,
 which Qt owns and frees with the application: no Qt object outlives it in a module global.
 """
@@ -11,8 +16,9 @@ import json
 import time
 from typing import Any
 
-from PySide6.QtCore import QRectF, Qt
-from PySide6.QtGui import QColor, QFont, QIcon, QPainter, QPixmap, QPixmapCache
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QRectF, Qt
+from PySide6.QtGui import QBrush, QColor, QFont, QIcon, QPainter, QPalette, QPixmap, QPixmapCache
+from PySide6.QtWidgets import QAbstractItemView, QStyledItemDelegate, QStyleOptionViewItem, QWidget
 
 from engine.diagnostics.covalue_summary import Badge
 from engine.errors import KintsugiError
@@ -25,6 +31,15 @@ __all__ = [
     "KIND_GLYPHS",
     "KIND_LABELS",
     "badge_icon",
+    "PaletteDelegate",
+    "adapt_views",
+    "banner_style",
+    "blend",
+    "chip_text",
+    "contrast_ratio",
+    "foreground",
+    "is_dark",
+    "on_palette",
     "format_ms",
     "format_ms_short",
     "format_value",
@@ -187,3 +202,116 @@ def short_session(session: str) -> str:
         rest = session.partition("_session_")[2]
         return f"{account[:9]}…/{rest[:6]}…$"
     return f"{account[:9]}…/{rest[:6]}…{session[len(parsed.base) :]}"
+
+
+# -- colours that follow the palette (a dark theme stays readable) ---------------------------
+
+#: Accents of the banners: warning (a stale view, version skew), error, info (a snapshot).
+BANNER_ACCENTS = {"warning": "#d9822b", "error": "#c0392b", "info": "#2f6fb3"}
+#: How much of a tint's hue goes into the palette's base colour for a row background.
+TINT_AMOUNT = 0.28
+
+
+def blend(base: QColor, accent: QColor, amount: float) -> QColor:
+    """``base`` moved ``amount`` (0–1) of the way towards ``accent``."""
+    return QColor.fromRgbF(
+        base.redF() + (accent.redF() - base.redF()) * amount,
+        base.greenF() + (accent.greenF() - base.greenF()) * amount,
+        base.blueF() + (accent.blueF() - base.blueF()) * amount,
+    )
+
+
+def _luminance(color: QColor) -> float:
+    def channel(c: float) -> float:
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+
+    return 0.2126 * channel(color.redF()) + 0.7152 * channel(color.greenF()) + 0.0722 * channel(color.blueF())
+
+
+def contrast_ratio(a: QColor, b: QColor) -> float:
+    """The WCAG contrast ratio of two colours (1 to 21; 4.5 is readable body text)."""
+    la, lb = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
+def on_palette(tint: str, palette: QPalette | None = None) -> QColor:
+    """A row background for ``tint`` (one of the light ``*_BACKGROUND`` colours above) that
+    keeps the palette's text readable: the tint itself on a light palette, and the palette's
+    base moved :data:`TINT_AMOUNT` towards the tint's hue on a dark one."""
+    palette = palette or QPalette()
+    base = palette.color(QPalette.ColorRole.Base)
+    if base.lightness() >= 128:
+        return QColor(tint)
+    hue = QColor(tint)
+    saturated = QColor.fromHsv(hue.hsvHue() if hue.hsvHue() >= 0 else 0, 200 if hue.hsvSaturation() > 0 else 0, 230)
+    return blend(base, saturated, TINT_AMOUNT)
+
+
+def foreground(color: str, palette: QPalette | None = None, behind: QColor | None = None) -> QColor:
+    """A coloured text or mark (``KIND_COLORS``, ``BADGE_COLORS``, ``MUTED``) that stays
+    readable on ``behind`` (default: the palette's base): moved towards white on a dark
+    background, towards black on a light one, until the contrast is 4.5."""
+    palette = palette or QPalette()
+    base = behind if behind is not None else palette.color(QPalette.ColorRole.Base)
+    out = QColor(color)
+    white = QColor("white")
+    for step in range(11):
+        candidate = blend(QColor(color), white if base.lightness() < 128 else QColor("black"), step / 10)
+        out = candidate
+        if contrast_ratio(candidate, base) >= 4.5:
+            break
+    return out
+
+
+def banner_style(palette: QPalette, kind: str) -> tuple[QColor, QColor]:
+    """Background and border of a banner of ``kind`` (``BANNER_ACCENTS``): the palette's
+    window colour tinted towards the accent, so the palette's text stays readable on it."""
+    accent = QColor(BANNER_ACCENTS[kind])
+    window = palette.color(QPalette.ColorRole.Window)
+    return blend(window, accent, 0.22 if window.lightness() >= 128 else 0.3), accent
+
+
+def is_dark(palette: QPalette | None = None) -> bool:
+    """True for a palette whose base (behind item text) is dark."""
+    return (palette or QPalette()).color(QPalette.ColorRole.Base).lightness() < 128
+
+
+def chip_text(fill: QColor) -> QColor:
+    """White or black, whichever reads better on ``fill`` (a badge chip's text)."""
+    white, black = QColor("white"), QColor("black")
+    return white if contrast_ratio(white, fill) >= contrast_ratio(black, fill) else black
+
+
+class PaletteDelegate(QStyledItemDelegate):
+    """A plain delegate that passes the models' light-palette colours through
+    :func:`on_palette` and :func:`foreground`, for a view on a dark palette."""
+
+    def initStyleOption(self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> None:
+        super().initStyleOption(option, index)
+        palette = QPalette(option.palette)
+        background = index.data(Qt.ItemDataRole.BackgroundRole)
+        behind: QColor | None = None
+        if isinstance(background, QColor | QBrush):
+            color = background.color() if isinstance(background, QBrush) else background
+            behind = on_palette(color.name(), palette)
+            option.backgroundBrush = QBrush(behind)
+        text = index.data(Qt.ItemDataRole.ForegroundRole)
+        if isinstance(text, QColor | QBrush):
+            color = text.color() if isinstance(text, QBrush) else text
+            palette.setColor(QPalette.ColorRole.Text, foreground(color.name(), palette, behind))
+            option.palette = palette
+
+
+def adapt_views(root: QWidget) -> int:
+    """On a dark palette, give every item view under ``root`` that has Qt's plain delegate a
+    :class:`PaletteDelegate` (views with their own delegates draw with these functions
+    themselves). Nothing on a light palette: the colours are made for it, and a Python
+    delegate costs paint time. Returns how many views it changed."""
+    if not is_dark(root.palette()):
+        return 0
+    changed = 0
+    for view in root.findChildren(QAbstractItemView):
+        if type(view.itemDelegate()) is QStyledItemDelegate:
+            view.setItemDelegate(PaletteDelegate(view))
+            changed += 1
+    return changed

@@ -48,6 +48,7 @@ from inspector.targets.events import SyncEventRecorder, TimedEvent
 from inspector.workers import WorkerPool
 
 __all__ = [
+    "ConnectionState",
     "NodeInfo",
     "Target",
     "TargetChange",
@@ -132,6 +133,30 @@ class NodeInfo:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionState:
+    """What the operator is looking at, for the status bar: ``kind`` is
+
+    - ``live``: the target follows its source as it changes;
+    - ``reconnecting``: a node whose connection is lost (``lost_at``, wall-clock seconds)
+      and is being re-established: ``attempt`` is the number of the next (or current) try and
+      ``next_try`` its ``time.monotonic()`` deadline (None: trying now). What shows is stale;
+    - ``snapshot``: a store read at ``taken_at`` (wall-clock seconds) and not followed;
+    - ``offline``: a diagnostic bundle, fixed when it was exported.
+    """
+
+    kind: str
+    lost_at: float | None = None
+    attempt: int = 0
+    next_try: float | None = None
+    taken_at: float | None = None
+
+    @property
+    def stale(self) -> bool:
+        """True when what the views show may be behind the source (a lost connection)."""
+        return self.kind == "reconnecting"
 
 
 class TargetUnavailable(Exception):
@@ -303,6 +328,18 @@ class Target(abc.ABC):
         """Fetch what is not pushed (a remote node's peers, new CoValues); the inspector calls
         it periodically while the target is open. Never raises for a lost connection."""
         return None
+
+    # -- what the operator is looking at --------------------------------------------------------
+
+    def connection(self) -> ConnectionState:
+        """The target's state for the status bar (see :class:`ConnectionState`); cheap, called
+        a few times a second. Live targets are ``live`` unless they say otherwise, others
+        ``offline``."""
+        return ConnectionState("live" if self.live else "offline")
+
+    #: What opening is doing now, for the progress shown while it opens ('' when not opening
+    #: or nothing to say).
+    progress = ""
 
     # -- stats -------------------------------------------------------------------------------
 

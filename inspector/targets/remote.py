@@ -46,7 +46,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
+import time
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from engine.crypto import AccountKey
@@ -55,11 +56,13 @@ from engine.errors import AdminRefused, InvalidInput, KintsugiError, ProtocolErr
 from engine.ids import CoValueID
 from engine.kv.detail import SlotDetail, SlotRow
 from engine.kv.store import CASRecord
+from engine.net.client import Backoff
 from engine.net.remote import EventCursor, RemoteSession, connect_error
+from engine.protocol.limits import Limits
 from engine.protocol.messages import Admin, AdminResult, KvKeys, KvList, Message
 from engine.sync.events import PeerLogEntry
 from engine.sync.peers import PeerInfo, peer_info_from_json
-from inspector.targets.base import NodeInfo, TargetSpec, TargetUnavailable
+from inspector.targets.base import ConnectionState, NodeInfo, TargetSpec, TargetUnavailable
 from inspector.targets.node import NodeTarget
 from inspector.workers import WorkerPool
 
@@ -99,12 +102,36 @@ MAX_EVENT_READS = 8
 peer_info = peer_info_from_json
 
 
-class RemoteTarget(NodeTarget):
-    """``timeout``: seconds for the connection and handshake (:data:`CONNECT_TIMEOUT`)."""
+class _ObservedBackoff(Backoff):
+    """The replica client's reconnect delays, reported to the target as they are taken: the
+    client asks for the next delay right after a connection ends or a try fails."""
 
-    def __init__(self, spec: TargetSpec, pool: WorkerPool, *, timeout: float = CONNECT_TIMEOUT) -> None:
+    __slots__ = ("on_delay",)
+
+    def __init__(self, initial: float, cap: float, on_delay: Callable[[float, int], None]) -> None:
+        super().__init__(initial, cap)
+        self.on_delay = on_delay
+
+    def next_delay(self) -> float:
+        delay = Backoff.next_delay(self)
+        self.on_delay(delay, self.failures)
+        return delay
+
+
+class RemoteTarget(NodeTarget):
+    """``timeout``: seconds for the connection and handshake (:data:`CONNECT_TIMEOUT`);
+    ``limits``: the replica's connection limits (ping interval and timeout: how soon a silent
+    node counts as lost; handshake timeout), None for the defaults.
+
+    :meth:`connection` says ``live`` or ``reconnecting`` (since when, which attempt, when the
+    next), and :attr:`progress` what :meth:`open` is doing."""
+
+    def __init__(
+        self, spec: TargetSpec, pool: WorkerPool, *, timeout: float = CONNECT_TIMEOUT, limits: Limits | None = None
+    ) -> None:
         super().__init__(spec, pool, owns_node=False)
         self.timeout = timeout
+        self.limits = limits
         #: False once the node turned out not to send slot values (older than ``kv_slot``)
         self.kv_values = True
         #: True once the node answered a kv_slot request (None: not yet asked)
@@ -125,6 +152,11 @@ class RemoteTarget(NodeTarget):
         #: the node's peers × sessions matrix as last read (None: not sent, see _read_matrix)
         self._matrix: PeersSessionsMatrix | None = None
         self._node_matrix = True
+        #: since when the connection is lost (wall clock; None: connected or never opened)
+        self._lost_at: float | None = None
+        #: the next reconnect try: its number and its time.monotonic() deadline
+        self._attempt = 0
+        self._next_try: float | None = None
 
     @property
     def url(self) -> str:
@@ -145,11 +177,17 @@ class RemoteTarget(NodeTarget):
             raise TargetUnavailable("key_file", "connecting to a node needs your account key file (--key FILE)")
         key = AccountKey.load(self.spec.key_file)
         session = RemoteSession(self.url, key)
+        if self.limits is not None:
+            session.client.limits = self.limits
         self.session = session
         self.shell = session.shell
         self.listen()
         try:
+            self.progress = f"connecting to {self.url}"
             await session.open(self.timeout)
+            # From now on each lost connection and failed try is seen (for the status bar).
+            old = session.client.backoff
+            session.client.backoff = _ObservedBackoff(old.initial, old.cap, self._on_retry)
             challenge = session.client.challenge
             assert challenge is not None  # set before the client counts as connected
             self.node_info = NodeInfo(
@@ -162,22 +200,45 @@ class RemoteTarget(NodeTarget):
                 self._node_events = False
             if "admin_matrix" not in challenge.features:
                 self._node_matrix = False
+            self.progress = f"listing the CoValues of {challenge.node}"
             ids, namespaces = await self._list()
+            self.progress = f"loading {len(ids)} CoValues from {challenge.node}"
             try:
                 await session.load_all(ids, LOAD_TIMEOUT)
             except KeyError:  # the connection dropped while loading
                 raise TargetUnavailable("timeout", f"{self.url} closed the connection while loading") from None
             self._listed = set(ids)
             self.node = session.node
+            self.progress = f"reading the CAS slots of {challenge.node}"
             await self._read_kv(namespaces)
             if self._admin:
                 # before the summaries: a fork the node saw before we came marks its CoValue
                 await self._read_events()
+            self.progress = "summarising the CoValues"
             await super().open()
             await self._read_peers()
+            self.progress = ""
         except BaseException:
             await self.close()
             raise
+
+    def _on_retry(self, delay: float, attempt: int) -> None:
+        if self._lost_at is None:
+            self._lost_at = time.time()
+        self._attempt = attempt
+        self._next_try = time.monotonic() + delay
+
+    def connection(self) -> ConnectionState:
+        """``live`` while connected; ``reconnecting`` from the moment the connection drops
+        until it is back (the replica's client retries by itself, see
+        :class:`~engine.net.client.SyncClient`)."""
+        if self.session is None or self.connected:
+            self._lost_at, self._attempt, self._next_try = None, 0, None
+            return ConnectionState("live")
+        if self._lost_at is None:  # dropped a moment ago: the client has not asked for a delay yet
+            self._lost_at = time.time()
+        next_try = self._next_try if self._next_try is not None and self._next_try > time.monotonic() else None
+        return ConnectionState("reconnecting", lost_at=self._lost_at, attempt=max(self._attempt, 1), next_try=next_try)
 
     async def _ask(self, request: Awaitable[T], what: str) -> T:
         """Await a request of the session; its timeout becomes ``TargetUnavailable(timeout)``."""

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 
 from engine.diagnostics import analysis
 from engine.diagnostics.covalue_summary import ContentSnapshot, listing_summaries
@@ -24,9 +25,10 @@ from engine.ids import CoValueID, SessionID
 from engine.kv.detail import SlotRow, slot_rows
 from engine.kv.store import CASRecord
 from engine.storage import Store, open_store
-from inspector.targets.base import Target
+from engine.storage.sqlite.store import store_file
+from inspector.targets.base import ConnectionState, Target
 
-__all__ = ["BATCH_SECONDS", "StoreTarget"]
+__all__ = ["BATCH_SECONDS", "StoreTarget", "file_signature"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +36,35 @@ logger = logging.getLogger(__name__)
 BATCH_SECONDS = 0.05
 
 
+def file_signature(paths: list[str]) -> tuple[tuple[int, int], ...]:
+    """Size and modification time of each file (zeros for a missing or empty one: a reader
+    creates an empty write-ahead log, which says nothing about the data): a writer that
+    commits changes at least one of them."""
+    out = []
+    for path in paths:
+        try:
+            st = Path(path).stat()
+        except OSError:
+            out.append((0, 0))
+        else:
+            out.append((st.st_size, st.st_mtime_ns) if st.st_size else (0, 0))
+    return tuple(out)
+
+
 class StoreTarget(Target):
+    """A read-only snapshot of a store file: :meth:`connection` says when it was read, and
+    :meth:`watch_paths` names the files whose change means the snapshot is out of date."""
+
     store: Store | None = None
+    #: When the store was read (wall-clock seconds; None: not open)
+    taken_at: float | None = None
+
+    #: :func:`file_signature` of the database and its log just before they were read
+    signature: tuple[tuple[int, int], ...] = ()
 
     async def open(self) -> None:
+        self.progress = f"reading {self.spec.location}"
+        self.signature = file_signature(self.watch_paths()[:2])
         store = open_store(self.spec.location, readonly=True)
         try:
             if store.version == (0, 0):
@@ -47,7 +74,21 @@ class StoreTarget(Target):
             store.close()
             raise
         self.store = store
+        self.taken_at = time.time()
         self._summaries = {s.id: s for s in summaries}
+
+    def connection(self) -> ConnectionState:
+        return ConnectionState("snapshot", taken_at=self.taken_at)
+
+    def watch_paths(self) -> list[str]:
+        """The files a writer changes: the database and its write-ahead log (which may not
+        exist yet; its folder comes last, so its creation is seen)."""
+        db = store_file(self.spec.location)
+        return [str(db), f"{db}-wal", str(db.parent)]
+
+    def changed_on_disk(self) -> bool:
+        """True when the database or its log changed since this snapshot was read."""
+        return file_signature(self.watch_paths()[:2]) != self.signature
 
     async def close(self) -> None:
         store, self.store = self.store, None

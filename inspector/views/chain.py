@@ -22,6 +22,10 @@ A lane's context menu offers comparisons (``compareRequested``, handled by
 with another lane, or a session with the same session on another target. A row where a
 conflict session was split off its origin is marked ``⋔`` (see
 :meth:`~inspector.models.chain.SessionChainModel.set_fork_marks`).
+
+:meth:`ChainView.highlight_session` scrolls to a session's lane and frames it in the
+palette's highlight colour (a sync event clicked in the events view), once that lane is bound
+if it is not yet; ``laneHighlighted(str)`` says which session's lane it framed.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ from inspector.models.chain import SessionChainModel
 from inspector.models.lanes import LanesModel
 from inspector.models.roles import Role
 from inspector.models.table import Index, TableModel
-from inspector.style import BADGE_COLORS
+from inspector.style import BADGE_COLORS, KIND_COLORS, adapt_views, foreground
 
 __all__ = ["ChainView", "LaneWidget"]
 
@@ -108,6 +112,15 @@ class NoRows(TableModel):
         return None
 
 
+def _no_name(_account: str) -> str | None:
+    return None
+
+
+def mark(color: str) -> str:
+    """``color`` as a legend's text colour readable on the application's palette."""
+    return foreground(color).name()
+
+
 class LaneWidget(QFrame):
     """One session: header and rows. Shows row ``row`` of ``lanes`` and its chain model
     ``chain`` once :meth:`bind` is called; :meth:`detach` lets go of them (the widget can be
@@ -125,8 +138,11 @@ class LaneWidget(QFrame):
         self.chain: SessionChainModel | None = None
         self.on_compare: Callable[[str, str, str], None] | None = None
         self.on_recover: Callable[[str, str], None] | None = None
+        #: the operator's name for an account (None: none), shown in the lane's title
+        self.account_name: Callable[[str], str | None] = _no_name
         self.setObjectName("lane")
         self.setFrameShape(QFrame.Shape.StyledPanel)
+        self._lane_palette = QPalette(self.palette())
         self.setFixedWidth(LANE_WIDTH)
         self.stripe = QFrame()
         self.stripe.setFixedHeight(4)
@@ -243,7 +259,7 @@ class LaneWidget(QFrame):
         self.row = row
         self.chain = chain
         index = self.lanes.index(row)
-        color = index.data(Qt.ItemDataRole.ForegroundRole)
+        color = foreground(QColor(index.data(Qt.ItemDataRole.ForegroundRole)).name(), self.palette())
         # Palettes, not style sheets: a style sheet per lane re-polishes the whole lane,
         # which costs more than everything else in showing it.
         stripe_palette = self.stripe.palette()
@@ -283,8 +299,11 @@ class LaneWidget(QFrame):
         if self.row < 0:
             return
         index = self.lanes.index(self.row)
-        self.title.setText(str(index.data(Qt.ItemDataRole.DisplayRole)))
-        self.title.setToolTip(str(index.data(Qt.ItemDataRole.ToolTipRole)))
+        name = self.account_name(str(self.lanes.session(self.row).account))
+        title = str(index.data(Qt.ItemDataRole.DisplayRole))
+        tip = str(index.data(Qt.ItemDataRole.ToolTipRole))
+        self.title.setText(f"{name} · {title}" if name else title)
+        self.title.setToolTip(f"{tip} ({name})" if name else tip)
         count = index.data(Role.COUNT) or 0
         verification = str(index.data(Role.VERIFICATION) or "")
         # One line (the reason of a break goes in the tooltip and the broken row's tooltip).
@@ -294,8 +313,24 @@ class LaneWidget(QFrame):
         self.break_button.setVisible(broken is not None)
         if broken is not None:
             palette = self.info.palette()
-            palette.setColor(QPalette.ColorRole.WindowText, QColor(BADGE_COLORS[Badge.CORRUPT]))
+            palette.setColor(QPalette.ColorRole.WindowText, foreground(BADGE_COLORS[Badge.CORRUPT], palette))
             self.info.setPalette(palette)
+
+    def set_highlighted(self, on: bool) -> None:
+        """Frame the lane in the palette's highlight colour (or not)."""
+        if self.property("highlighted") == on:
+            return
+        self.setProperty("highlighted", on)
+        palette = self.palette()
+        if on:
+            palette.setColor(QPalette.ColorRole.WindowText, palette.color(QPalette.ColorRole.Highlight))
+            self.setFrameShape(QFrame.Shape.Box)
+            self.setLineWidth(3)
+        else:
+            palette = QPalette(self._lane_palette)
+            self.setFrameShape(QFrame.Shape.StyledPanel)
+            self.setLineWidth(1)
+        self.setPalette(palette)
 
     def jump_to_top(self) -> None:
         self.table.scrollToTop()
@@ -340,6 +375,7 @@ class ChainView(QWidget):
     session)`` from its "Recover this session…"."""
 
     lanesBuilt = Signal(int)
+    laneHighlighted = Signal(str)
     compareRequested = Signal(str, str, str)
     recoverRequested = Signal(str, str)
 
@@ -351,16 +387,23 @@ class ChainView(QWidget):
         self.lane_widgets: list[LaneWidget] = []
         self._generation = 0
         self._paused = False
+        #: the operator's names for accounts (see :meth:`set_account_names`)
+        self.account_name: Callable[[str], str | None] = _no_name
+        #: the session whose lane is to be highlighted ('' none)
+        self._highlight = ""
         self.heading = QLabel("Select a CoValue to see its session chains")
         self.heading.setObjectName("chainHeading")
         self.heading.setStyleSheet("font-size: 13pt; font-weight: bold;")
         self.legend = QLabel(
-            "lanes: <b style='color:#2f6fb3'>● active</b> · <b style='color:#d9822b'>! conflict</b> · "
-            "<b style='color:#a93226'>$ delete</b> · <b style='color:#c0392b'>✗ corrupt</b> &nbsp;&nbsp; "
+            f"lanes: <b style='color:{mark(KIND_COLORS[SessionKind.ACTIVE])}'>● active</b> · "
+            f"<b style='color:{mark(KIND_COLORS[SessionKind.CONFLICT])}'>! conflict</b> · "
+            f"<b style='color:{mark(KIND_COLORS[SessionKind.DELETE])}'>$ delete</b> · "
+            f"<b style='color:{mark(BADGE_COLORS[Badge.CORRUPT])}'>✗ corrupt</b> &nbsp;&nbsp; "
             "rows: ◆ checkpoint · ✓ verified · … not yet · ○ unsigned · ✗ first broken link · – unverifiable · "
             "⋔ a conflict session was split off here"
         )
         self.legend.setObjectName("chainLegend")
+        self.legend.setWordWrap(True)  # or its one long line sets the window's minimum width
         self.strip = LaneStrip()
         self.strip.setObjectName("laneStrip")
         self.lanes_area = QScrollArea()
@@ -387,9 +430,44 @@ class ChainView(QWidget):
         lane = LaneWidget(self.lanes, self.strip)
         lane.on_compare = self.compareRequested.emit
         lane.on_recover = self.recoverRequested.emit
+        lane.account_name = self.account_name
+        adapt_views(lane)  # a dark palette only
         lane.ensurePolished()  # now, not in a second paint after the first
         self.strip.lanes.append(lane)
         return lane
+
+    def set_account_names(self, names: Callable[[str], str | None]) -> None:
+        """Show ``names(account)`` in the lanes' titles (the address book); re-titles the
+        lanes shown (call it again after the book changed)."""
+        self.account_name = names
+        for lane in self.strip.lanes:
+            lane.account_name = names
+        for lane in self.lane_widgets:
+            lane.update_header()
+
+    def highlight_session(self, session: str) -> bool:
+        """Scroll to ``session``'s lane and frame it, unframing the others; a lane not bound
+        yet is framed when it is. '' unframes all. True when the lane is framed now."""
+        self._highlight = session
+        return self._apply_highlight()
+
+    def _lane_row(self, session: str) -> int:
+        """The lane of ``session`` (its exact id first, then a conflict session of it), or -1."""
+        ids = [str(self.lanes.session(row).id) for row in range(self.lanes.rowCount())]
+        if session in ids:
+            return ids.index(session)
+        return next((row for row, sid in enumerate(ids) if sid.startswith(session)), -1) if session else -1
+
+    def _apply_highlight(self) -> bool:
+        row = self._lane_row(self._highlight)
+        for lane in self.lane_widgets:
+            lane.set_highlighted(lane.row == row)
+        if 0 <= row < len(self.lane_widgets):
+            self.lanes_area.ensureWidgetVisible(self.lane_widgets[row], 20, 0)
+            self.laneHighlighted.emit(self._highlight)
+            self._highlight = ""  # done: a later rebuild does not scroll again
+            return True
+        return False
 
     def set_heading(self, text: str) -> None:
         self.heading.setText(text)
@@ -406,6 +484,7 @@ class ChainView(QWidget):
         self._paused = False
         for lane in self.lane_widgets:
             lane.detach()
+            lane.set_highlighted(False)
         self.lane_widgets = []
 
     def _build_lanes(self) -> None:
@@ -440,6 +519,8 @@ class ChainView(QWidget):
             lane.show()
             lane.table.doItemsLayout()  # see _set_model: the sizes it used are only right now
         self.lane_widgets.append(lane)
+        if self._highlight:
+            self._apply_highlight()
         QTimer.singleShot(LANE_BUILD_DELAY_MS, self, lambda: self._add_lane(generation))
 
     def showEvent(self, event: QShowEvent) -> None:

@@ -57,7 +57,7 @@ from engine.diagnostics.compare_scopes import (
 from engine.diagnostics.session_rows import SessionSource
 from engine.ids import CoValueID, SessionID, SessionKind, session_kind
 from inspector.models.compare import CompareModel, CoValuesModel, KeysModel, PairsModel, TargetSide
-from inspector.style import COMPARE_COLORS, short_id, short_session
+from inspector.style import COMPARE_COLORS, adapt_views, short_id, short_session
 from inspector.targets import Target, TargetSpec, describe_error, make_target
 
 if TYPE_CHECKING:
@@ -316,6 +316,8 @@ class CompareWindow(QWidget):
         layout.addWidget(split, 1)
         self.resize(1280, 800)
         inspector.opened.connect(self._main_target_changed)
+        adapt_views(self)  # its own window: readable on a dark palette too
+
 
     def _main_target_changed(self) -> None:
         """The main window opened another target: a comparison that read the one it closed

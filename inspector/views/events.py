@@ -2,8 +2,9 @@
 corrections sent, applied or rejected, content rejected — newest first, with time, CoValue,
 session and peer. Fork rows are highlighted.
 
-Emits ``covalueActivated(str)`` (CoValue id) when a row is clicked or activated; the main
-window then shows that CoValue in the navigator and its session chains.
+Emits ``covalueActivated(str)`` (CoValue id) and ``eventActivated(str, str)`` (CoValue id,
+session id or '') when a row is clicked or activated; the main window then shows that CoValue
+in the navigator and its session chains, scrolled to the lane of the event's session.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ __all__ = ["EventsView"]
 
 class EventsView(QWidget):
     covalueActivated = Signal(str)
+    eventActivated = Signal(str, str)
 
     def __init__(self, events: SyncEventsModel, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -62,4 +64,6 @@ class EventsView(QWidget):
     def _activated(self, index: QModelIndex) -> None:
         covalue = index.data(Role.ID) if index.isValid() else None
         if covalue:
+            timed = self.events.entry(index.row())
             self.covalueActivated.emit(str(covalue))
+            self.eventActivated.emit(str(covalue), (timed.event.session or "") if timed is not None else "")

@@ -97,6 +97,7 @@ class CasView(QWidget):
         self.timeline_splitter.setSizes([220, 200])
         bottom_layout.addWidget(self.timeline_splitter, 1)
         splitter = QSplitter(Qt.Orientation.Vertical)
+        splitter.setObjectName("casSplitter")
         splitter.addWidget(top)
         splitter.addWidget(bottom)
         splitter.setSizes([300, 400])

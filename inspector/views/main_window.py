@@ -10,7 +10,8 @@ display name after it. The menu bar:
 - File: Connect… (Ctrl+O, the connect dialog), Open store… (Ctrl+Shift+O, a file dialog;
   the chosen file opens as ``kintsugi-inspector PATH`` would), Open bundle… (a diagnostic
   bundle, offline), Export bundle… (Ctrl+E: a bundle of the open target, with a progress
-  dialog that can cancel; disabled with no target or a bundle open), Quit (Ctrl+Q).
+  dialog that can cancel; disabled with no target or a bundle open), Address book… (names
+  for accounts, :mod:`inspector.views.addressbook`), Quit (Ctrl+Q).
 - View: one entry per tab (Ctrl+1, Ctrl+2, …), Search CoValues (Ctrl+F focuses the
   navigator's search), Reload (F5: re-reads a target that is not live, i.e. a store; a live
   target updates by itself, so there it is disabled and its tooltip says why).
@@ -23,9 +24,17 @@ display name after it. The menu bar:
 - Help: About (versions of Kintsugi, the protocol, Qt, PySide6 and Python; the data folder
   and the settings file).
 
-Emits ``closing`` from :meth:`closeEvent` and nothing else happens there: the application's
-main coroutine waits for it and shuts the engine down (closing the last window must not stop
-the loop under a running coroutine).
+The status bar always says what the operator is looking at (live, reconnecting, lost since
+when, a snapshot and when it was taken, progress while connecting), with a banner over the
+views when they are stale or a snapshot: :class:`~inspector.views.status.TargetStatus`.
+
+The window's layout (geometry, splitters, tab order and current tab, column widths) is
+restored from the settings of the recent-targets list when the window is first shown and
+saved when it closes (:class:`~inspector.recent.WindowLayout`; the tabs can be dragged).
+
+Emits ``closing`` from :meth:`closeEvent` and nothing else happens there besides saving the
+layout: the application's main coroutine waits for it and shuts the engine down (closing the
+last window must not stop the loop under a running coroutine).
 """
 
 from __future__ import annotations
@@ -33,12 +42,11 @@ from __future__ import annotations
 import html
 import platform
 from collections.abc import Callable
-from pathlib import Path
 
 import platformdirs
 import PySide6
 from PySide6.QtCore import Qt, Signal, qVersion
-from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence, QShowEvent
 from PySide6.QtWidgets import (
     QFileDialog,
     QFrame,
@@ -62,9 +70,10 @@ from engine.ids import CoValueID
 from engine.protocol.limits import PROTOCOL_VERSION
 from inspector.controller import Inspector
 from inspector.models.recover import recover_block
-from inspector.recent import default_settings
-from inspector.style import BADGE_LABELS, BADGE_ORDER
+from inspector.recent import WindowLayout, default_settings
+from inspector.style import BADGE_LABELS, BADGE_ORDER, adapt_views, banner_style
 from inspector.targets.base import TargetSpec
+from inspector.views.addressbook import AddressBookDialog
 from inspector.views.anomalies import AnomaliesView, counts_text
 from inspector.views.audit import AuditView
 from inspector.views.chain import ChainView
@@ -72,12 +81,14 @@ from inspector.views.compare_pick import CompareLauncher
 from inspector.views.connect import ConnectDialog
 from inspector.views.content import ContentView, TombstonesView
 from inspector.views.events import EventsView
-from inspector.views.export import ExportDialog, ExportJob, bundle_inputs
+from inspector.views.export import ExportDialog
+from inspector.views.files import FileActions
 from inspector.views.kv import CasView
 from inspector.views.matrix import MatrixView
-from inspector.views.navigator import NavigatorView
+from inspector.views.navigator import NameDelegate, NavigatorView
 from inspector.views.peers import PeersView
 from inspector.views.recover import RecoverDialog
+from inspector.views.status import TargetStatus
 
 __all__ = ["MainWindow"]
 
@@ -95,20 +106,15 @@ RECOVER_SELECT_FIRST = "Select a CoValue first: Recover… works on the selected
 RELOAD_TIP = "Re-read the store from disk"
 RELOAD_LIVE_TIP = "A live target updates by itself: there is nothing to reload"
 RELOAD_NO_TARGET_TIP = "Open a store first: Reload re-reads it from disk"
-#: What the Open store dialog offers (a store directory holds its kintsugi.db file).
-STORE_FILTER = "Kintsugi stores (*.db);;All files (*)"
-#: What the Open bundle and Export bundle dialogs offer.
-BUNDLE_FILTER = "Kintsugi bundles (*.zip)"
-#: Export bundle's tooltip when it cannot export.
-EXPORT_NO_TARGET_TIP = "Open a store, a node or the demo first"
-EXPORT_BUNDLE_TIP = "A bundle is exported already: compare or inspect it"
-BANNER_STYLES = {
-    "error": "QFrame#errorBanner { background: #fdecea; border: 1px solid #c0392b; }",
-    "warning": "QFrame#errorBanner { background: #fff4d6; border: 1px solid #d9822b; }",
-}
 
 
-class MainWindow(QMainWindow):
+def banner_sheet(widget: QWidget, kind: str) -> str:
+    """The error banner's style for ``kind`` (``error``, ``warning``), from the palette."""
+    background, border = banner_style(widget.palette(), kind)
+    return f"QFrame#errorBanner {{ background: {background.name()}; border: 1px solid {border.name()}; }}"
+
+
+class MainWindow(FileActions, QMainWindow):
     closing = Signal()
 
     def __init__(self, inspector: Inspector, parent: QWidget | None = None) -> None:
@@ -120,6 +126,7 @@ class MainWindow(QMainWindow):
         self.store_dialog: QFileDialog | None = None
         self.about_dialog: QMessageBox | None = None
         self._lag_samples: list[float] = []
+        self._layout_restored = False
 
         self.navigator = NavigatorView(inspector.navigator, inspector.kv_tree)
         self.chain = ChainView(inspector.lanes)
@@ -137,6 +144,7 @@ class MainWindow(QMainWindow):
         self.export_dialog: ExportDialog | None = None
         self.tabs = QTabWidget()
         self.tabs.setObjectName("tabs")
+        self.tabs.setMovable(True)
         self.tabs.addTab(self.chain, "Session chains")
         self.tabs.addTab(self.content, "Content")
         self.tabs.addTab(self.tombstones, "Tombstones")
@@ -149,7 +157,7 @@ class MainWindow(QMainWindow):
 
         self.banner = QFrame()
         self.banner.setObjectName("errorBanner")
-        self.banner.setStyleSheet(BANNER_STYLES["error"])
+        self.banner.setStyleSheet(banner_sheet(self, "error"))
         self.banner_text = QLabel()
         self.banner_text.setObjectName("errorText")
         self.banner_text.setWordWrap(True)
@@ -163,7 +171,10 @@ class MainWindow(QMainWindow):
         banner_layout.addWidget(dismiss)
         self.banner.hide()
 
+        self.status = TargetStatus(inspector, self.tabs, self)
+        self.status.reloadRequested.connect(self.reload)
         splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.setObjectName("mainSplitter")
         splitter.addWidget(self.navigator)
         splitter.addWidget(self.tabs)
         splitter.setStretchFactor(1, 1)
@@ -172,6 +183,7 @@ class MainWindow(QMainWindow):
         layout = QVBoxLayout(central)
         layout.setContentsMargins(6, 6, 6, 6)
         layout.addWidget(self.banner)
+        layout.addWidget(self.status.banner)
         layout.addWidget(splitter, 1)
         self.setCentralWidget(central)
 
@@ -188,6 +200,8 @@ class MainWindow(QMainWindow):
         self.statusBar().addWidget(self.target_label)
         self.statusBar().addWidget(self.node_label)
         self.statusBar().addWidget(self.stats_label, 1)
+        self.statusBar().addPermanentWidget(self.status.progress)
+        self.statusBar().addPermanentWidget(self.status.label)
         self.statusBar().addPermanentWidget(self.anomalies_label)
         self.statusBar().addPermanentWidget(self.lag_label)
 
@@ -208,7 +222,7 @@ class MainWindow(QMainWindow):
         self.chain.recoverRequested.connect(self.show_recover_dialog)
         inspector.opened.connect(self._update_recover)
         self.cas.slotSelected.connect(inspector.select_slot)
-        self.sync_events.covalueActivated.connect(self.show_covalue)
+        self.sync_events.eventActivated.connect(self.show_event)
         self.anomalies.anomalyActivated.connect(self.show_anomaly)
         inspector.anomalies.modelReset.connect(self._show_anomaly_counts)
         inspector.opened.connect(self._update_export)
@@ -219,6 +233,12 @@ class MainWindow(QMainWindow):
         inspector.loaded.connect(self._show_stats)
         inspector.selected.connect(self._selected)
         inspector.changesApplied.connect(self._changes_applied)
+        adapt_views(self)  # a dark palette: the models' row colours made readable on it
+        self.address_book_dialog: AddressBookDialog | None = None
+        self.chain.set_account_names(inspector.addressbook.name)
+        inspector.addressbook.on_change.append(lambda: self.chain.set_account_names(inspector.addressbook.name))
+        if inspector.addressbook_error:
+            self.show_warning("invalid_address_book", f"{inspector.addressbook_error}; starting with an empty one")
 
     def _build_menus(self) -> None:
         """The menu bar (see the module docstring); its actions are attributes of the window."""
@@ -231,6 +251,9 @@ class MainWindow(QMainWindow):
         self.export_bundle_action = self._action(file_menu, "Export bundle…", "Ctrl+E", self.choose_export)
         self._update_export()
         file_menu.addSeparator()
+        self.address_book_action = self._action(file_menu, "Address book…", "", self.show_address_book)
+        self.address_book_action.setToolTip("Name the accounts you know: the names show in the session lanes")
+        file_menu.addSeparator()
         self.quit_action = self._action(file_menu, "Quit", "Ctrl+Q", self.close)
         self.quit_action.setMenuRole(QAction.MenuRole.QuitRole)
 
@@ -242,7 +265,10 @@ class MainWindow(QMainWindow):
             action = self._action(view_menu, self.tabs.tabText(index), shortcut)
             action.setCheckable(True)
             action.setActionGroup(group)
-            action.triggered.connect(lambda _checked=False, i=index: self.tabs.setCurrentIndex(i))
+            # by widget, not index: the tabs can be dragged into another order
+            page = self.tabs.widget(index)
+            action.triggered.connect(lambda _checked=False, w=page: self.tabs.setCurrentWidget(w))
+            action.setData(index)
             self.tab_actions.append(action)
         self.tabs.currentChanged.connect(self._tab_changed)
         self._tab_changed(self.tabs.currentIndex())
@@ -292,8 +318,10 @@ class MainWindow(QMainWindow):
     # -- reactions -----------------------------------------------------------------------
 
     def _tab_changed(self, index: int) -> None:
-        if 0 <= index < len(self.tab_actions):
-            self.tab_actions[index].setChecked(True)
+        text = self.tabs.tabText(index)
+        for action in self.tab_actions:
+            if action.text() == text:
+                action.setChecked(True)
 
     def _update_reload(self) -> None:
         target = self.inspector.target
@@ -361,7 +389,7 @@ class MainWindow(QMainWindow):
         self._banner("warning", f"<b>Warning</b> ({code}): {message}")
 
     def _banner(self, kind: str, html: str) -> None:
-        self.banner.setStyleSheet(BANNER_STYLES[kind])
+        self.banner.setStyleSheet(banner_sheet(self, kind))
         self.banner.setProperty("kind", kind)
         self.banner_text.setText(html)
         self.banner.show()
@@ -386,8 +414,11 @@ class MainWindow(QMainWindow):
             return
         badges = ", ".join(BADGE_LABELS[b] for b in BADGE_ORDER if b in summary.badges)
         sessions = len(summary.sessions)
+        name = summary.name or "(unnamed)"
+        if summary.name and summary.name in self.navigator.names.shared():  # told apart by its id
+            name = f"{name} · …{covalue[-NameDelegate.SUFFIX :]}"
         self.chain.set_heading(
-            f"{summary.name or '(unnamed)'} · {summary.type} · {sessions} session{'' if sessions == 1 else 's'} · "
+            f"{name} · {summary.type} · {sessions} session{'' if sessions == 1 else 's'} · "
             f"{summary.transactions:,} transactions" + (f" · {badges}" if badges else "")
         )
 
@@ -400,6 +431,14 @@ class MainWindow(QMainWindow):
             if not self.navigator.select_covalue(covalue):
                 return False
         self.tabs.setCurrentWidget(self.chain)
+        return True
+
+    def show_event(self, covalue: str, session: str) -> bool:
+        """A sync event was clicked: show its CoValue's chains, scrolled to the lane of
+        ``session`` (framed; '' none) once it is built."""
+        if not self.show_covalue(covalue):
+            return False
+        self.chain.highlight_session(session)
         return True
 
     def _slot_from_navigator(self, namespace: str, key: str) -> None:
@@ -431,82 +470,6 @@ class MainWindow(QMainWindow):
     def _connect_chosen(self, spec: TargetSpec) -> None:
         self.inspector.open_later(spec)
 
-    def choose_store(self) -> QFileDialog:
-        """Show the Open store file dialog (window-modal, returns at once); the chosen file
-        goes to :meth:`open_store`."""
-        target = self.inspector.target
-        start = ""
-        if target is not None and target.spec.kind == "store":
-            start = str(Path(target.spec.location).parent)
-        dialog = QFileDialog(self, "Open store", start, STORE_FILTER)
-        dialog.setObjectName("openStoreDialog")
-        dialog.setFileMode(QFileDialog.FileMode.ExistingFile)
-        dialog.setAcceptMode(QFileDialog.AcceptMode.AcceptOpen)
-        dialog.fileSelected.connect(self.open_store)
-        dialog.finished.connect(dialog.deleteLater)
-        self.store_dialog = dialog
-        dialog.open()
-        return dialog
-
-    def open_store(self, path: str) -> None:
-        """Open the store file or directory at ``path`` as the command line does."""
-        if path:
-            self.inspector.open_later(TargetSpec.parse(path))
-
-    def choose_bundle(self) -> QFileDialog:
-        """Show the Open bundle file dialog (window-modal, returns at once); the chosen file
-        opens as ``kintsugi-inspector FILE.zip`` would."""
-        dialog = QFileDialog(self, "Open bundle", "", BUNDLE_FILTER)
-        dialog.setObjectName("openBundleDialog")
-        dialog.setFileMode(QFileDialog.FileMode.ExistingFile)
-        dialog.setAcceptMode(QFileDialog.AcceptMode.AcceptOpen)
-        dialog.fileSelected.connect(self.open_store)
-        dialog.finished.connect(dialog.deleteLater)
-        self.bundle_dialog = dialog
-        dialog.open()
-        return dialog
-
-    def _update_export(self) -> None:
-        target = self.inspector.target
-        can = target is not None and bundle_inputs(target) is not None
-        self.export_bundle_action.setEnabled(can)
-        if can:
-            self.export_bundle_action.setToolTip("Export a diagnostic bundle of the open target")
-        elif target is not None and target.spec.kind == "bundle":
-            self.export_bundle_action.setToolTip(EXPORT_BUNDLE_TIP)
-        else:
-            self.export_bundle_action.setToolTip(EXPORT_NO_TARGET_TIP)
-
-    def choose_export(self) -> QFileDialog:
-        """Show the Export bundle file dialog (window-modal, returns at once); the chosen
-        file goes to :meth:`export_bundle`."""
-        dialog = QFileDialog(self, "Export bundle", "kintsugi-bundle.zip", BUNDLE_FILTER)
-        dialog.setObjectName("exportBundleDialog")
-        dialog.setAcceptMode(QFileDialog.AcceptMode.AcceptSave)
-        dialog.setDefaultSuffix("zip")
-        dialog.fileSelected.connect(lambda path: self.export_bundle(path) if path else None)
-        dialog.finished.connect(dialog.deleteLater)
-        self.export_file_dialog = dialog
-        dialog.open()
-        return dialog
-
-    def export_bundle(self, path: str, *, include_content: bool = False) -> ExportJob | None:
-        """Export the open target to ``path`` with a progress dialog that can cancel; None
-        when the target cannot be exported. The job reports in the status bar when done."""
-        target = self.inspector.target
-        inputs = bundle_inputs(target) if target is not None else None
-        if inputs is None:
-            return None
-        job = ExportJob(inputs, Path(path).expanduser(), include_content=include_content, parent=self)
-        dialog = ExportDialog(job, self)
-        job.finished.connect(lambda out: self.statusBar().showMessage(f"bundle written to {out}", 10_000))
-        job.cancelled.connect(lambda: self.statusBar().showMessage("export cancelled: nothing was written", 10_000))
-        job.failed.connect(lambda code, message: self.show_warning(code, f"export failed: {message}"))
-        self.export_dialog = dialog
-        dialog.show()
-        self.inspector.spawn(job.run(), "export")
-        return job
-
     def _show_anomaly_counts(self) -> None:
         counts = self.inspector.anomalies.counts()
         self.anomalies_label.setText(f"anomalies: {counts_text(counts)}")
@@ -529,10 +492,11 @@ class MainWindow(QMainWindow):
         return False
 
     def reload(self) -> None:
-        """Open the current target again, when it is not live (a store re-read from disk)."""
+        """Open the current target again, when it is not live (a store re-read from disk),
+        with the worker's loaded CoValues forgotten."""
         target = self.inspector.target
-        if target is not None and not target.live:
-            self.inspector.open_later(target.spec)
+        if target is not None and not target.live and self.inspector.opening is None:
+            self.inspector.spawn(self._reread(target.spec), "open")
 
     def focus_search(self) -> None:
         """Put the keyboard focus in the navigator's search field, its text selected."""
@@ -552,12 +516,25 @@ class MainWindow(QMainWindow):
             ("Python", platform.python_version()),
             ("Data folder", str(platformdirs.user_data_path("kintsugi", appauthor=False))),
             ("Settings", settings.fileName()),
+            ("Address book", str(self.inspector.addressbook.path or "not saved (no settings file)")),
         )
         table = "".join(f"<tr><td><b>{name}</b></td><td>{html.escape(value)}</td></tr>" for name, value in rows)
         return (
             "<p><b>Kintsugi inspector</b>: see, compare and repair the replicas of a "
             f"Kintsugi sync engine.</p><table cellspacing='4'>{table}</table>"
         )
+
+    def show_address_book(self) -> AddressBookDialog:
+        """File → Address book… (window-modal, returns at once), offering the owners of the
+        selected CoValue's sessions."""
+        target, covalue = self.inspector.target, self.inspector.selected_covalue
+        summary = target.summary(covalue) if target is not None and covalue is not None else None
+        shown = [str(s.account) for s in summary.sessions] if summary is not None else []
+        dialog = AddressBookDialog(self.inspector.addressbook, shown, self)
+        dialog.finished.connect(dialog.deleteLater)
+        self.address_book_dialog = dialog
+        dialog.open()
+        return dialog
 
     def show_about(self) -> QMessageBox:
         """Show the About box (window-modal, returns at once)."""
@@ -581,7 +558,23 @@ class MainWindow(QMainWindow):
         covalue = self.inspector.first_with(badge)
         return covalue is not None and self.navigator.select_covalue(covalue)
 
+    def _layout(self) -> WindowLayout | None:
+        recent = self.inspector.recent
+        return WindowLayout(recent.settings) if recent is not None else None
+
+    def showEvent(self, event: QShowEvent) -> None:
+        # Restored on the first show, so it wins over a size the caller set before showing.
+        super().showEvent(event)
+        layout = self._layout()
+        if not self._layout_restored and layout is not None:
+            self._layout_restored = True
+            layout.restore(self, self.tabs)
+
     def closeEvent(self, event: QCloseEvent) -> None:
-        # Only report it: the main coroutine shuts the engine down and returns.
+        # Save the layout and report it: the main coroutine shuts the engine down and returns.
+        layout = self._layout()
+        if layout is not None and self._layout_restored:
+            layout.save(self, self.tabs)
+        self.status.stop()
         self.closing.emit()
         event.accept()

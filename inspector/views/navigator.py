@@ -4,11 +4,15 @@ namespaces with their keys.
 Emits ``covalueSelected(str)`` when the current CoValue row changes,
 ``slotSelected(str, str)`` (namespace, key) when a key is chosen in the KV tree, and
 ``recoverRequested(str)`` (CoValue id) from a CoValue's context menu (Recover…).
+
+CoValues that share a name are told apart by a short suffix of their id (:class:`NameDelegate`).
 """
 
 from __future__ import annotations
 
-from PySide6.QtCore import QModelIndex, QPoint, QRect, QSize, Qt, Signal
+from collections import Counter
+
+from PySide6.QtCore import QModelIndex, QObject, QPersistentModelIndex, QPoint, QRect, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QFontMetrics, QPainter
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -32,7 +36,7 @@ from inspector.models.batch import Index
 from inspector.models.covalues import CoValueFilterModel, CoValueListModel
 from inspector.models.kv import KvTreeModel
 from inspector.models.roles import Role
-from inspector.style import BADGE_COLORS, BADGE_LABELS, BADGE_ORDER
+from inspector.style import BADGE_COLORS, BADGE_LABELS, BADGE_ORDER, PaletteDelegate, chip_text
 
 __all__ = ["BadgeDelegate", "NavigatorView"]
 
@@ -76,7 +80,7 @@ class BadgeDelegate(QStyledItemDelegate):
             painter.setPen(Qt.PenStyle.NoPen)
             painter.setBrush(QColor(BADGE_COLORS[badge]))
             painter.drawRoundedRect(chip, 4, 4)
-            painter.setPen(QColor("white"))
+            painter.setPen(chip_text(QColor(BADGE_COLORS[badge])))
             painter.drawText(chip, Qt.AlignmentFlag.AlignCenter, label)
             x += width + self.GAP
         painter.restore()
@@ -86,6 +90,40 @@ class BadgeDelegate(QStyledItemDelegate):
         metrics = QFontMetrics(option.font)
         width = sum(metrics.horizontalAdvance(BADGE_LABELS[b]) + 2 * self.PAD + self.GAP for b in badges)
         return QSize(max(width + self.PAD, 40), metrics.height() + 6)
+
+
+class NameDelegate(PaletteDelegate):
+    """The name column: a name that several CoValues share gets a short suffix of the id
+    (``notes · …x4Q5Q``), so same-named CoValues are told apart. The shared names are
+    counted once per change of the list, on the next paint."""
+
+    SUFFIX = 5
+
+    def __init__(self, covalues: CoValueFilterModel, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.covalues = covalues
+        self._shared: set[str] | None = None
+        source = covalues.sourceModel()
+        for signal in (source.modelReset, source.rowsInserted, source.rowsRemoved, source.dataChanged):
+            signal.connect(self._forget)
+
+    def _forget(self, *_args: object) -> None:
+        self._shared = None
+
+    def shared(self) -> set[str]:
+        if self._shared is None:
+            source = self.covalues.sourceModel()
+            counts = Counter(
+                source.index(row, CoValueListModel.NAME).data(Role.NAME) or "" for row in range(source.rowCount())
+            )
+            self._shared = {name for name, n in counts.items() if n > 1 and name}
+        return self._shared
+
+    def initStyleOption(self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> None:
+        super().initStyleOption(option, index)
+        name = index.data(Role.NAME)
+        if name and name in self.shared():
+            option.text = f"{option.text} · …{str(index.data(Role.ID))[-self.SUFFIX :]}"
 
 
 class NavigatorView(QWidget):
@@ -117,6 +155,8 @@ class NavigatorView(QWidget):
         self.list.setAlternatingRowColors(True)
         self.list.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.list.setItemDelegateForColumn(CoValueListModel.BADGES, BadgeDelegate(self.list))
+        self.names = NameDelegate(covalues, self.list)
+        self.list.setItemDelegateForColumn(CoValueListModel.NAME, self.names)
         header = self.list.header()
         header.setStretchLastSection(False)
         header.setSectionResizeMode(CoValueListModel.NAME, QHeaderView.ResizeMode.Stretch)
@@ -150,6 +190,7 @@ class NavigatorView(QWidget):
         top_layout.addWidget(self.list, 1)
         top_layout.addWidget(self.count)
         splitter = QSplitter(Qt.Orientation.Vertical)
+        splitter.setObjectName("navigatorSplitter")  # its sizes are saved with the window's layout
         splitter.addWidget(top)
         splitter.addWidget(self.tree)
         splitter.setStretchFactor(0, 3)

@@ -75,6 +75,7 @@ class PeersView(QWidget):
         bottom_layout.addWidget(self.log_heading)
         bottom_layout.addWidget(self.log_table, 1)
         splitter = QSplitter(Qt.Orientation.Vertical)
+        splitter.setObjectName("peersSplitter")
         splitter.addWidget(top)
         splitter.addWidget(self.lag_chart)
         splitter.addWidget(bottom)

@@ -58,7 +58,7 @@ from inspector.models.recover import (
     load_key,
     suggested_peers,
 )
-from inspector.style import short_id, short_session
+from inspector.style import adapt_views, short_id, short_session
 from inspector.targets.base import describe_error
 from inspector.views.content import make_table
 
@@ -115,8 +115,10 @@ class RecoverDialog(QDialog):
         layout = QVBoxLayout(self)
         layout.addWidget(self.pages, 1)
         layout.addLayout(buttons)
+        adapt_views(self)  # its own window: readable on a dark palette too
 
     # -- pages -------------------------------------------------------------------------------
+
 
     def _choose_page(self) -> QWidget:
         page = QWidget()

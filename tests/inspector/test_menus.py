@@ -1,5 +1,6 @@
 """The main window's menu bar: entries, shortcuts (pressed as keys), disabled entries that say
-why, About, Open store and Reload, Recover… (menu and toolbar) and the audit view, Quit."""
+why, About, Open store and Reload, Recover… (menu and toolbar) and the audit view, Quit.
+(Address book… is tested in test_addressbook.py.)"""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from inspector.controller import Inspector
 from inspector.models.recover import NO_TARGET
 from inspector.targets import NodeTarget, TargetSpec
 from inspector.views import main_window as mw
+from inspector.views.files import EXPORT_NO_TARGET_TIP
 from inspector.views.main_window import MainWindow
 from tests.inspector.conftest import ms, run, wait_for
 
@@ -31,6 +33,7 @@ MENUS = {
         ("Open store…", "Ctrl+Shift+O", True),
         ("Open bundle…", "", True),
         ("Export bundle…", "Ctrl+E", False),
+        ("Address book…", "", True),
         ("Quit", "Ctrl+Q", True),
     ],
     "&View": [
@@ -87,7 +90,7 @@ def test_the_menus_and_their_shortcuts(window: MainWindow) -> None:
         assert found[title].toolTipsVisible()
     tips = {a.text(): a.toolTip() for m in found.values() for a in entries(m) if not a.isEnabled()}
     assert set(tips) == {"Export bundle…", "Reload"}
-    assert tips["Export bundle…"] == mw.EXPORT_NO_TARGET_TIP
+    assert tips["Export bundle…"] == EXPORT_NO_TARGET_TIP
     assert tips["Reload"] == mw.RELOAD_NO_TARGET_TIP
     # Recover… is enabled; with no target its tooltip says what to open first
     assert window.recover_action.toolTip() == NO_TARGET
@@ -167,6 +170,7 @@ def test_about_shows_the_versions_and_paths(qtbot: QtBot, window: MainWindow, in
     assert inspector.recent is not None
     assert inspector.recent.settings.fileName() in text  # the test's settings file
     assert "kintsugi" in text.split("Data folder", 1)[1]
+    assert str(inspector.addressbook.path) in text.split("Address book", 1)[1]  # beside the settings
     box.reject()
     wait_for(qtbot, lambda: not box.isVisible())
 

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ import pytest
 
 from engine.demo.scenario import DemoResult
 from tests.inspector.conftest import SCREENSHOTS
-from tests.util import python_child, run_cli, timeout, wait_until
+from tests.util import REPO, python_child, run_cli, timeout, wait_until
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -170,3 +172,16 @@ def test_a_real_node_with_the_demo_story_end_to_end(tmp_path: Path) -> None:
         _out, node_err = node.communicate()
     assert node_code == 0, node_err
     assert not ready.exists()  # the node removes its ready file when it stops cleanly
+
+
+def test_python_m_inspector_works() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "inspector", "--help"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO), QT_QPA_PLATFORM="offscreen"),
+        timeout=timeout(60),
+        check=False,
+    )
+    assert result.returncode == 0 and "usage: kintsugi-inspector" in result.stdout, result.stderr
+    assert "Traceback" not in result.stderr

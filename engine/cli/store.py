@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, cast
@@ -25,6 +26,9 @@ from engine.storage import Store
 #: Transactions from which a CoValue counts as large: ``inspect`` says when it starts and
 #: finishes loading one (on a terminal, or with ``-v``).
 LARGE_COVALUE = 10_000
+#: Seconds between the lines saying a large CoValue is still loading (reading and verifying
+#: every transaction of one session is a single step of the store).
+LOAD_TICK = 1.0
 #: What ``verify`` takes, as its usage errors say.
 VERIFY_TAKES = (
     "a store directory or database file, or a bundle FILE.zip (to look at a node, use "
@@ -147,12 +151,13 @@ def inspect_text(report: dict[str, Any]) -> str:
 class LoadProgress:
     """A read-only store that reports on stderr (on a terminal, or with ``-v``) when it
     starts and finishes loading a large CoValue (:data:`LARGE_COVALUE` transactions or
-    more), with its size, so a long load inside one CoValue is never silent. Everything
-    else is the store's own."""
+    more), with its size, and every ``tick`` seconds (:data:`LOAD_TICK`) while it loads, so a
+    long load inside one CoValue is never silent. Everything else is the store's own."""
 
-    def __init__(self, store: Store, out: Output) -> None:
+    def __init__(self, store: Store, out: Output, *, tick: float = LOAD_TICK) -> None:
         self._store = store
         self._out = out
+        self._tick = tick
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
@@ -167,7 +172,20 @@ class LoadProgress:
         started = time.monotonic()
         plural = "" if len(sessions) == 1 else "s"
         sys.stderr.write(f"loading {covalue}: {total} transactions in {len(sessions)} session{plural}\n")
-        loaded = self._store.load_covalue(covalue)
+        done = threading.Event()
+
+        def tick() -> None:
+            while not done.wait(self._tick):
+                elapsed = time.monotonic() - started
+                sys.stderr.write(f"  still loading {covalue} ({total} transactions): {elapsed:.0f} s\n")
+
+        ticker = threading.Thread(target=tick, name="kintsugi-load-progress", daemon=True)
+        ticker.start()
+        try:
+            loaded = self._store.load_covalue(covalue)
+        finally:
+            done.set()
+            ticker.join()
         sys.stderr.write(f"loaded {covalue} in {time.monotonic() - started:.1f} s\n")
         return loaded
 

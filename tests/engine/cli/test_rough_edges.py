@@ -490,3 +490,26 @@ def test_python_m_engine_works() -> None:
     version = cli("--version")
     assert version.returncode == 0 and version.stdout.startswith("kintsugi ")
     refused(cli(), 2, "COMMAND")
+
+
+def test_a_long_load_inside_one_covalue_keeps_saying_it_is_loading(
+    large_store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """While one large CoValue loads (a single step of the store: read and verify every
+    transaction), a line says every tick that it is still loading, then how long it took."""
+    from engine.cli.output import Output
+    from engine.cli.store import LoadProgress
+    from engine.storage import open_store
+
+    store = open_store(large_store, readonly=True)
+    try:
+        biggest = max(store.covalue_ids(), key=lambda row: sum(s.count for s in store.stored_sessions(row.id)))
+        progress = LoadProgress(store, Output(as_json=False, verbose=True), tick=0.001)
+        loaded = progress.load_covalue(biggest.id)
+    finally:
+        store.close()
+    assert loaded is not None
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith(f"loading {biggest.id}: ")
+    assert any(line.startswith(f"  still loading {biggest.id} (") for line in err[1:-1])
+    assert err[-1].startswith(f"loaded {biggest.id} in ")

@@ -48,7 +48,7 @@ from engine.kv.rmw import read_modify_write
 from engine.kv.store import KVStore
 from engine.model.fork import CONFLICT_FORK_NAMESPACE, ForkPoint, conflict_fork_key, encode_conflict_fork, fork_detail
 from engine.node.facade import LocalNode
-from engine.storage.opener import open_store
+from engine.storage.opener import make_store_directory, open_store
 
 #: Marker row (checkpoints namespace "kintsugi", key "demo") that says a store is a demo.
 DEMO_NAMESPACE = "kintsugi"
@@ -117,7 +117,7 @@ def prepare_directory(path: Path) -> None:
         if not is_demo_store(path):
             raise UsageError(f"{path} is not empty and is not a demo store; choose another --store")
         shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
+    make_store_directory(path)  # 0700, as a store makes its own directory
 
 
 def replicate(src: LocalNode, dst: LocalNode, covalue: CoValueID) -> list[SessionOutcome]:
@@ -137,7 +137,7 @@ def build_demo(
     rng = random.Random(seed)
     prepare_directory(path)
     keys_dir = path / "keys"
-    keys_dir.mkdir()
+    keys_dir.mkdir(mode=0o700)
     keys = {name: AccountKey.generate() for name in ("alice", "bob", "carol")}
     for name, key in keys.items():
         key.save(keys_dir / f"{name}.key")

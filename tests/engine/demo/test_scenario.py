@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import stat
 from pathlib import Path
 
 from engine.demo.repairs import LEDGER_ENTRIES, ROTTED_INDEX
@@ -48,3 +49,15 @@ def test_the_demo_replica_is_damaged_and_recovers_from_its_served_origin(tmp_pat
     assert code == 0 and repaired["corrupt"] == []
     _, audit = _json("audit", "verify", replica)
     assert audit["ok"] and audit["records"] >= 1 and audit["receipts"] == 1
+
+
+def test_the_demo_store_is_private(tmp_path: Path) -> None:
+    """The demo's store directory and its keys folder are 0700, its database 0600, as any
+    store's: no other local user reads the demo's keys."""
+    from engine.demo.scenario import build_demo
+
+    store = tmp_path / "demo"
+    build_demo(store, edits=20)
+    assert stat.S_IMODE(store.stat().st_mode) == 0o700
+    assert stat.S_IMODE((store / "keys").stat().st_mode) == 0o700
+    assert stat.S_IMODE((store / "kintsugi.db").stat().st_mode) == 0o600

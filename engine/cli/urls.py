@@ -25,7 +25,6 @@ from urllib.parse import SplitResult, urlsplit
 from engine.errors import ConnectFailed, HostNotFound, UsageError
 
 __all__ = [
-    "HOST_NOT_FOUND",
     "NODE_SCHEMES",
     "check_url_arguments",
     "is_node_url",
@@ -39,8 +38,6 @@ __all__ = [
 NODE_SCHEMES = ("ws", "wss")
 #: URL schemes the store layer takes as a location (it answers for them itself).
 STORE_SCHEMES = ("postgres", "postgresql")
-#: Stable code of a node URL whose host name does not resolve.
-HOST_NOT_FOUND = "host_not_found"
 #: Seconds a host name may take to resolve when the command names no timeout of its own.
 RESOLVE_TIMEOUT = 10.0
 #: Arguments never checked as URLs (handlers, not values).
@@ -106,7 +103,7 @@ def check_url_arguments(args: argparse.Namespace) -> None:
 
 async def resolve_node(url: str, timeout: float = RESOLVE_TIMEOUT) -> None:
     """Resolve the host of the node URL ``url`` within ``timeout`` seconds. Raises
-    :class:`ConnectFailed` with code :data:`HOST_NOT_FOUND` when the name does not resolve
+    :class:`~engine.errors.HostNotFound` (``host_not_found``) when the name does not resolve
     (or not in time); an address (IPv4 or IPv6) resolves at once."""
     parts, port = _split(url)
     host = parts.hostname or ""

@@ -42,7 +42,7 @@ from engine.errors import (
     NotANode,
     ProtocolError,
 )
-from engine.ids import CoValueID, is_delete_session
+from engine.ids import CoValueID
 from engine.kv.detail import SlotDetail, slot_detail_from_json
 from engine.model.known_state import KnownState
 from engine.net.client import Backoff, SyncClient
@@ -320,7 +320,7 @@ class RemoteSession:
                 continue  # not answered yet, unknown to the node, or a tombstone
             ours = core.known_state().sessions if core is not None else {}
             for sid, (n, _h) in theirs.sessions.items():
-                if (cid, sid) in refused or is_delete_session(sid):
+                if (cid, sid) in refused:
                     continue
                 have = ours.get(sid, (0, b""))[0]
                 held += have

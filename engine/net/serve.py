@@ -41,8 +41,6 @@ logger = logging.getLogger(__name__)
 NODE_KEY_FILE = "node.key"
 #: Highest TCP port number.
 MAX_PORT = 65535
-#: Stable code of a node that could not listen on a valid address (port in use, privileges).
-LISTEN_FAILED = "listen_failed"
 
 
 def node_key(store: Path, key_file: Path | None) -> AccountKey:
@@ -105,7 +103,8 @@ def listen_error(host: str, port: int, exc: OSError) -> KintsugiError:
     """The typed error for a failed bind of ``host``:``port``. An address that is not one of
     this machine's (or a host name that does not resolve) is a :class:`UsageError`: the
     arguments are wrong, and binding says so at once, without trying to reach anything.
-    Anything else (the port is in use, or needs privileges) is code :data:`LISTEN_FAILED`."""
+    Anything else (the port is in use, or needs privileges) is
+    :class:`~engine.errors.ListenFailed` (``listen_failed``)."""
     why = exc.strerror or str(exc)
     if isinstance(exc, socket.gaierror):
         return UsageError(f"--host {host}: cannot listen there: the name does not resolve ({why})")

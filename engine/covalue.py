@@ -24,10 +24,18 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from engine.content.authority import seen_meta
+from engine.content.authority import Kept, seen_meta
 from engine.content.comap import CoMapState, change_problem
-from engine.content.common import InvalidTx, ordered_transactions, sessions_for_content
+from engine.content.common import InvalidTx, sessions_for_content
 from engine.content.group import WRITE_ROLES, GroupState, compute_group, role_change_problem
+from engine.content.writes import (
+    Write,
+    WriteJudge,
+    claim_of,
+    claim_problem,
+    extend_claim,
+    ordered_writes,
+)
 from engine.crypto import AccountKey
 from engine.errors import (
     CoValueDeleted,
@@ -52,12 +60,14 @@ from engine.model.fork import ForkPoint
 from engine.model.header import GroupRuleset, Header, OwnedByGroup
 from engine.model.known_state import KnownState
 from engine.model.session_log import Chunk, SessionLog
-from engine.model.transaction import decode_transaction, encode_transaction
+from engine.model.transaction import Transaction, decode_transaction, encode_transaction
 
 #: Finds another CoValue of this replica (the owner group), or None when it is not here.
 Resolver = Callable[[CoValueID], "CoValueCore | None"]
 
 DELETE_CHANGE = ["delete"]
+#: Roles that may delete a CoValue (or its owner group's CoValues).
+DELETE_ROLES = frozenset({"admin"})
 
 
 class OutcomeStatus(StrEnum):
@@ -143,6 +153,8 @@ class CoValueCore:
         self.resolve: Resolver = lambda _cid: None
         self._content: CoMapState | GroupState | None = None
         self._content_key: tuple[int, int] = (-1, -1)
+        #: the judge of data writes (and why none can judge), current with ``_content``
+        self._writes: tuple[WriteJudge | None, str | None] = (None, None)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -225,39 +237,52 @@ class CoValueCore:
 
     # -- local writing -----------------------------------------------------------------------
 
-    def add_local(self, session: SessionID, changes: list[list[Any]], made_at: int) -> int:
+    def add_local(self, session: SessionID, changes: list[list[Any]], made_at: int, kept: Kept | None = None) -> int:
         """Append a transaction made by this replica's account; it stays pending until signed.
+
+        A group change claims what this replica has seen of the group, and a revocation what
+        it holds of the revoked accounts' writes (``kept``); a write to a CoValue owned by a
+        group claims what this replica has seen of that group, when its session has not
+        claimed it yet (:mod:`engine.content.writes`).
 
         Raises :class:`PermissionDenied` when the rules would make it invalid and
         :class:`CoValueDeleted` once deleted. Returns its index.
         """
         if self.deleted:
             raise CoValueDeleted(f"{self.id} is deleted")
-        # A group change claims what this replica has seen of the group (its causal past).
-        meta = seen_meta(self.group().seen) if isinstance(self.header.ruleset, GroupRuleset) else None
-        tx = encode_transaction(made_at, changes, meta)  # envelope rules first: InvalidTransaction
-        group = self.owner_group()
-        group_version = group.version if group is not None else -1
         author = session_account(session)
+        log = self.sessions.get(session)
+        index = log.count if log is not None else 0
         if isinstance(self.header.ruleset, GroupRuleset):
+            tx = encode_transaction(made_at, changes, seen_meta(self.group().seen, kept))
             problem = self._group_write_problem(author, changes)
-        else:
-            problem = self._write_problem(author, made_at, changes, group)
+            if problem is not None:
+                raise PermissionDenied(problem)
+            self._append_local(session, log, tx)
+            self._touch()
+            return index
+        state = self.comap()  # current, and so is self._writes
+        judge, unavailable = self._writes
+        past = state.claims.get(session, ())
+        meta = None
+        if judge is not None:
+            meta = judge.claim_for(past)
+            past = extend_claim(past, claim_of(meta))
+        tx = encode_transaction(made_at, changes, meta)  # envelope rules first: InvalidTransaction
+        problem = unavailable or self._write_problem(judge, Write(author, session, index, made_at, past), changes)
         if problem is not None:
             raise PermissionDenied(problem)
-        log = self.sessions.get(session)
+        self._append_local(session, log, tx)
+        self.version += 1
+        state.merge(made_at, session, index, changes)
+        state.claims[session] = past
+        self._content_key = (self.version, self._content_key[1])
+        return index
+
+    def _append_local(self, session: SessionID, log: SessionLog | None, tx: bytes) -> None:
         if log is None:
             log = self.sessions[session] = SessionLog(self.id, session)
-        index = log.count
         log.append_pending(tx)
-        cache_current = self._content_key == (self.version, group_version)
-        self.version += 1
-        if cache_current and isinstance(self._content, CoMapState):
-            self._content.merge(made_at, session, index, changes)
-            self._content_key = (self.version, group_version)
-        else:
-            self._content = None
-        return index
 
     def sign_pending(self, key: AccountKey) -> list[tuple[SessionID, int]]:
         """Sign every session of ``key``'s account that has pending transactions."""
@@ -278,11 +303,14 @@ class CoValueCore:
             raise UsageError("delete markers go in a delete session")
         if self.deleted:
             return
-        problem = self._delete_problem(key.account_id, made_at)
+        judge, unavailable = self._delete_judge()
+        meta = judge.claim_for(()) if judge is not None else None
+        tx = decode_transaction(encode_transaction(made_at, [DELETE_CHANGE], meta))
+        problem = unavailable or self._delete_problem(tx, session)
         if problem is not None:
             raise PermissionDenied(problem)
         log = SessionLog(self.id, session)
-        log.append_pending(encode_transaction(made_at, [DELETE_CHANGE]))
+        log.append_pending(encode_transaction(made_at, [DELETE_CHANGE], meta))
         log.sign(key)
         self.sessions[session] = log
         self._purge()
@@ -340,58 +368,65 @@ class CoValueCore:
         if isinstance(self.header.ruleset, GroupRuleset):
             return compute_group(self.header.ruleset.initial_admin, self.sessions)
         state = CoMapState()
-        for item in ordered_transactions(sessions_for_content(self.sessions), state.invalid):
-            problem = self._write_problem(session_account(item.session), item.tx.made_at, item.tx.changes)
+        judge, unavailable = self._writes = self._judge()
+        for item, past in ordered_writes(sessions_for_content(self.sessions), state.invalid, state.claims):
+            tx = item.tx
+            write = Write(session_account(item.session), item.session, item.index, tx.made_at, past)
+            problem = self._write_problem(judge, write, tx.changes) or unavailable
             if problem is not None:
                 state.invalid.append(InvalidTx(item.session, item.index, problem))
             else:
-                state.merge(item.tx.made_at, item.session, item.index, item.tx.changes)
+                state.merge(tx.made_at, item.session, item.index, tx.changes)
         return state
 
     def _merge_received(self, log: SessionLog, start: int) -> None:
         """Fold newly received transactions into a current CoMap view, else drop the cache."""
-        current = self._content_key == self._current_key() and isinstance(self._content, CoMapState)
+        key = self._current_key()
+        current = self._content_key == key and isinstance(self._content, CoMapState)
         self.version += 1
         if not current or is_delete_session(log.session):
             self._content = None
             return
         assert isinstance(self._content, CoMapState)
         state = self._content
+        judge, unavailable = self._writes
+        past = state.claims.get(log.session, ())
         for i in range(start, log.count):
             try:
                 tx = decode_transaction(log.txs[i])
             except KintsugiError as exc:
                 state.invalid.append(InvalidTx(log.session, i, f"undecodable: {exc.detail}"))
                 continue
-            problem = self._write_problem(log.account, tx.made_at, tx.changes)
+            problem = claim_problem(tx.meta)
+            if problem is None:
+                past = extend_claim(past, claim_of(tx.meta))
+                write = Write(log.account, log.session, i, tx.made_at, past)
+                problem = self._write_problem(judge, write, tx.changes) or unavailable
             if problem is not None:
                 state.invalid.append(InvalidTx(log.session, i, problem))
             else:
                 state.merge(tx.made_at, log.session, i, tx.changes)
-        self._content_key = self._current_key()
+        state.claims[log.session] = past
+        self._content_key = (self.version, key[1])
 
-    def _write_problem(
-        self, author: AccountID, made_at: int, changes: list[list[Any]], group: CoValueCore | None = None
-    ) -> str | None:
-        """Why ``author`` may not make ``changes`` at ``made_at`` here, or None if allowed.
+    def _judge(self) -> tuple[WriteJudge | None, str | None]:
+        """The judge of this CoValue's data writes (None: anyone may write), or why writes
+        cannot be judged yet (the owner group is not here)."""
+        ruleset = self.header.ruleset
+        if not isinstance(ruleset, OwnedByGroup):
+            return None, None
+        group = self.owner_group()
+        if group is None:
+            return None, f"owner group {ruleset.group} is not available"
+        return WriteJudge(group.group(), self.id), None
 
-        ``group`` is the owner group when the caller already resolved it.
-        """
-        if self.type == "group":
-            return None  # checked in order by compute_group; a local write is checked below
+    def _write_problem(self, judge: WriteJudge | None, write: Write, changes: list[list[Any]]) -> str | None:
+        """Why ``write`` of ``changes`` does not count, or None (:mod:`engine.content.writes`)."""
         for change in changes:
             problem = change_problem(change)
             if problem is not None:
                 return problem
-        ruleset = self.header.ruleset
-        if isinstance(ruleset, OwnedByGroup):
-            group = group or self.owner_group()
-            if group is None:
-                return f"owner group {ruleset.group} is not available"
-            role = group.group().role_at(author, made_at)
-            if role not in WRITE_ROLES:
-                return f"author is {role or 'not a member'} in the owner group at {made_at}"
-        return None
+        return None if judge is None else judge.problem(write, WRITE_ROLES)
 
     def _group_write_problem(self, author: AccountID, changes: list[list[Any]]) -> str | None:
         """Why ``author`` may not make these role changes here now, or None (admins may).
@@ -410,18 +445,27 @@ class CoValueCore:
         if self.group().roles.get(author) != "admin":
             raise PermissionDenied(f"{author} is not an admin of {self.id}")
 
-    def _delete_problem(self, author: AccountID, made_at: int) -> str | None:
-        ruleset = self.header.ruleset
-        if isinstance(ruleset, GroupRuleset):
-            role = self.group().role_at(author, made_at)
-        elif isinstance(ruleset, OwnedByGroup):
-            group = self.owner_group()
-            if group is None:
-                return f"owner group {ruleset.group} is not available"
-            role = group.group().role_at(author, made_at)
-        else:
+    def _delete_judge(self) -> tuple[WriteJudge | None, str | None]:
+        """The judge of delete markers: the group's own authority for a group, the owner
+        group's for a CoValue it owns (None: anyone may delete an unowned CoValue)."""
+        if isinstance(self.header.ruleset, GroupRuleset):
+            return WriteJudge(self.group(), self.id), None
+        return self._judge()
+
+    def _delete_problem(self, tx: Transaction, session: SessionID) -> str | None:
+        """Why the delete marker ``tx`` (index 0 of ``session``) does not delete, or None."""
+        judge, unavailable = self._delete_judge()
+        if unavailable is not None:
+            return unavailable
+        if judge is None:
             return None
-        return None if role == "admin" else f"deleting needs admin; author is {role or 'not a member'}"
+        problem = claim_problem(tx.meta)
+        if problem is not None:
+            return problem
+        problem = judge.problem(
+            Write(session_account(session), session, 0, tx.made_at, extend_claim((), claim_of(tx.meta))), DELETE_ROLES
+        )
+        return None if problem is None else f"deleting needs admin; {problem}"
 
     def _valid_delete_marker(self) -> tuple[SessionID, int] | None:
         """The first valid delete marker among the delete sessions, or None."""
@@ -429,7 +473,7 @@ class CoValueCore:
             log = self.sessions[sid]
             for i in range(log.signed_count):
                 tx = decode_transaction(log.txs[i])
-                if self._delete_problem(log.account, tx.made_at) is None:
+                if self._delete_problem(tx, sid) is None:
                     return sid, i
         return None
 
@@ -437,7 +481,7 @@ class CoValueCore:
         """Why the delete session ``sid`` does not delete this CoValue (None: it does)."""
         log = self.sessions[sid]
         tx = decode_transaction(log.txs[0])
-        return self._delete_problem(log.account, tx.made_at)
+        return self._delete_problem(tx, sid)
 
     def _purge(self) -> list[SessionID]:
         self.deleted = True

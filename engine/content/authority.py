@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.errors import InvalidId
-from engine.ids import AccountID, SessionID, parse_session_id
+from engine.ids import AccountID, SessionID, parse_covalue_id, parse_session_id
 
 #: Key of a group transaction's meta that holds what its author had seen of the group.
 SEEN_KEY = "seen"
@@ -53,8 +53,50 @@ MAX_SEEN_SESSIONS = 1000
 #: Largest count a ``seen`` claim may give for one session (the session log's u32 bound).
 MAX_SEEN_COUNT = 2**32 - 1
 
+#: Key of a revocation's meta that names what it had seen of the revoked accounts' writes
+#: elsewhere: ``{CoValueID: {sessionID: count}}`` (docs/protocol.md "Data writes").
+KEPT_KEY = "kept"
+#: Most sessions one ``kept`` record may name, over all its CoValues. A revoking replica that
+#: holds more of the revoked accounts' sessions names the first ones in (CoValueID, sessionID)
+#: order; the writes of the others are voided with everything else the revocation had not seen.
+MAX_KEPT_SESSIONS = 10_000
+
 #: A transaction of the group: (sessionID, index).
 TxRef = tuple[SessionID, int]
+#: What a revocation had seen of the revoked accounts' writes: {CoValueID: {sessionID: count}}.
+Kept = Mapping[str, Mapping[SessionID, int]]
+
+
+def heads_problem(heads: Any, what: str) -> str | None:
+    """Why ``heads`` is not a well-formed ``{sessionID: count}`` claim, or None when it is."""
+    if not isinstance(heads, dict):
+        return f"{what} is a map of SessionID to count"
+    if len(heads) > MAX_SEEN_SESSIONS:
+        return f"{what} names more than {MAX_SEEN_SESSIONS} sessions"
+    for sid, count in heads.items():
+        try:
+            parse_session_id(sid)
+        except InvalidId:
+            return f"{what} names an invalid SessionID"
+        if type(count) is not int or not 1 <= count <= MAX_SEEN_COUNT:
+            return f"{what} counts are integers from 1 to {MAX_SEEN_COUNT}"
+    return None
+
+
+def _kept_problem(kept: Any) -> str | None:
+    if not isinstance(kept, dict):
+        return "kept is a map of CoValueID to {sessionID: count}"
+    total = 0
+    for covalue, heads in kept.items():
+        try:
+            parse_covalue_id(covalue)
+        except InvalidId:
+            return "kept names an invalid CoValueID"
+        problem = heads_problem(heads, "kept")
+        if problem is not None:
+            return problem
+        total += len(heads)
+    return f"kept names more than {MAX_KEPT_SESSIONS} sessions" if total > MAX_KEPT_SESSIONS else None
 
 
 def seen_problem(meta: Any) -> str | None:
@@ -65,24 +107,21 @@ def seen_problem(meta: Any) -> str | None:
     """
     if meta is None:
         return None
-    if not isinstance(meta, dict) or set(meta) != {SEEN_KEY} or not isinstance(meta[SEEN_KEY], dict):
-        return "a group transaction's meta is {'seen': {sessionID: count}}"
-    seen = meta[SEEN_KEY]
-    if len(seen) > MAX_SEEN_SESSIONS:
-        return f"seen names more than {MAX_SEEN_SESSIONS} sessions"
-    for sid, count in seen.items():
-        try:
-            parse_session_id(sid)
-        except InvalidId:
-            return "seen names an invalid SessionID"
-        if type(count) is not int or not 1 <= count <= MAX_SEEN_COUNT:
-            return f"seen counts are integers from 1 to {MAX_SEEN_COUNT}"
-    return None
+    if not isinstance(meta, dict) or SEEN_KEY not in meta or not set(meta) <= {SEEN_KEY, KEPT_KEY}:
+        return "a group transaction's meta is {'seen': {sessionID: count}} (and 'kept' in a revocation)"
+    problem = heads_problem(meta[SEEN_KEY], "seen")
+    if problem is None and KEPT_KEY in meta:
+        problem = _kept_problem(meta[KEPT_KEY])
+    return problem
 
 
-def seen_meta(seen: Mapping[SessionID, int]) -> dict[str, Any]:
-    """The meta a group transaction carries to claim ``seen``."""
-    return {SEEN_KEY: dict(seen)}
+def seen_meta(seen: Mapping[SessionID, int], kept: Kept | None = None) -> dict[str, Any]:
+    """The meta a group transaction carries to claim ``seen`` (and, for a revocation, what it
+    had seen of the revoked accounts' writes)."""
+    meta: dict[str, Any] = {SEEN_KEY: dict(seen)}
+    if kept:
+        meta[KEPT_KEY] = {cid: dict(heads) for cid, heads in kept.items()}
+    return meta
 
 
 @dataclass(slots=True)
@@ -98,6 +137,8 @@ class Node:
     deps: list[TxRef]
     #: why it can never be valid (undecodable, ill-formed), or None
     problem: str | None = None
+    #: a revocation's record of the revoked accounts' writes it had seen
+    kept: Kept = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -112,6 +153,17 @@ class Outcome:
     waiting: dict[TxRef, str] = field(default_factory=dict)
     #: what a new transaction written now should claim to have seen
     frontier: dict[SessionID, int] = field(default_factory=dict)
+    #: causal past of each placed transaction: a bitset over positions in ``order``
+    past: list[int] = field(default_factory=list)
+    #: placed transaction -> its position in ``order``
+    position: dict[TxRef, int] = field(default_factory=dict)
+    #: per account: the positions of valid transactions giving it a role, and the role
+    assigned: dict[AccountID, list[tuple[int, str]]] = field(default_factory=dict)
+
+    def role_in_past(self, initial_admin: AccountID, account: AccountID, bits: int) -> tuple[str | None, int]:
+        """``account``'s role after the valid transactions in ``bits`` (a causal past), and
+        the position of the transaction that gave it (-1: none, or the initial admin)."""
+        return _role_in_past(initial_admin, account, bits, self.assigned)
 
 
 def decide(initial_admin: AccountID, nodes: list[Node]) -> Outcome:
@@ -125,12 +177,14 @@ def decide(initial_admin: AccountID, nodes: list[Node]) -> Outcome:
         by_author.setdefault(node.author, []).append(p)
     voided: dict[int, str] = {}
     while True:
-        valid, grant = _evaluate(initial_admin, order, past, voided, out)
+        valid, grant, out.assigned = _evaluate(initial_admin, order, past, voided, out)
         newly = _next_voids(order, past, valid, grant, voided, by_author=by_author)
         if not newly:
             break
         voided.update(newly)
     out.frontier = _frontier(order, past, valid, pos)
+    out.past = past
+    out.position = pos
     return out
 
 
@@ -182,8 +236,9 @@ def _place(nodes: list[Node], out: Outcome) -> tuple[list[Node], list[int]]:
 
 def _evaluate(
     initial_admin: AccountID, order: list[Node], past: list[int], voided: Mapping[int, str], out: Outcome
-) -> tuple[list[bool], list[int]]:
-    """Validity of every placed node given ``voided``, and each valid node's seniority.
+) -> tuple[list[bool], list[int], dict[AccountID, list[tuple[int, str]]]]:
+    """Validity of every placed node given ``voided``, each valid node's seniority, and the
+    valid role assignments per account.
 
     Seniority (``grant``) is the position of the valid transaction that made the author admin
     in the node's causal past, or -1 for the initial admin acting on its original role.
@@ -208,7 +263,7 @@ def _evaluate(
         out.verdict[node.ref] = None
         for account, new_role in node.changes:
             assigned.setdefault(account, []).append((p, new_role))
-    return valid, grant
+    return valid, grant, assigned
 
 
 def _role_in_past(

@@ -60,6 +60,9 @@ def change_problem(change: list[Any]) -> str | None:
 class CoMapState:
     entries: dict[str, Entry] = field(default_factory=dict)
     invalid: list[InvalidTx] = field(default_factory=list)
+    #: per session: its causal past in the owner group after its last transaction, as
+    #: ``(sessionID, count)`` pairs (:mod:`engine.content.writes`)
+    claims: dict[SessionID, tuple[tuple[SessionID, int], ...]] = field(default_factory=dict)
 
     def merge(self, made_at: int, session: str, index: int, changes: Iterable[list[Any]]) -> None:
         """Merge one valid transaction's changes (any order of calls gives the same state)."""

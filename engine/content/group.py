@@ -4,8 +4,9 @@ A group's ``initialAdmin`` is admin from the start. Its transactions are role ch
 ``["role", AccountID, role]`` with role in :data:`ROLES`, and carry in their meta what their
 author had seen of the group (:mod:`engine.content.authority`): a change counts only if its
 author was ``admin`` in that causal past, and a revocation voids the revoked member's changes
-that did not see it. ``madeAt`` orders the valid changes into a timeline; other CoValues ask
-:meth:`GroupState.role_at` whether an author could write at a transaction's ``madeAt``.
+that did not see it. ``madeAt`` orders the valid changes into a timeline
+(:meth:`GroupState.role_at`); the data writes of CoValues the group owns are judged against
+the same causal decision (:mod:`engine.content.writes`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.content.authority import SEEN_KEY, Node, TxRef, decide, seen_problem
+from engine.content.authority import KEPT_KEY, SEEN_KEY, Node, Outcome, TxRef, decide, seen_problem
 from engine.content.common import InvalidTx, sessions_for_content
 from engine.errors import InvalidId, InvalidTransaction
 from engine.ids import AccountID, SessionID, parse_account_id
@@ -54,6 +55,9 @@ class GroupState:
     invalid: list[InvalidTx] = field(default_factory=list)
     #: what a group transaction written now claims to have seen ({sessionID: count})
     seen: dict[SessionID, int] = field(default_factory=dict)
+    #: the authority rules' decision (causal pasts, valid role assignments) that data writes
+    #: are judged against (:mod:`engine.content.writes`)
+    authority: Outcome = field(default_factory=Outcome)
 
     def role_at(self, account: AccountID, made_at: int) -> str | None:
         """``account``'s role at ``made_at`` (None: never a member by then)."""
@@ -91,6 +95,7 @@ def compute_group(initial_admin: AccountID, sessions: Mapping[SessionID, Session
     for (sid, index), reason in sorted(outcome.waiting.items()):
         state.invalid.append(InvalidTx(sid, index, reason))
     state.seen = outcome.frontier
+    state.authority = outcome
     return state
 
 
@@ -107,7 +112,7 @@ def _node(log: SessionLog, index: int) -> Node:
         problem = next((p for p in map(role_change_problem, tx.changes) if p), None)
     if problem is not None:
         return Node(ref, log.account, tx.made_at, [], deps, problem)
-    seen = tx.meta[SEEN_KEY] if tx.meta is not None else {}
-    deps.extend((SessionID(sid), count - 1) for sid, count in seen.items())
+    meta = tx.meta or {}
+    deps.extend((SessionID(sid), count - 1) for sid, count in meta.get(SEEN_KEY, {}).items())
     changes = [(AccountID(account), role) for _, account, role in tx.changes]
-    return Node(ref, log.account, tx.made_at, changes, deps)
+    return Node(ref, log.account, tx.made_at, changes, deps, kept=meta.get(KEPT_KEY, {}))

@@ -48,6 +48,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from engine.content.authority import Kept
 from engine.covalue import ApplyReport, CoValueCore, ReplaceOutcome
 from engine.crypto import AccountKey
 from engine.errors import LeaseError, PermissionDenied, StorageUnavailable, UnknownCoValue, UsageError
@@ -70,6 +71,7 @@ from engine.node.changes import ChangeEvent, ChangeKind, Subscriber
 from engine.node.commits import BackgroundCommits
 from engine.node.leases import LeaseKeeper
 from engine.node.loading import load_core
+from engine.node.revocations import held_writes
 from engine.recovery.correction import Replacement, apply_correction
 from engine.storage.interface import SessionWrite, Store, StoredCounts
 from engine.storage.opener import open_store
@@ -236,7 +238,11 @@ class LocalNode:
         """Give ``account`` a role in ``group``. Raises :class:`PermissionDenied` unless admin."""
         core = self.get(group)
         core.check_group_write(self.account_id)
-        self._write(core, [["role", account, role]])
+        kept = None
+        if role != "admin":  # a demotion: it keeps the account's writes this replica holds
+            self.flush()
+            kept = held_writes(self.covalues.values(), self.store, group, account)
+        self._write(core, [["role", account, role]], kept)
 
     def set(self, covalue: CoValueID, key: str, value: Any) -> None:
         self._write(self.get(covalue), [["set", key, value]])
@@ -248,9 +254,9 @@ class LocalNode:
         """Several changes in one transaction (applied together or not at all)."""
         self._write(self.get(covalue), changes)
 
-    def _write(self, core: CoValueCore, changes: list[list[Any]]) -> None:
+    def _write(self, core: CoValueCore, changes: list[list[Any]], kept: Kept | None = None) -> None:
         self._check_open()
-        core.add_local(self.session, changes, self._made_at())
+        core.add_local(self.session, changes, self._made_at(), kept)
         log = core.sessions[self.session]
         self._pending_count += 1
         self._pending_bytes += len(log.txs[-1])

@@ -29,6 +29,7 @@ from engine.ids import AccountID, CoValueID, SessionID, covalue_id_from_digest
 from engine.model.header import GroupRuleset, Header, OwnedByGroup, UnsafeAllowAll
 from engine.model.session_log import Chunk, SessionLog
 from engine.model.transaction import encode_transaction
+from engine.node.revocations import held_writes
 
 #: A fixed "now" (ms since the epoch) that tests count from.
 T0 = 1_700_000_000_000
@@ -123,10 +124,16 @@ def set_role(
     *,
     made_at: int,
     sid: SessionID | None = None,
+    keeping: Iterable[CoValueCore] = (),
 ) -> None:
-    """``admin`` gives ``member`` ``role`` in ``group`` at ``made_at`` (one signed transaction)."""
+    """``admin`` gives ``member`` ``role`` in ``group`` at ``made_at`` (one signed transaction).
+
+    A demotion records what ``keeping`` (CoValues of the group) hold of ``member``'s writes,
+    as a replica holding them would (docs/protocol.md "Group authority"): those stay valid.
+    """
     acc = member.account_id if isinstance(member, AccountKey) else member
-    group.add_local(sid or session(admin), [["role", acc, role]], made_at)
+    kept = held_writes(keeping, None, group.id, acc) if role != "admin" else None
+    group.add_local(sid or session(admin), [["role", acc, role]], made_at, kept)
     group.sign_pending(admin)
 
 

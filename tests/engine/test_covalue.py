@@ -160,11 +160,12 @@ def test_every_bit_flip_of_a_known_head_is_a_fork() -> None:
 
 @pytest.mark.parametrize(
     ("who", "made_at"),
-    [(CAROL, T0 + 1), (account(9), T0 + 1), (BOB, T0 - 1)],
-    ids=["reader", "stranger", "writer before being added"],
+    [(CAROL, T0 + 1), (account(9), T0 + 1), (CAROL, T0 + 10**9)],
+    ids=["reader", "stranger", "reader claiming a late madeAt"],
 )
 def test_add_local_refused_without_write_role(who: AccountKey, made_at: int) -> None:
-    """add_local raises PermissionDenied when the author may not write at madeAt; stores nothing."""
+    """add_local raises PermissionDenied when the author holds no write role in what this
+    replica holds of the group (whatever madeAt it claims); stores nothing."""
     _, doc = setup_doc()
     before = snapshot(doc)
     with pytest.raises(PermissionDenied) as info:
@@ -172,6 +173,19 @@ def test_add_local_refused_without_write_role(who: AccountKey, made_at: int) -> 
     assert info.value.code == "permission_denied"
     assert snapshot(doc) == before
     assert doc.comap().items() == {}
+
+
+def test_add_local_judges_by_the_group_not_by_made_at() -> None:
+    """A local write claims what this replica has seen of the owner group, so a writer's
+    write counts whatever madeAt its clock gives (even one before its grant's), on this
+    replica and on a fresh one."""
+    group, doc = setup_doc()
+    doc.add_local(session(BOB), [["set", "k", 1]], T0 - 1)
+    doc.sign_pending(BOB)
+    assert doc.comap().items() == {"k": 1}
+    assert replica_of(doc, group).comap().items() == {"k": 1}
+    meta = decode_transaction(doc.sessions[session(BOB)].txs[0]).meta
+    assert meta == {"group": group.group().seen}
 
 
 def test_add_local_updates_content_like_a_recompute() -> None:

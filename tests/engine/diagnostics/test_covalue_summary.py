@@ -95,9 +95,10 @@ def test_invalid_transactions_are_a_badge(tmp_path: Path) -> None:
         doc = node.create_map(group.id, meta={"name": "doc"})
         node.set(doc.id, "ok", 1)
         # bob is no member: his transaction is signed history but not content
-        log = doc.sessions[session_of(bob)] = SessionLog(doc.id, session_of(bob))
+        log = SessionLog(doc.id, session_of(bob))
         log.append_pending(encode_transaction(T0 + 5, [["set", "intruder", 1]]))
         log.sign(bob)
+        doc.apply_content({log.session: log.chunk()})
         summary = summarize(node.get(doc.id))
     assert Badge.INVALID_TRANSACTIONS in summary.badges
     (bad,) = summary.invalid

@@ -14,7 +14,10 @@ import os
 
 import pytest
 
-from engine.ids import AccountID
+from engine.content.writes import CLAIM_KEY
+from engine.ids import AccountID, CoValueID, SessionID, new_session_id, session_account
+from engine.model.session_log import SessionLog
+from engine.model.transaction import decode_transaction, encode_transaction
 from tests.engine.sync.sim import NODE, Faults, Simulation
 
 SEEDS = int(os.environ.get("KINTSUGI_SIM_SEEDS", "20"))
@@ -108,3 +111,67 @@ def test_concurrent_mutual_revocation_converges_on_the_senior_admin(seed: int) -
     chaos(sim, 150)
     sim.heal()
     assert_everyone(sim, {BOB: "admin", EVE: "revoked", CAROL: "writer"}, but=(EVE,))
+
+
+def forge_write(sim: Simulation, name: str, covalue: CoValueID, made_at: int, seen: dict[SessionID, int]) -> SessionID:
+    """``name``'s account signs, in a brand-new session, one CoMap write made at ``made_at``
+    claiming to have seen ``seen`` of the group, past every local check, and hands it to the
+    node as any peer holding it might. Returns the session."""
+    replica = sim.replicas[name]
+    sid = new_session_id(replica.account_id, sim._random_bytes)
+    log = SessionLog(covalue, sid)
+    log.append_pending(encode_transaction(made_at, [["set", "takeover", name]], {CLAIM_KEY: seen}))
+    log.sign(replica.account)
+    replica.apply_content(covalue, {sid: log.chunk()})
+    sim.node.apply_content(covalue, {sid: log.chunk()})
+    sim._pump()
+    return sid
+
+
+@pytest.mark.parametrize("seed", SEED_LIST)
+def test_backdated_write_by_a_revoked_writer_fails_on_every_replica(seed: int) -> None:
+    """EVE, a writer, edits the maps; BOB revokes her while she is cut off (his revocation
+    records the edits of hers he holds). EVE writes a backdated edit (``T2 - 1``) in a new
+    session claiming the group as she last saw it. After chaos and a heal, no replica counts
+    it, and every edit of hers that BOB's revocation had seen still counts everywhere."""
+    print(f"seed {seed}")
+    faults = Faults(drop=(seed % 4) * 0.1, duplicate=0.05 * (seed % 3 + 1), reorder=0.05 * (seed % 2 + 1))
+    sim = Simulation(seed, faults=faults, tabs=False)
+    chaos(sim, 120)
+    sim.heal()
+    eve_view = dict(sim.replicas[EVE].get(sim.group.id).group().seen)
+    sim.cut(EVE)
+    sim.clock += 1000
+    sim.set_role(BOB, EVE, "revoked")
+    t2 = sim.clock
+    bob_group = sim.replicas[BOB].get(sim.group.id)
+    revocation = decode_transaction(bob_group.sessions[sim.replicas[BOB].session].txs[-1])
+    kept = (revocation.meta or {}).get("kept", {})
+    chaos(sim, 40)
+    target = sim.maps[0]
+    forged = forge_write(sim, EVE, target, t2 - 1, eve_view)
+    sim.join(EVE)
+    chaos(sim, 150)
+    sim.heal()
+    eve = sim.replicas[EVE].account_id
+    checked = 0
+    for name, replica in sim.replicas.items():
+        if name == EVE:
+            continue
+        for cid in sim.maps:
+            core = replica.get(cid)
+            if core.deleted:
+                continue
+            invalid = {(i.session, i.index): i.reason for i in core.invalid_transactions()}
+            assert "takeover" not in core.comap().items(), f"seed {seed}: {name} counts EVE's backdated write"
+            if cid == target:
+                assert "had not seen it" in invalid.get((forged, 0), ""), f"seed {seed}: {name}: {invalid}"
+            for sid, n in kept.get(cid, {}).items():
+                for index in range(n):
+                    assert (sid, index) not in invalid, f"seed {seed}: {name} voids {sid} #{index} BOB had seen"
+                    checked += 1
+            assert all(
+                not (session_account(sid) == eve and sid != forged and index < kept.get(cid, {}).get(sid, 0))
+                for sid, index in invalid
+            )
+    print(f"seed {seed}: {checked} kept edits of the revoked writer checked on every replica")

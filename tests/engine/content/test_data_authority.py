@@ -28,7 +28,6 @@ from tests.engine.factories import (
     replica_of,
     session,
     set_role,
-    tx,
     wire,
 )
 
@@ -89,7 +88,7 @@ def test_write_that_saw_its_revocation_is_invalid_at_any_made_at() -> None:
 def test_edits_the_revocation_had_not_seen_are_voided() -> None:
     """EVE's honest edit that reached BOB only after he revoked her (made while she was still
     writer, by her clock and her claim) is voided: the revocation had not seen it."""
-    group, doc, eve_view = story()
+    _, doc, eve_view = story()
     deliver(doc, EVE, [data_tx(T1 + 6, "offline", eve_view)])  # continues her session: index 1
     assert doc.comap().items() == {"before": 1}
     assert "had not seen it" in reasons(doc)[(session(EVE), 1)]
@@ -174,7 +173,7 @@ def test_local_write_refused_once_revoked_here() -> None:
 
 def test_backdated_delete_by_a_revoked_admin_does_not_delete() -> None:
     """EVE, revoked admin, writes a delete marker made before her revocation: nothing is deleted."""
-    group, doc, eve_view = story("admin")
+    _, doc, eve_view = story("admin")
     marker = encode_transaction(T2 - 1, [["delete"]], claim(eve_view))
     deliver(doc, EVE, [marker], sid=delete_session(EVE))
     assert not doc.deleted
@@ -244,9 +243,7 @@ def test_held_writes_names_only_the_revoked_accounts_sessions_of_the_groups_cova
     for core in (doc, other):
         deliver(core, EVE, [data_tx(T1 + 1, "a"), data_tx(T1 + 2, "b")])
         deliver(core, CAROL, [data_tx(T1 + 1, "c")])
-    assert held_writes([group, doc, other_group, other], None, group.id, EVE.account_id) == {
-        doc.id: {session(EVE): 2}
-    }
+    assert held_writes([group, doc, other_group, other], None, group.id, EVE.account_id) == {doc.id: {session(EVE): 2}}
 
 
 def test_claim_to_write_repeats_only_a_moved_view() -> None:

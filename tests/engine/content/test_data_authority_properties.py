@@ -164,7 +164,9 @@ def test_no_valid_write_by_an_author_revoked_in_or_concurrently_with_its_past(wo
     invalid_group = {(i.session, i.index) for i in group.group().invalid}
     invalid_doc = {(i.session, i.index) for i in doc.comap().invalid}
     gtx: dict[Ref, Transaction] = {
-        (sid, i): decode_transaction(data) for sid, log in world.truth["group"].items() for i, data in enumerate(log.txs)
+        (sid, i): decode_transaction(data)
+        for sid, log in world.truth["group"].items()
+        for i, data in enumerate(log.txs)
     }
     valid_group = [ref for ref in gtx if ref not in invalid_group]
     pasts: dict[Ref, frozenset[Ref]] = {}

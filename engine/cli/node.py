@@ -21,6 +21,7 @@ from engine.cli.stores import check_servable
 from engine.cli.urls import node_url
 from engine.errors import InvalidId
 from engine.ids import parse_account_id
+from engine.storage.opener import POSTGRES_SCHEMES
 
 #: Level ``node serve`` logs at unless ``--log-level`` or ``-v`` says otherwise.
 NODE_LOG_LEVEL = "INFO"
@@ -54,7 +55,7 @@ def cmd_node_serve(args: argparse.Namespace, out: Output) -> int:
     check_servable(args.store)
     asyncio.run(
         serve(
-            Path(args.store).expanduser(),
+            args.store if args.store.startswith(POSTGRES_SCHEMES) else Path(args.store).expanduser(),
             host=args.host,
             port=args.port,
             admins=args.admin,
@@ -79,7 +80,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "listens (and written to --ready-file). " + config_help(),
     )
     p.set_defaults(func=cmd_node_serve, default_log_level=NODE_LOG_LEVEL)
-    p.add_argument("--store", required=True, help="store directory (created if missing), or a store's NAME.db file")
+    p.add_argument(
+        "--store",
+        required=True,
+        help="store directory (created if missing), a store's NAME.db file, or a postgresql:// URL "
+        "(the database must exist; a node there needs --key)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=port_number, default=0, help="port, 0-65535 (default 0: any free port)")
     p.add_argument(

@@ -43,7 +43,7 @@ NODE_KEY_FILE = "node.key"
 MAX_PORT = 65535
 
 
-def node_key(store: Path, key_file: Path | None) -> AccountKey:
+def node_key(store: Path | str, key_file: Path | None) -> AccountKey:
     """The node's account key: ``key_file``, or ``<store dir>/node.key`` (created if missing)."""
     if key_file is not None:
         return AccountKey.load(key_file)
@@ -134,7 +134,7 @@ def write_ready_file(path: Path, url: str) -> None:
 
 
 async def serve(
-    store: Path,
+    store: Path | str,
     *,
     host: str = "127.0.0.1",
     port: int = 0,

@@ -4,9 +4,10 @@
   the data they exchange; what the node, diagnostics and the inspector use.
 - :mod:`engine.storage.opener` — :func:`open_store`: a store by its location.
 - :mod:`engine.storage.sqlite` — the SQLite implementation (the default).
+- :mod:`engine.storage.postgres` — the PostgreSQL implementation (the shared store of a
+  cluster of nodes), the same protocols over asyncpg.
 
-PostgreSQL (a cluster of nodes) comes later as ``engine.storage.postgres``, implementing the
-same protocols. Storage imports only model, kv, ids, crypto, codec and errors: it returns
+Storage imports only model, kv, ids, crypto, codec and errors: it returns
 rows and chunks, and engine/node builds CoValues from them.
 """
 

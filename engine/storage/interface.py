@@ -3,8 +3,8 @@ ask of a store, as :class:`typing.Protocol` classes and the plain data they exch
 
 Code above engine/storage names only these protocols and opens stores with
 :func:`engine.storage.open_store`; an implementation lives in its own package below
-(engine/storage/sqlite today; engine/storage/postgres later, implementing the same
-protocols, with nothing above storage changing).
+(engine/storage/sqlite and engine/storage/postgres, implementing the same protocols; nothing
+above storage names either).
 
 Rules every implementation keeps:
 

@@ -1,8 +1,9 @@
 """Opening a store by its location: the one place that chooses an implementation.
 
 Callers above engine/storage open stores only through :func:`open_store` and hold them as
-:class:`~engine.storage.interface.Store`, so a new implementation (PostgreSQL, for a cluster
-of nodes) is added here and in its own package without touching anything above storage.
+:class:`~engine.storage.interface.Store`: a SQLite store for a path, a PostgreSQL store (the
+shared store of a cluster of nodes) for a ``postgresql://`` or ``postgres://`` URL. Nothing
+above storage names either.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from engine.errors import UsageError
 from engine.storage.interface import Store
 from engine.storage.sqlite.connection import DEFAULT_SYNCHRONOUS, create_store_directory
 from engine.storage.sqlite.store import SQLiteStore, store_file
@@ -29,17 +29,23 @@ def open_store(
     synchronous: str = DEFAULT_SYNCHRONOUS,
 ) -> Store:
     """Open the store at ``location``: a SQLite store directory or file (created if missing
-    unless ``readonly``).
+    unless ``readonly``), or a PostgreSQL database named by a ``postgresql://`` URL (which
+    must exist; its schema is created unless ``readonly``).
 
-    ``writer`` names this instance in the CAS-slot history; ``synchronous`` is SQLite's
-    durability setting (``FULL`` unless a caller trades durability for speed, as benchmarks
-    and test fixtures may). Raises :class:`~engine.errors.StoreNotFound` (read-only, nothing
-    there), :class:`~engine.errors.SchemaVersionError`, the other
-    :class:`~engine.errors.StorageError` types, and :class:`UsageError` for a PostgreSQL
-    location (not available yet).
+    ``writer`` names this instance in the CAS-slot history; ``synchronous`` is the durability
+    setting (``FULL`` unless a caller trades durability for speed, as benchmarks and test
+    fixtures may: SQLite's ``PRAGMA synchronous``, PostgreSQL's ``synchronous_commit``).
+    Raises :class:`~engine.errors.StoreNotFound` (read-only and nothing there, or no such
+    database), :class:`~engine.errors.SchemaVersionError`, the other
+    :class:`~engine.errors.StorageError` types, and :class:`~engine.errors.UsageError` for a
+    URL that is not one.
     """
     if str(location).startswith(POSTGRES_SCHEMES):
-        raise UsageError("PostgreSQL stores are not available yet")
+        # Imported here: asyncpg takes ~70 ms to import, which a program on SQLite stores
+        # (the inspector, every CLI command) need not pay.
+        from engine.storage.postgres.store import PostgresStore
+
+        return PostgresStore(str(location), readonly=readonly, writer=writer, synchronous=synchronous)
     return SQLiteStore(location, readonly=readonly, writer=writer, synchronous=synchronous)
 
 

@@ -38,7 +38,7 @@ def _same(floor: str, pin: str) -> bool:
 
 def test_each_floor_is_pinned_exactly_for_the_floor_run() -> None:
     floors, pins = _floors_in_pyproject(), _pins()
-    engine_deps = {"pynacl", "cbor2", "websockets", "platformdirs", "base58"}
+    engine_deps = {"pynacl", "cbor2", "websockets", "platformdirs", "base58", "asyncpg"}
     assert engine_deps <= set(floors)
     assert set(pins) == engine_deps
     for name in engine_deps:

@@ -19,6 +19,7 @@ from engine.errors import (
 from engine.ids import AccountID
 from engine.kv.envelope import MAX_SLOT_VALUE_SIZE, Present, Tombstone, encode_envelope
 from engine.kv.store import KV_LOG_KEEP_PER_KEY, AccountKV, CASRecord, Conflict, KVStore, MemoryKV, Stored
+from engine.storage.postgres.store import PostgresStore
 from engine.storage.sqlite.kv import KV_SCHEMA, SQLiteKV, cas_in_transaction, create_schema
 from tests.engine.kv._util import new_db, open_db, random_account
 
@@ -49,23 +50,35 @@ def connections(tmp_path: Path) -> Iterator[Callable[[], sqlite3.Connection]]:
         conn.close()
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def make_store(
-    request: pytest.FixtureRequest, connections: Callable[[], sqlite3.Connection]
-) -> MakeStore:
-    """Builds stores of one kind; SQLite ones share one database file, like processes do."""
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def make_store(request: pytest.FixtureRequest, connections: Callable[[], sqlite3.Connection]) -> Iterator[MakeStore]:
+    """Builds stores of one kind; SQLite ones share one database file, PostgreSQL ones one
+    database, like processes and nodes do."""
+    if request.param == "postgres":
+        pg_url = request.getfixturevalue("pg_url")
+        opened: list[PostgresStore] = []
+
+        def postgres(**kwargs: Any) -> KVStore:
+            opened.append(PostgresStore(pg_url))
+            return opened[-1].kv_view(**kwargs)
+
+        yield postgres
+        for store in opened:
+            store.close()
+        return
     if request.param == "memory":
         shared = MemoryKV()
 
         def memory(**kwargs: Any) -> KVStore:
             return MemoryKV(**kwargs) if kwargs else shared
 
-        return memory
+        yield memory
+        return
 
     def sqlite(**kwargs: Any) -> KVStore:
         return SQLiteKV(connections(), **kwargs)
 
-    return sqlite
+    yield sqlite
 
 
 @pytest.fixture

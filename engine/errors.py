@@ -38,7 +38,11 @@ Hierarchy::
     │   └── SchemaVersionError           schema_too_new: store written by a newer major
     ├── KVError                          base of CAS-slot failures
     │   ├── KVAccessDenied               kv_access_denied: another account's namespace
-    │   └── CASRetriesExhausted          cas_retries_exhausted: read-modify-write gave up
+    │   ├── CASRetriesExhausted          cas_retries_exhausted: read-modify-write gave up
+    │   ├── KVBadKey                     kv_bad_key: a namespace or key a node's CAS slots refuse
+    │   ├── KVValueTooLarge              kv_value_too_large: a slot value over the size limit
+    │   ├── KVTooManyWatches             kv_too_many_watches: a connection's watch limit reached
+    │   └── KVRefused                    kv_refused: a node refused a CAS-slot request (``reason``)
     ├── LeaseError                       lease_unavailable: could not lease a session
     ├── ConnectFailed                    connect_failed: no session with a node could be opened
     │   ├── NodeUnreachable              connection_refused: nothing accepts connections there
@@ -83,7 +87,11 @@ __all__ = [
     "InvalidQuotaExceeded",
     "InvalidTransaction",
     "KVAccessDenied",
+    "KVBadKey",
     "KVError",
+    "KVRefused",
+    "KVTooManyWatches",
+    "KVValueTooLarge",
     "KeyFileError",
     "KintsugiError",
     "LeaseError",
@@ -321,6 +329,36 @@ class CASRetriesExhausted(KVError):
         self.attempts = attempts
 
 
+class KVBadKey(KVError):
+    """A namespace or key a node's CAS slots refuse: an empty namespace, more than
+    ``engine.kv.store.MAX_KEY_LENGTH`` characters, or a NUL character."""
+
+    code = "kv_bad_key"
+
+
+class KVValueTooLarge(KVError):
+    """A slot value whose CBOR payload is over ``engine.kv.envelope.MAX_SLOT_VALUE_SIZE``."""
+
+    code = "kv_value_too_large"
+
+
+class KVTooManyWatches(KVError):
+    """A connection already holds the most ``kv_watch`` a node keeps for one connection."""
+
+    code = "kv_too_many_watches"
+
+
+class KVRefused(KVError):
+    """A node refused a CAS-slot request with ``kv_error{code}`` for a code that has no class
+    of its own here (``storage_unavailable``, ``invalid_message``, ...); ``reason`` is it."""
+
+    code = "kv_refused"
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}{f': {detail}' if detail and detail != reason else ''}")
+        self.reason = reason
+
+
 class LeaseError(KintsugiError):
     code = "lease_unavailable"
 
@@ -424,8 +462,9 @@ class IntegerTooLarge(InvalidCBOR):
 
 
 class StorageUnavailable(StorageEnvironmentError):
-    """The store cannot take writes now (its disk is full); reads go on, and writes resume
-    by themselves once space returns."""
+    """The store cannot take writes now (its disk is full; on a node with background commits,
+    also while its commits fail for any other reason of the environment); reads go on, and
+    writes resume by themselves once a commit succeeds again."""
 
     code = "storage_unavailable"
 

@@ -4,11 +4,11 @@ Command groups, one module each: :mod:`~engine.cli.account`, :mod:`~engine.cli.d
 :mod:`~engine.cli.store` (verify, inspect), :mod:`~engine.cli.node` (node serve),
 :mod:`~engine.cli.bench`, :mod:`~engine.cli.bundle` (bundle export), :mod:`~engine.cli.anomalies`,
 :mod:`~engine.cli.compare`, :mod:`~engine.cli.recover` (plan, apply), :mod:`~engine.cli.audit`
-(verify, show). What they share: ``--json`` output, progress and exit codes
-(:mod:`engine.cli.output`), logging (:mod:`engine.cli.logs`), telling node URLs from paths
-(:mod:`engine.cli.urls`), opening a named store or saying it is none
-(:mod:`engine.cli.stores`), and a node's limits from a file and flags
-(:mod:`engine.cli.limits_config`).
+(verify, show), :mod:`~engine.cli.kv` (get, cas, watch: a node's CAS slots). What they
+share: ``--json`` output, progress and exit codes (:mod:`engine.cli.output`), logging
+(:mod:`engine.cli.logs`), telling node URLs from paths (:mod:`engine.cli.urls`), opening a
+named store or saying it is none (:mod:`engine.cli.stores`), and a node's limits from a file
+and flags (:mod:`engine.cli.limits_config`).
 
 Exit codes: 0 ok, 1 failed, 2 usage. A usage error — argparse's own, an argument written as
 a URL that is not a valid one (:mod:`engine.cli.urls`), or a :class:`UsageError` a command
@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from engine import __version__
-from engine.cli import account, anomalies, audit, bench, bundle, compare, demo, node, recover, store
+from engine.cli import account, anomalies, audit, bench, bundle, compare, demo, kv, node, recover, store
 from engine.cli.logs import configure_logging
 from engine.cli.output import EXIT_FAILED, EXIT_USAGE, Handler, Output, add_json_flag
 from engine.cli.urls import check_url_arguments
@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.register(command)
     recover.register(sub)
     audit.register(sub)
+    kv.register(sub)
     return parser
 
 

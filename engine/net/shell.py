@@ -20,7 +20,9 @@ writer waiting in silence: each peer whose acknowledgement is held gets one
 incoming write (``content``, ``deleted``, ``correction``) is answered with that error and not
 applied; everything else — loads, known states, admin requests — is served as usual. When a
 commit succeeds again (space returned), writes are taken again and the held
-acknowledgements leave.
+acknowledgements leave, and each peer whose write was refused is answered as if it had just
+sent an empty ``content`` for that CoValue: it learns what the node holds (or, as for any
+empty content, what the access rules let it learn) and sends the refused write again.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from typing import Any
 from websockets.asyncio.connection import Connection
 from websockets.exceptions import ConnectionClosed
 
-from engine.errors import FrameTooLarge, KintsugiError
+from engine.errors import FrameTooLarge, KintsugiError, StorageEnvironmentError
+from engine.ids import CoValueID
 from engine.net.connection import PeerConnection
 from engine.node.facade import LocalNode
 from engine.protocol.frames import OP, encode_frame
@@ -69,6 +72,8 @@ class SyncShell:
         self.held: deque[tuple[int, str, Message]] = deque()
         #: (peer, CoValue) told that the store refuses writes, while it does
         self._told_unavailable: set[tuple[str, str]] = set()
+        #: (peer, CoValue) whose writes were refused: answered once writes resume
+        self._refused: set[tuple[str, CoValueID]] = set()
         self.frames_received = 0
         self.peer_log: deque[PeerLogEntry] = deque(maxlen=PEER_LOG_SIZE)
         self.manager.peers_report = self._peers_report
@@ -95,10 +100,14 @@ class SyncShell:
 
     def _keep_lease(self) -> None:
         """Renew the node's session lease every third of its lifetime while connected, so an
-        idle node never loses it to another process of the same account."""
-        self.node.renew_lease()
+        idle node never loses it to another process of the same account. A renewal the store
+        fails is logged and tried again at the next turn: the keeper never stops."""
         interval = self.node.leases.ttl_ms / 3000
         self._lease_keeper = asyncio.get_running_loop().call_later(interval, self._keep_lease)
+        try:
+            self.node.renew_lease()
+        except StorageEnvironmentError as exc:
+            logger.warning("could not renew the session lease; trying again in %.1f s: %s", interval, exc)
 
     def _on_event(self, event: SyncEvent) -> None:
         for listener in list(self.event_listeners):
@@ -119,6 +128,7 @@ class SyncShell:
         the node's commits up to then have finished; acknowledgements keep their order.
         """
         self._dispatch_scheduled = False
+        self._answer_refused()
         by_peer: dict[str, list[Message]] = defaultdict(list)
         outbox = self.manager.drain()
         submitted, committed = self.node.submitted_seq, self.node.committed_seq
@@ -149,6 +159,19 @@ class SyncShell:
             if key not in self._told_unavailable:
                 self._told_unavailable.add(key)
                 by_peer[peer_id].append(Error.of(unavailable, message.id))
+
+    def _answer_refused(self) -> None:
+        """Once the store takes writes again, answer each peer whose write was refused as if it
+        had sent an empty ``content`` for that CoValue (see the module docstring)."""
+        if not self._refused or self.node.storage_unavailable is not None:
+            return
+        refused, self._refused = sorted(self._refused), set()
+        for peer_id, covalue in refused:
+            if peer_id in self.connections:
+                try:
+                    self.manager.receive(peer_id, Content(covalue, None, {}))
+                except KintsugiError as exc:
+                    logger.warning("could not answer %s about %s after writes resumed: %s", peer_id, covalue, exc)
 
     async def settle(self) -> None:
         """Wait for the node's commits, then send everything the manager produced."""
@@ -213,7 +236,6 @@ class SyncShell:
         except ConnectionClosed:
             return
 
-
     def _refuse_writes(self, conn: PeerConnection, messages: Sequence[Message]) -> Sequence[Message]:
         """The messages to feed the manager: all of them, unless the store refuses writes
         (disk full); then each write is answered with that error and left out."""
@@ -225,6 +247,7 @@ class SyncShell:
         for message in messages:
             if isinstance(message, Content | Deleted | Correction):
                 refused.append(Error.of(unavailable, message.id))
+                self._refused.add((conn.peer_id, message.id))
             else:
                 kept.append(message)
         if refused:

@@ -9,9 +9,11 @@ Rules kept here:
   acknowledgement ever covers data that is not on disk.
 - A failed commit is retried after :data:`COMMIT_RETRY_INITIAL` seconds, doubling up to
   :data:`COMMIT_RETRY_MAX`; a success resets the delay. Each failure is logged and counted,
-  except a full disk, which the store logs once: :attr:`BackgroundCommits.unavailable` holds
-  it until a commit succeeds again, so the node can refuse new writes with that error
-  instead of leaving their writers waiting.
+  except a full disk, which the store logs once. After any failure of the environment (a
+  full disk, I/O errors, a lock held elsewhere, a lost connection)
+  :attr:`BackgroundCommits.unavailable` holds a
+  :class:`~engine.errors.StorageUnavailable` until a commit succeeds again, so the node can
+  refuse new writes with it instead of leaving their writers waiting.
 - The node learns of each outcome through the callback it gave with the batch (subscribers
   hear of a change only after it committed), and listeners (:meth:`BackgroundCommits.on_commit`)
   after every finished commit.
@@ -26,7 +28,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from engine.errors import StorageUnavailable
+from engine.errors import StorageEnvironmentError, StorageUnavailable
 from engine.model.header import Header
 from engine.storage.interface import SessionWrite, StoreWriter
 
@@ -64,7 +66,8 @@ class BackgroundCommits:
         self._retry_delay = COMMIT_RETRY_INITIAL
         self._retry: asyncio.TimerHandle | None = None
         self._closed = False
-        #: the error of the last commit when the disk was full; None once one commits
+        #: why writes are refused: the last commit failed for the environment (its error, or
+        #: for other than a full disk a StorageUnavailable naming it); None once one commits
         self.unavailable: StorageUnavailable | None = None
         if writer is not None:
             writer.start()
@@ -101,6 +104,8 @@ class BackgroundCommits:
             else:
                 delay = self._retry_delay
                 logger.error("background commit failed; retrying in %.1f s: %s", delay, error or "cancelled")
+                if isinstance(error, StorageEnvironmentError):
+                    self.unavailable = StorageUnavailable(f"the store cannot commit: {error.detail}")
             settled(False)
             if not self._closed and self._retry is None:
                 self._retry = asyncio.get_running_loop().call_later(self._retry_delay, self._retry_now)

@@ -51,7 +51,14 @@ from typing import Any
 from engine.content.authority import Kept
 from engine.covalue import ApplyReport, CoValueCore, ReplaceOutcome
 from engine.crypto import AccountKey
-from engine.errors import LeaseError, PermissionDenied, StorageUnavailable, UnknownCoValue, UsageError
+from engine.errors import (
+    LeaseError,
+    PermissionDenied,
+    StorageEnvironmentError,
+    StorageUnavailable,
+    UnknownCoValue,
+    UsageError,
+)
 from engine.ids import (
     AccountID,
     CoValueID,
@@ -369,10 +376,14 @@ class LocalNode:
 
         def settled(ok: bool) -> None:
             if ok:
-                if not self.closed:
-                    self._renew_lease_if_due()
                 for cid, kind in dirty.items():
                     self._notify(ChangeEvent(cid, kind))
+                if not self.closed:
+                    try:
+                        self._renew_lease_if_due()
+                    except StorageEnvironmentError as exc:
+                        # Nobody to raise it to here; the next commit tries again.
+                        logger.warning("could not renew the session lease after a commit: %s", exc)
                 return
             for w in writes:
                 key, core = (w.log.covalue, w.log.session), self.covalues.get(w.log.covalue)

@@ -16,12 +16,14 @@ from dataclasses import dataclass
 #: (the frame envelope has its own version, ``engine.protocol.frames.ENVELOPE_VERSION``).
 #: 2: group authority is causal (docs/protocol.md, "Group authority (normative)").
 PROTOCOL_VERSION = 2
-#: Features this build announces in the handshake.
+#: Features this build announces in the handshake. ``kv``: CAS slots over the network
+#: (``kv_get``, ``kv_cas``, ``kv_watch``, paged ``kv_list``; docs/protocol.md "CAS slots").
 FEATURES = (
     "sync",
     "correction",
     "tombstone",
     "kv_list",
+    "kv",
     "admin_list",
     "admin_peer_log",
     "admin_kv_slot",

@@ -37,6 +37,8 @@ Rules, in the order they matter:
    :class:`~engine.recovery.exchange.RecoveryResponder` in its own cursor namespace: it never
    reads or changes what a peer is believed to hold (``known``/``acked``), so it cannot
    disturb incremental sync, and it serves members and admins only.
+9. CAS-slot requests (``kv_get``, ``kv_cas``, ``kv_list``, ``kv_watch``) are answered by
+   :class:`~engine.sync.kv_service.KvService`, which also keeps each connection's watches.
 
 Sync events (forks, corrections, rejections) go to ``on_event`` as they are decided, stamped
 with the host's clock, and into a ring of the last :data:`EVENT_RING_SIZE` with sequence
@@ -51,7 +53,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from engine.covalue import CoValueCore, OutcomeStatus
-from engine.errors import ForkError, IntegrityError, KintsugiError, MissingPrefix, SignatureError
+from engine.errors import ForkError, IntegrityError, KintsugiError, MissingPrefix, SignatureError, StorageUnavailable
 from engine.ids import AccountID, CoValueID, SessionID, is_delete_session
 from engine.model.fork import ForkPoint, fork_bound_detail, fork_detail
 from engine.model.header import Header, OwnedByGroup
@@ -67,8 +69,6 @@ from engine.protocol.messages import (
     Done,
     Error,
     Known,
-    KvKeys,
-    KvList,
     Load,
     Message,
     RecoverNext,
@@ -79,6 +79,7 @@ from engine.recovery.exchange import RecoveryResponder
 from engine.sync.admin import answer_admin
 from engine.sync.chunks import longest_stretch, servable_stretch, split_content
 from engine.sync.events import EventRing, SyncEvent, SyncEventKind
+from engine.sync.kv_service import KV_REPLIES, KV_REPLY_HEADROOM, KV_REQUESTS, KvRequest, KvService
 from engine.sync.state import Outbox, PeerKind, PeerState, SyncHost
 from engine.sync.strangers import InvalidQuota
 
@@ -91,8 +92,6 @@ ACTION_OPS = frozenset({"recover", "export"})
 RECOVERY_PAGE_MARGIN = 64 * 1024
 
 
-
-
 class SyncManager:
     """Sync logic for one replica and all its peers. Not thread-safe (one loop drives it)."""
 
@@ -103,7 +102,7 @@ class SyncManager:
         #: the last :data:`EVENT_RING_SIZE` sync events (:class:`EventRing`)
         self.ring = EventRing(host.clock_ms())
         self.on_event: Callable[[SyncEvent], None] | None = None
-        #: receives replies to our own requests (``admin_result``, ``kv_keys``) with the peer id
+        #: receives replies to our own requests (``admin_result``, ``kv_*`` replies) with the peer id
         self.on_reply: Callable[[str, Message], None] | None = None
         #: answers admin ``peers`` requests (the shell installs it; None: not offered)
         self.peers_report: Callable[[], list[dict[str, Any]]] | None = None
@@ -121,6 +120,8 @@ class SyncManager:
         self.recovery = RecoveryResponder(host, page_budget=limits.max_frame_size - RECOVERY_PAGE_MARGIN)
         #: transactions invalid on arrival kept per downstream account (:mod:`engine.sync.strangers`)
         self.invalid_quota = InvalidQuota()
+        #: answers CAS-slot requests and keeps each connection's watches
+        self.kv = KvService(host.kv, host.clock_ms, reply_budget=limits.max_frame_size - KV_REPLY_HEADROOM)
         self._out: Outbox = []
         self._forwarded_loads: set[CoValueID] = set()
         self._unsubscribe = host.subscribe(lambda event: self.local_changed(event.covalue))
@@ -172,6 +173,7 @@ class SyncManager:
         with a fresh bulk exchange; a recovery exchange it had open ends)."""
         self.peers.pop(peer_id, None)
         self.recovery.drop_peer(peer_id)
+        self.kv.drop_peer(peer_id)
 
     def load(self, covalue: CoValueID) -> None:
         """Ask upstream peers for ``covalue`` (app code or a downstream load for an unknown id)."""
@@ -425,6 +427,11 @@ class SyncManager:
 
     def _on_error(self, peer: PeerState, msg: Error) -> None:
         logger.info("peer %s reported %s for %s: %s", peer.id, msg.code, msg.id, msg.detail)
+        if msg.code == StorageUnavailable.code and msg.id is not None:
+            # Its store refused what we sent of this CoValue (or has not committed it): it
+            # holds what it acknowledged, so the rest goes again at the next reconcile (our
+            # next write, or its next known state, which it sends once writes resume).
+            peer.known[msg.id] = dict(peer.acked.get(msg.id, {}))
         if self.on_error is not None:
             self.on_error(peer.id, msg)
 
@@ -457,11 +464,8 @@ class SyncManager:
         if self.on_reply is not None:
             self.on_reply(peer.id, msg)
 
-    def _on_kv_list(self, peer: PeerState, msg: KvList) -> None:
-        if msg.namespace != peer.account and not peer.admin:
-            self._send(peer, Error("kv_access_denied", "a client reaches only its own account's slots"))
-            return
-        self._send(peer, KvKeys(msg.rid, msg.namespace, self.host.kv_items(msg.namespace, msg.prefix)))
+    def _on_kv(self, peer: PeerState, msg: KvRequest) -> None:
+        self._out.extend(self.kv.handle(peer, msg))
 
     _handlers: ClassVar[dict[type[Message], Callable[[SyncManager, PeerState, Any], None]]] = {
         Load: _on_load,
@@ -472,9 +476,9 @@ class SyncManager:
         Done: _on_done,
         Error: _on_error,
         Admin: _on_admin,
-        KvList: _on_kv_list,
         AdminResult: _on_reply,
-        KvKeys: _on_reply,
+        **dict.fromkeys(KV_REQUESTS, _on_kv),
+        **dict.fromkeys(KV_REPLIES, _on_reply),
         RecoverOpen: _on_recover_open,
         RecoverNext: _on_recover_next,
         RecoverPage: _on_reply,

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from engine.covalue import ApplyReport, CoValueCore, ReplaceOutcome
 from engine.ids import AccountID, CoValueID, SessionID
+from engine.kv.store import KVStore
 from engine.model.header import Header
 from engine.model.session_log import Chunk
 from engine.protocol.messages import Message
@@ -23,6 +24,7 @@ from engine.sync.admin import AdminHost
 __all__ = ["Heads", "Outbox", "PeerKind", "PeerState", "SyncHost"]
 
 Heads = dict[SessionID, tuple[int, bytes]]
+
 
 class PeerKind(StrEnum):
     UPSTREAM = "upstream"
@@ -45,6 +47,12 @@ class SyncHost(AdminHost, Protocol):
     def replace_session(self, covalue: CoValueID, session: SessionID, chunk: Chunk) -> ReplaceOutcome: ...
 
     def kv_items(self, namespace: str, prefix: str) -> list[dict[str, Any]]: ...
+
+    @property
+    def kv(self) -> KVStore:
+        """The replica's CAS slots: read by admin requests, read and written for peers by
+        :class:`~engine.sync.kv_service.KvService`."""
+        ...
 
     def covalues_owned_by(self, group: CoValueID) -> list[CoValueID]: ...
 

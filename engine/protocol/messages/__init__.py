@@ -7,7 +7,9 @@ module per family.
 - :mod:`~engine.protocol.messages.sync`: ``load``, ``known``, ``content``, ``done``,
   ``deleted``, ``correction``.
 - :mod:`~engine.protocol.messages.admin`: ``admin`` and ``admin_result``.
-- :mod:`~engine.protocol.messages.kv`: ``kv_list`` and ``kv_keys``.
+- :mod:`~engine.protocol.messages.kv`: CAS slots, ``kv_get``, ``kv_cas``, ``kv_list``,
+  ``kv_watch`` and their replies ``kv_value``, ``kv_result``, ``kv_keys``, ``kv_event``,
+  ``kv_error``.
 - :mod:`~engine.protocol.messages.recovery`: ``recover_open``, ``recover_page`` and
   ``recover_next``, the REPLACE exchange (DESIGN §7.2).
 
@@ -43,7 +45,18 @@ from engine.protocol.messages.base import (
     chunk_to_obj,
 )
 from engine.protocol.messages.handshake import HELLO_DOMAIN, NONCE_SIZE, Challenge, Hello, Welcome, hello_message
-from engine.protocol.messages.kv import KvKeys, KvList
+from engine.protocol.messages.kv import (
+    MAX_KV_LIST_PAGE,
+    KvCas,
+    KvError,
+    KvEvent,
+    KvGet,
+    KvKeys,
+    KvList,
+    KvResult,
+    KvValue,
+    KvWatch,
+)
 from engine.protocol.messages.recovery import RecoverItem, RecoverNext, RecoverOpen, RecoverPage, RecoveryScope
 from engine.protocol.messages.sync import Content, Correction, Deleted, Done, Known, Load
 
@@ -52,6 +65,7 @@ __all__ = [
     "MAX_ADMIN_EVENTS",
     "MAX_ADMIN_HISTORY",
     "MAX_CHUNK_TRANSACTIONS",
+    "MAX_KV_LIST_PAGE",
     "MAX_TEXT",
     "MESSAGE_TYPES",
     "NONCE_SIZE",
@@ -67,9 +81,16 @@ __all__ = [
     "EventsArgs",
     "Hello",
     "Known",
+    "KvCas",
+    "KvError",
+    "KvEvent",
+    "KvGet",
     "KvKeys",
     "KvList",
+    "KvResult",
     "KvSlotArgs",
+    "KvValue",
+    "KvWatch",
     "Load",
     "Message",
     "NoArgs",
@@ -104,6 +125,13 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         AdminResult,
         KvList,
         KvKeys,
+        KvGet,
+        KvValue,
+        KvCas,
+        KvResult,
+        KvWatch,
+        KvEvent,
+        KvError,
         RecoverOpen,
         RecoverPage,
         RecoverNext,

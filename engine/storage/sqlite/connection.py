@@ -19,6 +19,14 @@ cannot create in a read-only directory ("unable to open database file"). When a 
 open fails so, it is retried with ``immutable=1``: SQLite then reads the database file alone,
 without locks or shared memory, which is right for media nothing can write. A non-empty
 ``-wal`` beside it holds commits that such a read does not see; that is logged as a warning.
+
+Wrapping: :func:`connect` hands the connection it has set up to an optional
+:data:`ConnectionWrapper`, and the store uses whatever that returns in its place (for every
+connection a store opens: its own and its background writer's). A wrapper must behave as a
+:class:`sqlite3.Connection` for the calls a store makes (``execute``, ``executemany``,
+``in_transaction``, ``isolation_level``, ``close``) and raise :mod:`sqlite3` errors as SQLite
+does: it is there to observe or change the database calls of an unchanged store — tracing,
+timing, or the fault injection that tests the store's error handling against disks that fail.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import logging
 import os
 import sqlite3
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
@@ -39,6 +47,7 @@ from engine.storage.sqlite.schema import check_version, ensure_schema
 
 __all__ = [
     "BUSY_TIMEOUT_MS",
+    "ConnectionWrapper",
     "DEFAULT_SYNCHRONOUS",
     "STORE_DIR_MODE",
     "STORE_FILE",
@@ -66,6 +75,10 @@ STORE_FILE_MODE = 0o600
 #: Suffixes of the files SQLite keeps beside a database in WAL mode.
 WAL_SUFFIXES = ("-wal", "-shm")
 
+#: Receives a connection :func:`connect` has set up and returns the one the store uses
+#: instead (see the module docstring).
+ConnectionWrapper = Callable[[sqlite3.Connection], sqlite3.Connection]
+
 
 def store_file(path: str | os.PathLike[str]) -> Path:
     """The database file of a store given as a directory or as the file itself."""
@@ -74,7 +87,11 @@ def store_file(path: str | os.PathLike[str]) -> Path:
 
 
 def connect(
-    path: str | os.PathLike[str], *, readonly: bool = False, synchronous: str = DEFAULT_SYNCHRONOUS
+    path: str | os.PathLike[str],
+    *,
+    readonly: bool = False,
+    synchronous: str = DEFAULT_SYNCHRONOUS,
+    wrap: ConnectionWrapper | None = None,
 ) -> tuple[sqlite3.Connection, Path, tuple[int, int]]:
     """Open the store at ``path`` (a directory or the file): ``(connection, file, version)``.
 
@@ -83,7 +100,9 @@ def connect(
     reports an empty or older store's version as is. Raises
     :class:`~engine.errors.SchemaVersionError` for a newer major version and the
     :func:`sqlite_errors` translations. The connection is in autocommit mode and may be used
-    from another thread than the one that opened it (one thread at a time).
+    from another thread than the one that opened it (one thread at a time). ``wrap``, when
+    given, receives it once it is set up (pragmas set, schema checked) and what it returns is
+    returned instead.
     """
     file = store_file(path)
     own_dir = file.parent == Path(path)
@@ -104,7 +123,7 @@ def connect(
         except BaseException:
             conn.close()
             raise
-    return conn, file, version
+    return (conn if wrap is None else wrap(conn)), file, version
 
 
 def _open(file: Path, readonly: bool) -> sqlite3.Connection:

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 from engine.errors import KintsugiError, StorageBugError, StorageUnavailable, UsageError
 from engine.model.header import Header
 from engine.storage.interface import SessionWrite, StoredCounts
-from engine.storage.sqlite.connection import DEFAULT_SYNCHRONOUS, connect, transaction
+from engine.storage.sqlite.connection import DEFAULT_SYNCHRONOUS, ConnectionWrapper, connect, transaction
 from engine.storage.sqlite.kv import sqlite_errors
 from engine.storage.sqlite.rows import write_rows
 
@@ -56,11 +56,20 @@ class AsyncStore:
 
     ``op(conn)`` runs inside the group's write transaction; use the functions of
     :mod:`engine.storage.sqlite.rows` there, never anything that opens its own transaction.
+    ``wrap`` receives the worker's connection once opened
+    (:data:`~engine.storage.sqlite.connection.ConnectionWrapper`).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, synchronous: str = DEFAULT_SYNCHRONOUS) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = DEFAULT_SYNCHRONOUS,
+        wrap: ConnectionWrapper | None = None,
+    ) -> None:
         self._path = path
         self._synchronous = synchronous
+        self._wrap = wrap
         self._queue: queue.Queue[Any] = queue.Queue(MAX_QUEUED_OPERATIONS)
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -135,7 +144,7 @@ class AsyncStore:
 
     def _run(self) -> None:
         try:
-            conn, file, _version = connect(self._path, synchronous=self._synchronous)
+            conn, file, _version = connect(self._path, synchronous=self._synchronous, wrap=self._wrap)
         except BaseException as exc:
             self._open_error = exc
             self._ready.set()

@@ -51,7 +51,14 @@ from engine.storage.interface import (
 )
 from engine.storage.sqlite import audit as audit_rows
 from engine.storage.sqlite import reads, rows
-from engine.storage.sqlite.connection import DEFAULT_SYNCHRONOUS, STORE_FILE, connect, store_file, transaction
+from engine.storage.sqlite.connection import (
+    DEFAULT_SYNCHRONOUS,
+    STORE_FILE,
+    ConnectionWrapper,
+    connect,
+    store_file,
+    transaction,
+)
 from engine.storage.sqlite.kv import SQLiteKV, sqlite_errors
 from engine.storage.sqlite.queue import AsyncStore
 
@@ -71,6 +78,8 @@ class SQLiteStore:
     """Synchronous access to one store file (a directory holding :data:`STORE_FILE`, or the
     file itself). One instance per thread.
 
+    ``wrap`` receives each connection the store opens, its background writer's included, and
+    the store uses what it returns (:data:`~engine.storage.sqlite.connection.ConnectionWrapper`).
     Raises on opening what :func:`~engine.storage.sqlite.connection.connect` raises.
     """
 
@@ -81,10 +90,12 @@ class SQLiteStore:
         readonly: bool = False,
         synchronous: str = DEFAULT_SYNCHRONOUS,
         writer: str | None = None,
+        wrap: ConnectionWrapper | None = None,
     ) -> None:
         self.readonly = readonly
         self._synchronous = synchronous
-        self.conn, self.path, self.version = connect(path, readonly=readonly, synchronous=synchronous)
+        self._wrap = wrap
+        self.conn, self.path, self.version = connect(path, readonly=readonly, synchronous=synchronous, wrap=wrap)
         self.kv = SQLiteKV(self.conn, writer=writer)
 
     @property
@@ -97,7 +108,7 @@ class SQLiteStore:
 
     def background_writer(self) -> AsyncStore:
         """A new, not yet started :class:`AsyncStore` on this store's file."""
-        return AsyncStore(self.path, synchronous=self._synchronous)
+        return AsyncStore(self.path, synchronous=self._synchronous, wrap=self._wrap)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

@@ -24,6 +24,7 @@ from engine.model.known_state import KnownState
 from engine.model.session_log import Chunk
 from engine.protocol.messages import (
     HELLO_DOMAIN,
+    MAX_KV_LIST_PAGE,
     MAX_TEXT,
     MESSAGE_TYPES,
     NONCE_SIZE,
@@ -37,8 +38,15 @@ from engine.protocol.messages import (
     Error,
     Hello,
     Known,
+    KvCas,
+    KvError,
+    KvEvent,
+    KvGet,
     KvKeys,
     KvList,
+    KvResult,
+    KvValue,
+    KvWatch,
     Load,
     Message,
     RecoverItem,
@@ -162,6 +170,15 @@ def recover_items(draw: st.DrawFn) -> RecoverItem:
     return RecoverItem(header.covalue_id(), header, draw(st.booleans()), draw(_session_chunks))
 
 
+_present_slots = cbor_values(max_leaves=4).map(lambda value: {"present": value})
+stored_slots = st.one_of(
+    _present_slots,
+    st.builds(lambda at, by: {"tombstone": {"at": at, "by": by}}, counts, account_ids),
+)
+cas_slots = st.one_of(_present_slots, st.just({"tombstone": {}}))
+_maybe_text = st.none() | short_text
+_page_limits = st.none() | st.integers(min_value=1, max_value=MAX_KV_LIST_PAGE)
+
 MESSAGE_STRATEGIES: dict[str, st.SearchStrategy[Message]] = {
     "challenge": st.builds(
         Challenge, short_text, st.binary(min_size=NONCE_SIZE, max_size=NONCE_SIZE), counts, short_text, features
@@ -177,8 +194,18 @@ MESSAGE_STRATEGIES: dict[str, st.SearchStrategy[Message]] = {
     "correction": corrections(),
     "admin": st.builds(Admin, counts, st.sampled_from(Admin.OPS), text_maps),
     "admin_result": st.builds(AdminResult, counts, st.booleans(), cbor_values(max_leaves=6)),
-    "kv_list": st.builds(KvList, counts, short_text, short_text),
-    "kv_keys": st.builds(KvKeys, counts, short_text, st.lists(text_maps, max_size=3)),
+    "kv_list": st.builds(KvList, counts, short_text, short_text, _maybe_text, _page_limits),
+    "kv_keys": st.builds(KvKeys, counts, short_text, st.lists(text_maps, max_size=3), st.booleans()),
+    "kv_get": st.builds(KvGet, counts, short_text, short_text),
+    "kv_value": st.builds(KvValue, counts, short_text, short_text, counts, st.none() | stored_slots),
+    "kv_cas": st.builds(KvCas, counts, short_text, short_text, counts, cas_slots),
+    "kv_result": st.one_of(
+        st.builds(KvResult, counts, st.just("stored"), counts, stored_slots),
+        st.builds(KvResult, counts, st.just("conflict"), counts, st.none() | stored_slots),
+    ),
+    "kv_watch": st.builds(KvWatch, counts, short_text, short_text),
+    "kv_event": st.builds(KvEvent, counts, short_text, short_text, counts, stored_slots),
+    "kv_error": st.builds(KvError, counts, short_text, st.text(max_size=MAX_TEXT // 20)),
     "recover_open": st.builds(RecoverOpen, counts, xids, scopes),
     "recover_page": st.builds(
         RecoverPage, counts, xids, counts, st.lists(recover_items(), max_size=3).map(tuple), st.booleans()
@@ -267,6 +294,13 @@ def _example(kind: str) -> dict[str, Any]:
         "admin_result": AdminResult(1, True, {"covalues": []}),
         "kv_list": KvList(1, alice.account_id, ""),
         "kv_keys": KvKeys(1, alice.account_id, [{"key": "k"}]),
+        "kv_get": KvGet(1, alice.account_id, "k"),
+        "kv_value": KvValue(1, alice.account_id, "k", 2, {"present": [1, "two"]}),
+        "kv_cas": KvCas(1, alice.account_id, "k", 2, {"present": {"a": 1}}),
+        "kv_result": KvResult(1, "stored", 3, {"tombstone": {"at": 5, "by": alice.account_id}}),
+        "kv_watch": KvWatch(1, alice.account_id, "lists/"),
+        "kv_event": KvEvent(1, alice.account_id, "lists/a", 3, {"present": None}),
+        "kv_error": KvError(1, "kv_access_denied", "not yours"),
         "recover_open": RecoverOpen(1, b"\3" * 16, RecoveryScope((cid,))),
         "recover_page": RecoverPage(1, b"\3" * 16, 0, (RecoverItem(cid, None),), True),
         "recover_next": RecoverNext(b"\3" * 16, 1),
@@ -348,6 +382,23 @@ def test_unknown_type() -> None:
         ("admin", "rid", -1, ProtocolError),
         ("admin_result", "ok", "yes", ProtocolError),
         ("kv_keys", "items", [1], ProtocolError),
+        ("kv_keys", "more", 1, ProtocolError),
+        ("kv_list", "limit", 0, ProtocolError),
+        ("kv_list", "limit", MAX_KV_LIST_PAGE + 1, ProtocolError),
+        ("kv_list", "after", None, ProtocolError),
+        ("kv_get", "key", "k" * (MAX_TEXT + 1), ProtocolError),
+        ("kv_get", "namespace", 7, ProtocolError),
+        ("kv_cas", "expect", -1, ProtocolError),
+        ("kv_cas", "slot", None, ProtocolError),
+        ("kv_cas", "slot", {"present": 1, "tombstone": {}}, ProtocolError),
+        ("kv_cas", "slot", {"tombstone": {"at": 1, "by": "acc_z1"}}, ProtocolError),
+        ("kv_cas", "slot", {"gone": 1}, ProtocolError),
+        ("kv_value", "slot", {"tombstone": {"at": -1, "by": "acc_z1"}}, ProtocolError),
+        ("kv_value", "slot", {"tombstone": {"at": 1, "by": "acc_z1"}}, InvalidId),
+        ("kv_result", "status", "lost", ProtocolError),
+        ("kv_result", "slot", None, ProtocolError),
+        ("kv_event", "slot", None, ProtocolError),
+        ("kv_error", "rid", None, ProtocolError),
         ("correction", "head", [2], ProtocolError),
         ("correction", "head", [1, b"\0" * 32], ProtocolError),
         ("correction", "head", [2, b"\0" * 31], ProtocolError),

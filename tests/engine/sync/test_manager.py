@@ -32,6 +32,7 @@ from engine.protocol.messages import (
     Deleted,
     Error,
     Known,
+    KvError,
     KvList,
     Load,
     Message,
@@ -498,14 +499,15 @@ def test_admin_requests_from_a_non_admin_get_typed_refusals(mesh: Mesh) -> None:
     mesh.managers["bob"].send_to(NODE, KvList(5, alice_ns))
     moved = mesh.settle()
     results = mesh.replies["bob"]
-    assert [(p, type(r), r.rid) for p, r in results] == [(NODE, AdminResult, rid) for rid in (1, 2, 3, 4)]
+    expected = [(NODE, AdminResult, rid) for rid in (1, 2, 3, 4)] + [(NODE, KvError, 5)]
+    assert [(p, type(r), r.rid) for p, r in results] == expected
     codes = [r.result["code"] for _p, r in results[:3] if isinstance(r, AdminResult) and not r.ok]
     assert codes == ["permission_denied", "permission_denied", "kv_access_denied"]
     listed = results[3][1]
     assert isinstance(listed, AdminResult) and listed.ok
     assert listed.result == {"covalues": sorted([group, doc]), "namespaces": [BOB.account_id]}
-    assert [m for m in between(moved, NODE, "bob") if isinstance(m, Error)] == [
-        Error("kv_access_denied", "a client reaches only its own account's slots")
+    assert [m for m in between(moved, NODE, "bob") if isinstance(m, KvError)] == [
+        KvError(5, "kv_access_denied", f"{BOB.account_id} may not read namespace {alice_ns!r}")
     ]
     assert (snapshot(node.get(doc)), list(mesh.managers[NODE].events)) == before
 

@@ -8,7 +8,10 @@ partitioned and come back as fresh connections (a new bulk exchange). Two of the
 forks and corrections happen. One CoValue gets deleted midway. A fake clock drives madeAt.
 
 After the chaotic phase the network heals: every link reconnects and delivers without faults
-until nothing moves. Then every replica must hold byte-identical content and known states.
+until nothing moves. Then every replica must hold byte-identical content and known states, and
+the edit oracle (oracle.py), which recorded every transaction each writer created and every
+acknowledgement it received, checks that none was lost or duplicated on any replica
+(:meth:`Simulation.check_edits`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from engine.node.facade import LocalNode
 from engine.protocol.frames import OP, decode_frame, encode_frame
 from engine.protocol.limits import DEFAULT_LIMITS
 from engine.sync.manager import PeerKind, SyncManager
+from tests.engine.sync.oracle import EditOracle, OracleReport
 
 NODE = "node"
 
@@ -58,10 +62,17 @@ class Simulation:
         self.faults = faults or Faults()
         self.clock = 1_700_000_000_000
         self.delivered = 0
+        #: the books every check at heal is held to (:meth:`check_edits`)
+        self.oracle = EditOracle(seed)
         rb = self._random_bytes
         node_key = AccountKey.from_seed(self.rng.randbytes(32))
-        self.node = LocalNode(node_key, clock_ms=self._now, session=new_session_id(node_key.account_id, rb),
-                              random_bytes=rb, instance_id="node")
+        self.node = LocalNode(
+            node_key,
+            clock_ms=self._now,
+            session=new_session_id(node_key.account_id, rb),
+            random_bytes=rb,
+            instance_id="node",
+        )
         self.managers: dict[str, SyncManager] = {NODE: SyncManager(self.node)}
         self.replicas: dict[str, LocalNode] = {NODE: self.node}
         keys = [AccountKey.from_seed(self.rng.randbytes(32)) for _ in range(clients)]
@@ -73,7 +84,8 @@ class Simulation:
         admin = self.replicas["c0"]
         self.group = admin.create_group()
         for key in keys[1:]:
-            admin.set_role(self.group.id, key.account_id, "writer")
+            with self.oracle.writing("c0", admin, self.group.id, [["role", key.account_id, "writer"]]):
+                admin.set_role(self.group.id, key.account_id, "writer")
         self.maps = [admin.create_map(self.group.id).id for _ in range(2)]
         self.covalues: list[CoValueID] = [self.group.id, *self.maps]
         self.deleted: CoValueID | None = None
@@ -91,10 +103,16 @@ class Simulation:
 
     def _add_client(self, name: str, key: AccountKey, session: str | None = None) -> None:
         rb = self._random_bytes
-        node = LocalNode(key, clock_ms=self._now, session=session or new_session_id(key.account_id, rb),  # type: ignore[arg-type]
-                         random_bytes=rb, instance_id=name)
+        node = LocalNode(
+            key,
+            clock_ms=self._now,
+            session=session or new_session_id(key.account_id, rb),  # type: ignore[arg-type]
+            random_bytes=rb,
+            instance_id=name,
+        )
         self.replicas[name] = node
         self.managers[name] = SyncManager(node)
+        self.oracle.watch(name, node, self.managers[name])
 
     def _connect(self, name: str) -> None:
         link = self.links[name]
@@ -167,15 +185,15 @@ class Simulation:
             core = replica.get_or_none(cid)
             if core is not None and not core.deleted:
                 try:
-                    replica.set(cid, f"k{self.rng.randrange(8)}", f"{name}@{self.clock}")
+                    self.write(name, cid, f"k{self.rng.randrange(8)}", f"{name}@{self.clock}")
                 except PermissionDenied:
                     return  # this replica's copy of the group does not let it write (yet)
-                self._pump()
         elif roll < 0.32:
             admin = self.replicas["c0"]
             victim = self.maps[-1]
             if self.deleted is None and self.rng.random() < 0.3 and admin.get_or_none(victim) is not None:
-                admin.delete_covalue(victim)
+                with self.oracle.writing("c0", admin, victim, [["delete"]]):
+                    admin.delete_covalue(victim)
                 self.deleted = victim
                 self._pump()
         elif roll < 0.32 + self.faults.partition:
@@ -189,12 +207,25 @@ class Simulation:
             if link.up:
                 self._deliver(link, self.rng.random() < 0.5, faulty=True)
 
+    def write(self, name: str, cid: CoValueID, key: str, value: Any) -> None:
+        """Replica ``name`` sets ``key`` of CoMap ``cid``, as app code would; the oracle records
+        what its replica accepted. Raises what :meth:`LocalNode.set` raises."""
+        replica = self.replicas[name]
+        with self.oracle.writing(name, replica, cid, [["set", key, value]]):
+            replica.set(cid, key, value)
+        self._pump()
+
     def heal(self, max_rounds: int = 100_000) -> None:
         """Reconnect every link and deliver without faults until nothing moves."""
         for name, link in self.links.items():
             if link.up:
                 self._disconnect(name)
             self._connect(name)
+        self.settle(max_rounds)
+
+    def settle(self, max_rounds: int = 100_000) -> None:
+        """Deliver what the links hold, without faults and without reconnecting, until nothing
+        moves (a link that is down stays down)."""
         for _ in range(max_rounds):
             moved = False
             for link in self.links.values():
@@ -204,7 +235,7 @@ class Simulation:
                 return
         raise AssertionError(f"seed {self.seed}: no quiescence after {max_rounds} rounds")
 
-    def snapshot(self, name: str) -> dict[str, tuple[bool, bytes, dict]]:
+    def snapshot(self, name: str) -> dict[CoValueID, tuple[bool, bytes, dict[SessionID, tuple[int, bytes]]]]:
         replica = self.replicas[name]
         out = {}
         for cid in self.covalues:
@@ -214,11 +245,19 @@ class Simulation:
             out[cid] = (core.deleted, content, dict(core.known_state().sessions))
         return out
 
+    def check_edits(self) -> OracleReport:
+        """The edit oracle's check over every replica and CoValue (call it after :meth:`heal`);
+        the report's ``ok`` is False, with every problem listed, when an edit was lost,
+        duplicated or misplaced, or content differs from the oracle's model."""
+        return self.oracle.check(self.replicas, NODE, self.covalues)
+
     # -- group authority (tests/engine/sync/test_group_authority_sim.py) --------------------
 
     def set_role(self, name: str, member: str, role: str) -> None:
         """Replica ``name`` gives ``member``'s account ``role`` in the group, as app code would."""
-        self.replicas[name].set_role(self.group.id, self.replicas[member].account_id, role)
+        account = self.replicas[member].account_id
+        with self.oracle.writing(name, self.replicas[name], self.group.id, [["role", account, role]]):
+            self.replicas[name].set_role(self.group.id, account, role)
         self._pump()
 
     def forge_group_change(
@@ -233,7 +272,8 @@ class Simulation:
         log = SessionLog(self.group.id, sid)
         log.append_pending(encode_transaction(made_at, changes, seen_meta(seen)))
         log.sign(replica.account)
-        replica.apply_content(self.group.id, {sid: log.chunk()})
+        with self.oracle.writing(name, replica, self.group.id, changes):
+            replica.apply_content(self.group.id, {sid: log.chunk()})
         self._pump()
         return sid
 

@@ -50,7 +50,10 @@ def register(command: AddCommand) -> None:
         "signature failures, forks, corrupt chains, invalid transactions, lagging or lost peers, CAS "
         "contention, unacknowledged tombstones, version and clock skew.",
     )
-    p.add_argument("target", help="store, a node's ws:// URL, 'demo', or a bundle FILE.zip")
+    p.add_argument(
+        "target",
+        help="store (directory, file or postgresql:// URL), a node's ws:// URL, 'demo', or a bundle FILE.zip",
+    )
     p.add_argument("--key", type=Path, help="account key file to connect with (for a ws:// target)")
     p.add_argument(
         "--timeout",

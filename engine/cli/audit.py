@@ -124,5 +124,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ):
         p = actions.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(func=func)
-        p.add_argument("store", help="store directory or file (opened read-only)")
+        p.add_argument("store", help="store directory or file, or a postgresql:// store (opened read-only)")
         add_json_flag(p)

@@ -1,7 +1,8 @@
 """``kintsugi bundle export``: a diagnostic bundle of a store, a node or the embedded demo.
 
 ``kintsugi bundle export TARGET --out FILE.zip [--key KEYFILE] [--include-content]
-[--salt-file FILE] [--json]``. TARGET is a store directory or file, a node's ``ws://`` URL
+[--salt-file FILE] [--json]``. TARGET is a store directory or file, a PostgreSQL store's
+``postgresql://`` URL, a node's ``ws://`` URL
 (with ``--key``: an admin account sees everything), or ``demo`` (the embedded demo, started
 here, exported once its story has played, then stopped). Progress goes to stderr; Ctrl-C or
 SIGTERM stops the export and leaves no file behind. ``--salt-file`` keeps the redaction salt
@@ -33,7 +34,7 @@ from typing import Any, TypeVar
 
 from engine import __version__
 from engine.cli.output import EXIT_OK, Output, add_json_flag
-from engine.cli.stores import open_readonly
+from engine.cli.stores import open_readonly, store_location
 from engine.cli.urls import resolve_node
 from engine.crypto import AccountKey
 from engine.diagnostics.bundle import BundleInputs, BundleResult, ExportProgress, NodeDescription, export_steps
@@ -53,8 +54,9 @@ from engine.diagnostics.redact import Redaction, RedactionPolicy, Tokenizer, loa
 from engine.errors import AdminRefused, InvalidInput, KintsugiError, ProtocolError, UsageError
 from engine.ids import CoValueID
 from engine.protocol.limits import FEATURES, PROTOCOL_VERSION
+from engine.protocol.ratelimit import TokenBucket
 
-__all__ = ["fetch_matrix", "open_inputs", "register", "remote_matrix", "run_steps"]
+__all__ = ["fetch_matrix", "list_slots", "open_inputs", "register", "remote_matrix", "run_steps"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +68,12 @@ DEFAULT_TIMEOUT = 60.0
 MAX_EVENT_READS = 8
 #: Share of an export between two progress lines on stderr.
 PROGRESS_STEP = 0.1
+#: ``admin{kv_slot}`` requests an export sends per second, at most (and in one burst): half a
+#: node's default rate limit (:attr:`~engine.protocol.limits.Limits.rate_per_second`,
+#: ``rate_burst``), so reading thousands of slots one request each never gets the export's
+#: connection closed for flooding (4429).
+SLOT_REQUESTS_PER_SECOND = 250.0
+SLOT_REQUEST_BURST = 100
 
 
 # -- gathering a target --------------------------------------------------------------------------
@@ -73,7 +81,7 @@ PROGRESS_STEP = 0.1
 
 @contextlib.contextmanager
 def _store_inputs(path: str, key: AccountKey | None) -> Iterator[BundleInputs]:
-    location = Path(path).expanduser()
+    location = store_location(path)
     store = open_readonly(str(location))
     try:
         inputs = BundleInputs("store", store.location, store=store)
@@ -118,10 +126,30 @@ async def fetch_matrix(session: Any, peers: list[Any] | None, timeout: float) ->
     return remote_matrix(session, peers)
 
 
+async def list_slots(session: Any, namespace: str, timeout: float, *, page: int | None = None) -> list[dict[str, Any]]:
+    """Every CAS slot of ``namespace`` on the node of ``session`` (a
+    :class:`~engine.net.remote.RemoteSession`) as ``{key, generation, state}``, sorted by key:
+    ``kv_list`` page after page (``page`` keys each; None: the node's page,
+    :data:`~engine.protocol.messages.kv.MAX_KV_LIST_PAGE` at most) until one says no ``more``.
+    An answer other than ``kv_keys`` (a refusal) ends the listing with what came before it.
+    Raises ``TimeoutError`` when a page does not come within ``timeout`` seconds."""
+    from engine.protocol.messages import KvKeys, KvList
+
+    items: list[dict[str, Any]] = []
+    after: str | None = None
+    while True:
+        reply = await session.request(KvList(session.next_rid(), namespace, "", after, page), timeout)
+        if not isinstance(reply, KvKeys):
+            return items
+        items += reply.items
+        if not reply.more or not reply.items:
+            return items
+        after = str(reply.items[-1]["key"])
+
+
 @contextlib.asynccontextmanager
 async def _remote_inputs(url: str, key: AccountKey, timeout: float) -> AsyncIterator[BundleInputs]:
     from engine.net.remote import EventCursor, RemoteSession
-    from engine.protocol.messages import KvKeys, KvList
 
     await resolve_node(url, timeout)
     session = RemoteSession(url, key)
@@ -149,12 +177,12 @@ async def _remote_inputs(url: str, key: AccountKey, timeout: float) -> AsyncIter
                 if not cursor.more:
                     break
         dumps: list[SlotDump] = []
+        pace = TokenBucket(SLOT_REQUESTS_PER_SECOND, SLOT_REQUEST_BURST, time.monotonic())
         for namespace in listing.get("namespaces", []):
-            reply = await session.request(KvList(session.next_rid(), namespace, ""), timeout)
-            if not isinstance(reply, KvKeys):
-                continue
-            for item in reply.items:
+            for item in await list_slots(session, namespace, timeout):
                 if "admin_kv_slot" in features:
+                    while not pace.take(time.monotonic()):
+                        await asyncio.sleep(1 / SLOT_REQUESTS_PER_SECOND)
                     detail = await session.kv_slot(namespace, str(item["key"]), timeout)
                     dumps.append(SlotDump(detail.row, tuple(detail.history), detail.history_dropped))
         matrix = await fetch_matrix(session, peers, timeout)
@@ -326,7 +354,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.set_defaults(func=cmd_bundle_export)
     add_json_flag(p)
-    p.add_argument("target", help="store directory or database file, a node's ws:// URL, or 'demo'")
+    p.add_argument(
+        "target", help="store directory or database file, a postgresql:// store, a node's ws:// URL, or 'demo'"
+    )
     p.add_argument("--out", required=True, help="the bundle to write (FILE.zip)")
     p.add_argument(
         "--key",

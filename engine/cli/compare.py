@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, AddCommand, Output, default_demo_store
-from engine.cli.stores import open_readonly
+from engine.cli.stores import open_readonly, store_location
 from engine.cli.urls import resolve_node
 from engine.crypto import AccountKey
 from engine.diagnostics.bundle_read import Bundle, is_bundle_path
@@ -119,7 +119,7 @@ async def open_side(
         finally:
             bundle.close()
         return
-    path = default_demo_store() if target == "demo" else Path(target).expanduser()
+    path = default_demo_store() if target == "demo" else store_location(target)
     store = open_readonly(str(path))
     try:
         yield StoreSide(store, target)
@@ -436,7 +436,9 @@ def register(command: AddCommand) -> None:
         "sessions aligned by index (--covalue with --session). Exit 0 identical, 1 different, 2 error.",
     )
     p.add_argument(
-        "a", metavar="A", help="left target: store directory or file, 'demo', a node's ws:// URL, or a bundle .zip"
+        "a",
+        metavar="A",
+        help="left target: store directory or file, a postgresql:// store, 'demo', a node's ws:// URL or a bundle .zip",
     )
     p.add_argument("b", metavar="B", help="right target (may be the same store again)")
     p.add_argument("--covalue", metavar="ID", help="compare this CoValue only")

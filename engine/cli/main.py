@@ -12,7 +12,9 @@ and flags (:mod:`engine.cli.limits_config`).
 
 Exit codes: 0 ok, 1 failed, 2 usage. A usage error — argparse's own, an argument written as
 a URL that is not a valid one (:mod:`engine.cli.urls`), or a :class:`UsageError` a command
-raises — exits 2; any other engine error exits 1; neither prints a traceback. ``--json`` and
+raises — exits 2; any other engine error exits 1; neither prints a traceback. A password in
+a PostgreSQL URL argument is taken out of the arguments before the command runs (see
+:func:`~engine.cli.urls.hide_store_secrets`): the command sees the public location only. ``--json`` and
 ``-v`` are accepted before or after the command; with ``--json`` an error, usage errors
 included, is also the one JSON document on stdout: ``{"error": {"code", "detail"}}``.
 """
@@ -28,7 +30,7 @@ from engine import __version__
 from engine.cli import account, anomalies, audit, bench, bundle, compare, demo, kv, node, recover, store
 from engine.cli.logs import configure_logging
 from engine.cli.output import EXIT_FAILED, EXIT_USAGE, Handler, Output, add_json_flag
-from engine.cli.urls import check_url_arguments
+from engine.cli.urls import check_url_arguments, hide_passwords, hide_store_secrets
 from engine.errors import KintsugiError, StorageEnvironmentError, UsageError
 
 
@@ -100,15 +102,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(failure.usage)
         as_json = "--json" in words[: words.index("--")] if "--" in words else "--json" in words
         out = Output(as_json)
+        message = hide_passwords(failure.message)
         if as_json:
-            out.error_dict({"code": UsageError.code, "detail": failure.message})
+            out.error_dict({"code": UsageError.code, "detail": message})
         else:
-            sys.stderr.write(failure.message + "\n")
+            sys.stderr.write(message + "\n")
         return EXIT_USAGE
     configure_logging(_log_level(args), getattr(args, "log_format", "text"))
     out = Output(bool(args.json), bool(args.verbose))
     try:
         check_url_arguments(args)
+        hide_store_secrets(args)
         code: int = args.func(args, out)
     except UsageError as exc:
         out.error(exc)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Output, add_json_flag
-from engine.cli.stores import open_readonly
+from engine.cli.stores import open_readonly, store_location
 from engine.cli.urls import resolve_node
 from engine.crypto import AccountKey
 from engine.errors import InvalidId, KintsugiError, RecoveryAborted, UsageError
@@ -102,7 +102,7 @@ def _progress(out: Output) -> Any:
 def _open_node(store: str, key: AccountKey, *, writable: bool) -> Any:
     from engine.node.facade import LocalNode
 
-    location = Path(store).expanduser()
+    location = store_location(store)
     if writable:
         return LocalNode.open(location, key)
     # read-only: a session of its own that is never leased nor written
@@ -274,7 +274,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ):
         p = actions.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(func=_usage_exits_2(func))
-        p.add_argument("store", help="store directory or file (apply: or a node's ws:// URL, which then recovers)")
+        p.add_argument(
+            "store",
+            help="store directory or file, or a postgresql:// store (apply: or a node's ws:// URL, which recovers)",
+        )
         p.add_argument("--from", dest="source", required=True, metavar="URL", help="the node to pull from (ws://)")
         p.add_argument("--key", required=True, type=Path, help="the operator's account key file")
         p.add_argument("--covalue", action="append", default=[], metavar="ID", help="a CoValue in scope (repeatable)")

@@ -31,7 +31,7 @@ LARGE_COVALUE = 10_000
 LOAD_TICK = 1.0
 #: What ``verify`` takes, as its usage errors say.
 VERIFY_TAKES = (
-    "a store directory or database file, or a bundle FILE.zip (to look at a node, use "
+    "a store directory or database file, a postgresql:// store, or a bundle FILE.zip (to look at a node, use "
     "'kintsugi inspect URL --key FILE' or 'kintsugi anomalies URL --key FILE')"
 )
 
@@ -194,11 +194,11 @@ async def inspect_remote(url: str, key: AccountKey, timeout: float) -> dict[str,
     """The ``inspect`` report of what ``key``'s account may see on the node at ``url``."""
     import contextlib
 
+    from engine.cli.bundle import fetch_matrix, list_slots
     from engine.diagnostics.report import describe_covalue
     from engine.errors import AdminRefused, KintsugiError, ProtocolError
     from engine.ids import CoValueID
     from engine.net.remote import RemoteSession
-    from engine.protocol.messages import KvKeys, KvList
 
     await resolve_node(url, timeout)
     session = RemoteSession(url, key)
@@ -217,11 +217,7 @@ async def inspect_remote(url: str, key: AccountKey, timeout: float) -> dict[str,
                 covalues.append(describe_covalue(core))
         kv: list[dict[str, Any]] = []
         for namespace in listing.get("namespaces", []):
-            reply = await session.request(KvList(session.next_rid(), namespace, ""), timeout)
-            if isinstance(reply, KvKeys):
-                kv += [{"namespace": namespace, **item} for item in reply.items]
-        from engine.cli.bundle import fetch_matrix
-
+            kv += [{"namespace": namespace, **item} for item in await list_slots(session, namespace, timeout)]
         try:
             peers: list[Any] | None = (await session.peers(timeout))[0]
         except AdminRefused:
@@ -245,13 +241,16 @@ def register(command: AddCommand) -> None:
         cmd_verify,
         "Check every hash chain and signature in a store. Exit 1 when anything is corrupt.",
     )
-    p.add_argument("store", help="store directory or database file, or a bundle FILE.zip")
+    p.add_argument("store", help="store directory or database file, a postgresql:// store, or a bundle FILE.zip")
 
     p = command(
         "inspect",
         cmd_inspect,
         "List the CoValues of a store (sessions, kinds, counts, heads, verification, flags) and its CAS slots.",
     )
-    p.add_argument("target", help="store directory or database file, a node's ws:// URL, or a bundle FILE.zip")
+    p.add_argument(
+        "target",
+        help="store directory or database file, a postgresql:// store, a node's ws:// URL, or a bundle FILE.zip",
+    )
     p.add_argument("--key", type=Path, help="account key file to connect with (for a ws:// target)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for a node (default 60)")

@@ -16,12 +16,14 @@ much. The record follows the bundle: the bundle holds the audit log as it was be
   :class:`engine.net.serve.AdminActions`.
 
 Nothing secret goes into a record (records are copied into later bundles): no key, no salt,
-no content.
+no content, no password (a store is named by its public location,
+:func:`~engine.storage.opener.public_location`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 import zipfile
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -38,6 +40,7 @@ from engine.node.recovery import append_audit
 from engine.protocol.messages import Admin, AdminResult, Message
 from engine.protocol.messages.admin import intent_message
 from engine.storage import Store, open_store
+from engine.storage.opener import public_location
 
 __all__ = ["AdminSession", "ExportRecord", "export_details", "node_export_recorder", "record_export"]
 
@@ -83,12 +86,12 @@ def _append(store: Store, actor: AccountKey, target: str, details: Mapping[str, 
 
 
 def record_export(
-    store: Store | str | Path, operator: AccountKey, result: BundleResult, *, target: str
+    store: Store | str | os.PathLike[str], operator: AccountKey, result: BundleResult, *, target: str
 ) -> ExportRecord:
     """Append the ``export`` record of ``result`` to the audit log of ``store`` (an open
     writable store, or a store's location, opened for writing and closed again), signed by
     ``operator``. Never raises for a store that cannot take it: the record says why."""
-    where = store.location if isinstance(store, Store) else str(store)
+    where = store.location if isinstance(store, Store) else public_location(store)
     try:
         details = export_details(result)
         if isinstance(store, Store):

@@ -4,6 +4,10 @@ Callers above engine/storage open stores only through :func:`open_store` and hol
 :class:`~engine.storage.interface.Store`: a SQLite store for a path, a PostgreSQL store (the
 shared store of a cluster of nodes) for a ``postgresql://`` or ``postgres://`` URL. Nothing
 above storage names either.
+
+A PostgreSQL URL may carry a password: :func:`public_location` is what may be shown of a
+location (a store's ``location`` is already that), and the password stays in this process
+(:mod:`engine.storage.postgres.location`).
 """
 
 from __future__ import annotations
@@ -12,13 +16,20 @@ import os
 from pathlib import Path
 
 from engine.storage.interface import Store
+from engine.storage.postgres.location import POSTGRES_SCHEMES, child_environment, is_postgres_location
+from engine.storage.postgres.location import public_location as _public_pg_location
 from engine.storage.sqlite.connection import DEFAULT_SYNCHRONOUS, create_store_directory
 from engine.storage.sqlite.store import SQLiteStore, store_file
 
-__all__ = ["POSTGRES_SCHEMES", "make_store_directory", "open_store", "store_directory"]
-
-#: Location prefixes that name a PostgreSQL database rather than a SQLite file.
-POSTGRES_SCHEMES = ("postgres://", "postgresql://")
+__all__ = [
+    "POSTGRES_SCHEMES",
+    "child_environment",
+    "is_postgres_location",
+    "make_store_directory",
+    "open_store",
+    "public_location",
+    "store_directory",
+]
 
 
 def open_store(
@@ -38,9 +49,10 @@ def open_store(
     Raises :class:`~engine.errors.StoreNotFound` (read-only and nothing there, or no such
     database), :class:`~engine.errors.SchemaVersionError`, the other
     :class:`~engine.errors.StorageError` types, and :class:`~engine.errors.UsageError` for a
-    URL that is not one.
+    URL that is not one. A password in the URL is kept in this process, out of the store's
+    ``location``, which then reopens the store here.
     """
-    if str(location).startswith(POSTGRES_SCHEMES):
+    if is_postgres_location(location):
         # Imported here: asyncpg takes ~70 ms to import, which a program on SQLite stores
         # (the inspector, every CLI command) need not pay.
         from engine.storage.postgres.store import PostgresStore
@@ -52,7 +64,7 @@ def open_store(
 def store_directory(location: str | os.PathLike[str]) -> Path | None:
     """The directory a store's own files live in (a node keeps its key file there), whether
     or not the store exists yet; None for a store on a database server."""
-    if str(location).startswith(POSTGRES_SCHEMES):
+    if is_postgres_location(location):
         return None
     return store_file(location).parent
 
@@ -62,6 +74,12 @@ def make_store_directory(location: str | os.PathLike[str]) -> Path | None:
     is the store's own directory), before the store itself exists — for files kept beside it,
     such as a node's key. Returns it (None for a store on a database server). Raises
     :class:`~engine.errors.StorageEnvironmentError` when it cannot be created."""
-    if str(location).startswith(POSTGRES_SCHEMES):
+    if is_postgres_location(location):
         return None
     return create_store_directory(location)
+
+
+def public_location(location: str | os.PathLike[str]) -> str:
+    """What may be shown of ``location`` (in messages, logs, audit records, bundles): a path
+    as it is, a PostgreSQL URL without its password or other secret."""
+    return _public_pg_location(str(location)) if is_postgres_location(location) else str(location)

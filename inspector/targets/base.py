@@ -42,6 +42,7 @@ from engine.errors import KintsugiError
 from engine.ids import CoValueID, SessionID
 from engine.kv.detail import SlotRow
 from engine.kv.store import CASRecord
+from engine.sync.cluster import ClusterReport
 from engine.sync.events import PeerLogEntry
 from engine.sync.peers import PeerInfo
 from inspector.targets.events import SyncEventRecorder, TimedEvent
@@ -310,6 +311,15 @@ class Target(abc.ABC):
     def peers_note(self) -> str:
         """Why :meth:`peers` or :meth:`peer_log` is None, for the peers view."""
         return "A store file has no peers: connect to a node or open the embedded demo to see them."
+
+    def cluster(self) -> ClusterReport | None:
+        """The cluster of nodes sharing the node's store, as the node last reported it
+        (None: this target cannot show one; :meth:`cluster_note` says why)."""
+        return None
+
+    def cluster_note(self) -> str:
+        """Why :meth:`cluster` is None, for the cluster view."""
+        return "Only a node shows its cluster: connect to one (ws://) with an admin account's key."
 
     # -- anomalies and the peers × sessions matrix ----------------------------------------
 

@@ -4,7 +4,8 @@ ws://HOST:PORT --key FILE``.
 :meth:`RemoteTarget.open` loads the operator's account key, connects as an ``inspector`` peer
 (:class:`~engine.net.remote.RemoteSession`: challenge, signed hello, welcome), asks the node
 which CoValues and CAS namespaces this account may see (``admin{list}``; admins see all),
-loads them all into the replica, lists the namespaces' slots (``kv_list``) and reads each
+loads them all into the replica, lists the namespaces' slots (``kv_list``, page after page
+while the node says ``more``) and reads each
 slot's value and CAS history (``admin{kv_slot}``). From then on the target is a
 :class:`~inspector.targets.node.NodeTarget` over the replica's
 :class:`~engine.node.LocalNode`: the node pushes every change of a loaded CoValue, the
@@ -12,7 +13,8 @@ replica notifies, and the inspector's throttled update path does the rest. What 
 not push is fetched by :meth:`RemoteTarget.poll`, which the inspector calls every second: the
 peers and the node's peer log (``admin{peers}``) with the peers × sessions matrix
 (``admin{matrix}``), the node's own sync events after the last
-one read (``admin{events}``, a cursor), CoValues created since (a fresh ``list``, then a
+one read (``admin{events}``, a cursor), the cluster of nodes sharing its store
+(``admin{cluster}``, with the peers), CoValues created since (a fresh ``list``, then a
 ``load`` of each new one) and the CAS slots — a slot's value and history again when its
 generation changed, and every poll for the few slots whose history was last looked at
 (:data:`FOLLOWED_SLOTS`), so lost races, which leave the generation alone, show too. The
@@ -60,6 +62,7 @@ from engine.net.client import Backoff
 from engine.net.remote import EventCursor, RemoteSession, connect_error
 from engine.protocol.limits import Limits
 from engine.protocol.messages import Admin, AdminResult, KvKeys, KvList, Message
+from engine.sync.cluster import ClusterReport
 from engine.sync.events import PeerLogEntry
 from engine.sync.peers import PeerInfo, peer_info_from_json
 from inspector.targets.base import ConnectionState, NodeInfo, TargetSpec, TargetUnavailable
@@ -134,6 +137,8 @@ class RemoteTarget(NodeTarget):
         self.limits = limits
         #: False once the node turned out not to send slot values (older than ``kv_slot``)
         self.kv_values = True
+        #: keys asked for per ``kv_list`` page (None: as many as the node sends in one)
+        self.kv_page: int | None = None
         #: True once the node answered a kv_slot request (None: not yet asked)
         self._slot_answered: bool | None = None
         self.session: RemoteSession | None = None
@@ -152,6 +157,10 @@ class RemoteTarget(NodeTarget):
         #: the node's peers × sessions matrix as last read (None: not sent, see _read_matrix)
         self._matrix: PeersSessionsMatrix | None = None
         self._node_matrix = True
+        #: the node's cluster as last read (None: not read, refused, or an older node)
+        self._cluster: ClusterReport | None = None
+        self._node_cluster = True
+        self._cluster_note = "The cluster is read once connected."
         #: since when the connection is lost (wall clock; None: connected or never opened)
         self._lost_at: float | None = None
         #: the next reconnect try: its number and its time.monotonic() deadline
@@ -200,6 +209,9 @@ class RemoteTarget(NodeTarget):
                 self._node_events = False
             if "admin_matrix" not in challenge.features:
                 self._node_matrix = False
+            if "admin_cluster" not in challenge.features:
+                self._node_cluster = False
+                self._cluster_note = f"{challenge.node} runs an older Kintsugi: it does not show its cluster."
             self.progress = f"listing the CoValues of {challenge.node}"
             ids, namespaces = await self._list()
             self.progress = f"loading {len(ids)} CoValues from {challenge.node}"
@@ -267,12 +279,19 @@ class RemoteTarget(NodeTarget):
         assert self.session is not None
         kv: dict[str, list[SlotRow]] = {}
         for namespace in namespaces:
-            reply = await self._request(KvList(self.session.next_rid(), namespace, ""))
-            if isinstance(reply, KvKeys):
-                kv[namespace] = [
+            # Page after page (``after`` = the last key) while the node says ``more``.
+            after: str | None = None
+            while True:
+                reply = await self._request(KvList(self.session.next_rid(), namespace, "", after, self.kv_page))
+                if not isinstance(reply, KvKeys):
+                    break
+                kv.setdefault(namespace, []).extend(
                     SlotRow(namespace, str(i.get("key", "")), int(i.get("generation", 0)), i.get("state") == "present")
                     for i in reply.items
-                ]
+                )
+                if not reply.more or not reply.items:
+                    break
+                after = str(reply.items[-1].get("key", ""))
         self._kv = kv
         listed = {(ns, row.key) for ns, rows in kv.items() for row in rows}
         for gone in set(self._slots) - listed:
@@ -402,8 +421,22 @@ class RemoteTarget(NodeTarget):
             info = self.node_info
             who = f"{info.name}" if info is not None else self.url
             self._peers_note = f"Only admin accounts see the peers of {who}; this key's account is not one."
+            self._cluster, self._cluster_note = None, f"Only admin accounts see the cluster of {who}."
             return
         await self._read_matrix()
+        await self._read_cluster()
+
+    async def _read_cluster(self) -> None:
+        """The node's cluster (``admin{cluster}``), read with the peers; a node without the
+        feature is not asked, and one that refuses is not asked again."""
+        if not self._node_cluster or self.session is None:
+            return
+        try:
+            self._cluster = ClusterReport.from_json(await self.session.admin("cluster", None, REQUEST_TIMEOUT))
+        except (AdminRefused, ProtocolError, InvalidInput, TimeoutError) as exc:
+            logger.warning("%s does not show its cluster: %s", self.url, str(exc) or "no answer")
+            self._cluster, self._node_cluster = None, False
+            self._cluster_note = f"{self.url} did not show its cluster ({str(exc) or 'no answer'})."
 
     async def _read_matrix(self) -> None:
         """The node's peers × sessions matrix (``admin{matrix}``, every cell), read with the
@@ -439,6 +472,12 @@ class RemoteTarget(NodeTarget):
 
     def peer_log(self) -> list[PeerLogEntry] | None:
         return None if self._peer_log is None else list(self._peer_log)
+
+    def cluster(self) -> ClusterReport | None:
+        return self._cluster
+
+    def cluster_note(self) -> str:
+        return self._cluster_note
 
     def peers_note(self) -> str:
         if self._peers is None:

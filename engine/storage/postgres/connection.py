@@ -24,7 +24,7 @@ internal server errors, read-only transactions, and timeouts are
 :class:`~engine.errors.StorageUnavailable`; a database that does not exist is
 :class:`~engine.errors.StoreNotFound`; everything else (syntax, missing tables, constraint
 violations, data errors) is :class:`~engine.errors.StorageBugError`. Messages name the
-location with any password masked.
+public location (:mod:`.location`: no password, no secret parameter).
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
@@ -47,6 +46,7 @@ from engine.errors import (
     StoreNotFound,
     UsageError,
 )
+from engine.storage.postgres.location import connect_location, public_location, remember
 
 __all__ = [
     "COMMAND_TIMEOUT",
@@ -87,15 +87,8 @@ NO_SUCH_DATABASE = "3D000"
 
 
 def display_location(location: str) -> str:
-    """``location`` with its password, if any, masked: for messages and logs."""
-    try:
-        parts = urlsplit(location)
-    except ValueError:
-        return "postgresql://…"
-    if parts.password is None:
-        return location
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    """``location`` as messages and logs show it: its public location (no secrets)."""
+    return public_location(location)
 
 
 def translate(exc: BaseException, what: str) -> KintsugiError:
@@ -183,11 +176,21 @@ class LoopThread:
 
 @dataclass(frozen=True, slots=True)
 class ConnectParams:
-    """How a store connects: its location and the settings every connection gets."""
+    """How a store connects: its public location and the settings every connection gets.
+
+    ``location`` becomes the public location (:mod:`.location`): the secrets of the URL a
+    store was opened with stay in this process's memory of them, looked up only to connect.
+    Raises :class:`UsageError` for a URL that is not one.
+    """
 
     location: str
     readonly: bool = False
     synchronous: str = DEFAULT_SYNCHRONOUS
+
+    def __post_init__(self) -> None:
+        # Given a URL with secrets, keep them in this process's memory and only the public
+        # location here. Raises UsageError for a URL that is not one.
+        object.__setattr__(self, "location", remember(self.location))
 
     @property
     def display(self) -> str:
@@ -204,9 +207,11 @@ class ConnectParams:
 
     async def connect(self) -> asyncpg.Connection:
         """A new connection (on the running loop); raises typed errors (:func:`translate`)."""
+        url, password = connect_location(self.location)
         with pg_errors(f"connect to {self.display}"):
             return await asyncpg.connect(
-                self.location,
+                url,
+                password=password,
                 timeout=CONNECT_TIMEOUT,
                 command_timeout=COMMAND_TIMEOUT,
                 server_settings=self.server_settings(),

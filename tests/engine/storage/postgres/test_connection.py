@@ -54,7 +54,7 @@ def test_driver_errors_are_sorted_into_typed_errors(error: Exception, expected: 
 
 def test_a_password_never_shows() -> None:
     assert display_location("postgresql://kin:s3cret@db.example:5432/kintsugi") == (
-        "postgresql://kin:***@db.example:5432/kintsugi"
+        "postgresql://kin@db.example:5432/kintsugi"
     )
     assert display_location("postgresql://kin@/kintsugi?host=/run") == "postgresql://kin@/kintsugi?host=/run"
 

@@ -49,7 +49,8 @@ Hierarchy::
     │   ├── HostNotFound                 host_not_found: the host name does not resolve
     │   ├── NotANode                     not_a_node: no WebSocket, or no Kintsugi handshake, there
     │   ├── HandshakeClosed              handshake_closed: the node closed during the handshake
-    │   └── HandshakeTimeout             timeout: no completed handshake within the time given
+    │   ├── HandshakeTimeout             timeout: no completed handshake within the time given
+    │   └── WrongNode                    wrong_node: the node is not one the client was told to expect
     ├── AdminRefused                     admin_refused: the node answered an admin request ok=false
     ├── ListenFailed                     listen_failed: a node cannot listen there (port in use, privileges)
     ├── AuditError                       audit_broken: the audit log does not verify
@@ -113,6 +114,7 @@ __all__ = [
     "UnknownCoValue",
     "UnsupportedVersion",
     "UsageError",
+    "WrongNode",
 ]
 
 
@@ -415,6 +417,18 @@ class HandshakeTimeout(ConnectFailed):
     def __init__(self, url: str, seconds: float) -> None:
         super().__init__(url, f"{url} did not complete the handshake within {seconds:g} s")
         self.seconds = seconds
+
+
+class WrongNode(ConnectFailed):
+    """The node at ``url`` announced itself as ``actual``, which is none of the node names
+    the client was told to expect (``expected``): it is not signed a hello."""
+
+    code = "wrong_node"
+
+    def __init__(self, url: str, expected: tuple[str, ...], actual: str) -> None:
+        super().__init__(url, f"{url} is node {actual}, not one of the expected nodes ({', '.join(expected)})")
+        self.expected = expected
+        self.actual = actual
 
 
 class AdminRefused(KintsugiError):

@@ -8,6 +8,13 @@
   now on, until Ctrl+C or SIGTERM (then exit 0). A line "watching …" on stderr says the
   watch is running.
 
+``URL`` may name several nodes of one cluster (they share CAS slots), comma-separated:
+``ws://a:4100,ws://b:4100``. Each command connects to the first that answers. ``watch`` then
+follows over: when its node goes away it moves to another one of them (within ``--timeout``
+seconds, else it ends with ``connection_lost``, exit 1), says so on stderr, first prints each
+slot that changed there meanwhile (its generation grew past the last one printed or listed,
+or it is new), then goes on watching. With one URL a lost node ends the watch (exit 1).
+
 The account is the key file's; its own namespace is the default, and ``--namespace ACCOUNT``
 reads another one (get, watch), which a node allows its admin accounts only. ``--json``
 prints the result as one JSON document (``watch``: one JSON object per line), values as
@@ -33,14 +40,17 @@ import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.cli.node import account_id
 from engine.cli.output import EXIT_OK, Output, add_json_flag
-from engine.cli.urls import node_url, resolve_node
+from engine.cli.urls import node_urls, resolve_nodes
 from engine.crypto import AccountKey
-from engine.errors import UsageError
+from engine.errors import ProtocolError, UsageError
 from engine.kv.envelope import Present, Slot, Tombstone
+
+if TYPE_CHECKING:
+    from engine.net.kv_client import RemoteKV, RemoteWatch
 
 __all__ = ["EXIT_CONFLICT", "KV_CLI_TIMEOUT", "register", "slot_json"]
 
@@ -95,11 +105,11 @@ def slot_text(row: dict[str, Any]) -> str:
     return head
 
 
-async def _open(args: argparse.Namespace, out: Output, key: AccountKey) -> Any:
+async def _open(args: argparse.Namespace, out: Output, key: AccountKey) -> RemoteKV:
     from engine.net.kv_client import RemoteKV
 
-    await resolve_node(args.url, args.timeout)
-    out.progress(f"connecting to {args.url}")
+    await resolve_nodes(args.url, args.timeout)
+    out.progress(f"connecting to {', '.join(args.url)}")
     return await RemoteKV.open(args.url, key, timeout=args.timeout)
 
 
@@ -169,6 +179,61 @@ def cmd_cas(args: argparse.Namespace, out: Output) -> int:
     return asyncio.run(run())
 
 
+def _say(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def _print_change(out: Output, namespace: str, key: str, generation: int, slot: Slot | None) -> None:
+    row = slot_json(namespace, key, generation, slot)
+    sys.stdout.write((json.dumps(row, sort_keys=True) if out.as_json else slot_text(row)) + "\n")
+    sys.stdout.flush()
+
+
+async def _generations(kv: RemoteKV, watch: RemoteWatch, namespace: str) -> dict[str, int]:
+    """The generation of every slot under the watch's prefix when it started (the first page,
+    and the rest listed when that page was cut)."""
+    items = watch.initial if not watch.initial_more else await kv.list(watch.prefix, namespace=namespace)
+    return {str(item["key"]): int(item["generation"]) for item in items}
+
+
+async def _follow(
+    args: argparse.Namespace,
+    out: Output,
+    kv: RemoteKV,
+    *,
+    namespace: str,
+    seen: dict[str, int],
+    lost: tuple[str, ProtocolError],
+) -> RemoteWatch:
+    """The watch again, on the node the client moved to once its node (``lost``: its URL and
+    the error that ended the watch) went away, waiting up to ``--timeout`` seconds for one,
+    after printing each slot that changed there since it was last seen. Raises the error
+    when no node took the client in time."""
+    client = kv.session.client
+    _say(f"lost {lost[0]}; waiting up to {args.timeout:g} s for another of {', '.join(args.url)}")
+    deadline = asyncio.get_running_loop().time() + args.timeout
+    while True:
+        left = deadline - asyncio.get_running_loop().time()
+        try:
+            await asyncio.wait_for(client.connected.wait(), max(left, 0.0))
+            watch = await kv.watch(args.slot.text, namespace=namespace)
+            current = await _generations(kv, watch, namespace)
+            for key in sorted(k for k, gen in current.items() if gen > seen.get(k, 0)):
+                generation, slot = await kv.get(key, namespace=namespace)
+                if generation > seen.get(key, 0):
+                    seen[key] = generation
+                    _print_change(out, namespace, key, generation, slot)
+        except TimeoutError:
+            raise lost[1] from None
+        except ProtocolError as exc:
+            if exc.code not in ("connection_lost", "not_connected"):
+                raise
+            continue  # that node went away too: wait for the next one
+        _say(f"watching {args.slot.text!r} in {namespace} on {client.url} again")
+        return watch
+
+
 def cmd_watch(args: argparse.Namespace, out: Output) -> int:
     key = AccountKey.load(args.key)
     namespace = _checked(args, key)
@@ -182,21 +247,35 @@ def cmd_watch(args: argparse.Namespace, out: Output) -> int:
         stopping = asyncio.ensure_future(stop.wait())
         try:
             watch = await kv.watch(args.slot.text, namespace=namespace)
-            sys.stderr.write(
-                f"watching {args.slot.text!r} in {namespace} on {args.url} "
-                f"({len(watch.initial)}{'+' if watch.initial_more else ''} keys now); Ctrl+C stops\n"
+            watching = kv.session.url
+            seen = await _generations(kv, watch, namespace)
+            _say(
+                f"watching {args.slot.text!r} in {namespace} on {kv.session.url} "
+                f"({len(watch.initial)}{'+' if watch.initial_more else ''} keys now); Ctrl+C stops"
             )
-            sys.stderr.flush()
             while not stop.is_set():
                 change = asyncio.ensure_future(watch.next())
                 await asyncio.wait({change, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 if not change.done():
                     change.cancel()
                     break
-                item = change.result()
-                row = slot_json(item.namespace, item.key, item.generation, item.slot)
-                sys.stdout.write((json.dumps(row, sort_keys=True) if out.as_json else slot_text(row)) + "\n")
-                sys.stdout.flush()
+                try:
+                    item = change.result()
+                except ProtocolError as exc:
+                    if exc.code != "connection_lost" or len(args.url) < 2:
+                        raise
+                    following = asyncio.ensure_future(
+                        _follow(args, out, kv, namespace=namespace, seen=seen, lost=(watching, exc))
+                    )
+                    await asyncio.wait({following, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                    if not following.done():
+                        following.cancel()
+                        break
+                    watch, watching = following.result(), kv.session.url
+                    continue
+                if item.generation > seen.get(item.key, 0):  # not printed on catching up already
+                    seen[item.key] = item.generation
+                    _print_change(out, item.namespace, item.key, item.generation, item.slot)
         finally:
             stopping.cancel()
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -226,7 +305,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         # The client's reconnect warnings are noise for a one-shot command: its failure is
         # the one error it prints (-v shows the engine's activity).
         p.set_defaults(func=func, default_log_level="ERROR")
-        p.add_argument("url", type=node_url, metavar="URL", help="the node, ws://HOST:PORT")
+        p.add_argument(
+            "url",
+            type=node_urls,
+            metavar="URL",
+            help="the node, ws://HOST:PORT; or several nodes of one cluster, comma-separated "
+            "(ws://A:PORT,ws://B:PORT): the first that answers"
+            + (", and another one when it goes away" if name == "watch" else ""),
+        )
         p.add_argument("slot", type=SlotName, metavar=what, help="the slot's key" if what == "KEY" else "a key prefix")
         p.add_argument("--key", required=True, type=Path, metavar="KEYFILE", help="the account's key file")
         if name == "cas":

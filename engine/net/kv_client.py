@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -217,8 +217,9 @@ class RemoteKV:
         self._monitor: asyncio.Task[None] | None = None
 
     @classmethod
-    async def open(cls, url: str, key: AccountKey, *, timeout: float = KV_TIMEOUT) -> RemoteKV:
-        """Connect to the node at ``url`` as ``key``'s account within ``timeout`` seconds.
+    async def open(cls, url: str | Sequence[str], key: AccountKey, *, timeout: float = KV_TIMEOUT) -> RemoteKV:
+        """Connect to the node at ``url`` (or the first of several that answers) as ``key``'s
+        account within ``timeout`` seconds.
 
         Raises what :meth:`RemoteSession.open` raises, and ``ProtocolError(unsupported_op)``
         (after closing) when the node does not announce the ``kv`` feature.
@@ -230,9 +231,11 @@ class RemoteKV:
         if challenge is None or KV_FEATURE not in challenge.features:
             await session.close()
             session.node.close()
-            raise ProtocolError(f"{url} does not serve CAS slots (no {KV_FEATURE!r} feature)", code="unsupported_op")
+            raise ProtocolError(
+                f"{session.url} does not serve CAS slots (no {KV_FEATURE!r} feature)", code="unsupported_op"
+            )
         kv = cls(session, key.account_id, timeout=timeout)
-        kv._monitor = asyncio.get_running_loop().create_task(kv._watch_connection(), name=f"kintsugi-kv-{url}")
+        kv._monitor = asyncio.get_running_loop().create_task(kv._watch_connection(), name=f"kintsugi-kv-{session.url}")
         return kv
 
     async def close(self) -> None:

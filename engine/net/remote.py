@@ -6,7 +6,10 @@ raises a typed error (:mod:`engine.errors`) as soon as it cannot: nothing accept
 connections there (``connection_refused``), no WebSocket or no Kintsugi handshake
 (``not_a_node``), the node refused the account (``auth_failed``), speaks another protocol
 (``unsupported_version``) or closed during the handshake (``handshake_closed``) — or, only
-when the node says nothing at all, at the deadline (``timeout``).
+when the node says nothing at all, at the deadline (``timeout``). Given several node URLs
+(the nodes of one cluster), it connects to the first that completes the handshake and raises
+only once every one has failed, with the error of the last one tried; once open, its client
+moves to another of them when its node goes away (:class:`~engine.net.client.SyncClient`).
 
 Requests (:meth:`RemoteSession.admin`, :meth:`RemoteSession.request`) are matched to their
 replies by ``rid``; a refusal (``admin_result{ok: false}``) raises
@@ -24,28 +27,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
-
 from engine.crypto import AccountKey
-from engine.errors import (
-    AdminRefused,
-    ConnectFailed,
-    HandshakeClosed,
-    HandshakeTimeout,
-    HostNotFound,
-    KintsugiError,
-    NodeUnreachable,
-    NotANode,
-    ProtocolError,
-)
+from engine.errors import AdminRefused, HandshakeTimeout, KintsugiError, ProtocolError
 from engine.ids import CoValueID
 from engine.kv.detail import SlotDetail, slot_detail_from_json
 from engine.model.known_state import KnownState
-from engine.net.client import Backoff, SyncClient
+from engine.net.client import Backoff, SyncClient, connect_error
 from engine.net.shell import SyncShell
 from engine.node.facade import LocalNode
 from engine.protocol.messages import MAX_ADMIN_EVENTS, MAX_ADMIN_HISTORY, Admin, AdminResult, KvList, Message
@@ -59,33 +50,7 @@ REMOTE_TIMEOUT = 60.0
 #: Seconds a load may see no session grow (and none refused) before it stops waiting.
 LOAD_QUIET = 10.0
 #: Sync events that end the wait for a session: its content was refused here.
-REFUSED_KINDS = frozenset(
-    {SyncEventKind.REJECTED, SyncEventKind.FORK_DETECTED, SyncEventKind.FORK_SUSPECTED}
-)
-
-
-def connect_error(url: str, exc: BaseException, handshake_timeout: float = 0.0) -> KintsugiError:
-    """The client's failure to connect to ``url`` as the typed error to raise (engine errors
-    keep their codes). ``handshake_timeout``: the client's own limit, named when it is what
-    ran out."""
-    if isinstance(exc, KintsugiError):
-        return exc
-    if isinstance(exc, InvalidURI):
-        return NotANode(url, f"{url} is not a WebSocket URL ({exc})")
-    if isinstance(exc, InvalidHandshake):
-        return NotANode(url, f"{url} did not accept a WebSocket connection ({exc})")
-    if isinstance(exc, ConnectionClosed):
-        received = exc.rcvd
-        return HandshakeClosed(url, received.code if received else None, received.reason if received else "")
-    if isinstance(exc, TimeoutError):
-        return HandshakeTimeout(url, handshake_timeout)
-    if isinstance(exc, socket.gaierror):
-        return HostNotFound(url, f"cannot resolve the host name of {url} ({exc.strerror or exc})")
-    if isinstance(exc, ValueError):
-        return NotANode(url, f"{url} is not a node's URL ({exc})")
-    if isinstance(exc, OSError):
-        return NodeUnreachable(url, f"nothing accepts connections at {url} ({exc.strerror or exc})")
-    return ConnectFailed(url, f"could not connect to {url}: {exc}")
+REFUSED_KINDS = frozenset({SyncEventKind.REJECTED, SyncEventKind.FORK_DETECTED, SyncEventKind.FORK_SUSPECTED})
 
 
 class _FailureSignal(Backoff):
@@ -120,7 +85,7 @@ class EventCursor:
 class RemoteSession:
     """A connected in-memory replica that can send requests and await their replies."""
 
-    def __init__(self, url: str, key: AccountKey) -> None:
+    def __init__(self, url: str | Sequence[str], key: AccountKey) -> None:
         self.node = LocalNode(key, instance_id="inspector")
         self.shell = SyncShell(self.node)
         self._failures = _FailureSignal(initial=0.2, cap=1.0)
@@ -137,7 +102,13 @@ class RemoteSession:
 
     @property
     def url(self) -> str:
+        """The URL of the node connected to (or tried last)."""
         return self.client.url
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """Every node URL the session may use."""
+        return self.client.urls
 
     @property
     def peer_id(self) -> str:
@@ -149,7 +120,8 @@ class RemoteSession:
     async def open(self, timeout: float) -> None:
         """Connect and complete the handshake within ``timeout`` seconds.
 
-        Raises at the first failure, with nothing left open: :class:`NodeUnreachable`,
+        Raises at the first failure (with several URLs: once each has failed, the last
+        one's), with nothing left open: :class:`NodeUnreachable`,
         :class:`NotANode`, :class:`HandshakeClosed`,
         :class:`~engine.protocol.handshake.AuthFailed` (``auth_failed``),
         :class:`~engine.errors.UnsupportedVersion`, another :class:`ProtocolError` the node

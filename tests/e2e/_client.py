@@ -18,7 +18,8 @@ as if that message had crossed the correction on the wire (a race, made determin
 
 Steps:
 
-- ``connect`` — connect to ``--url`` and wait for the handshake (``{"session"}``).
+- ``connect`` — connect to ``--url`` (several node URLs comma-separated: the client moves
+  to the next when its node goes away) and wait for the handshake (``{"session"}``).
 - ``disconnect`` — close the connection cleanly.
 - ``create-group`` / ``create-map GROUP`` — ``{"id"}``.
 - ``role GROUP ACCOUNT ROLE`` — give ``ACCOUNT`` a role in ``GROUP``.
@@ -237,7 +238,9 @@ class Client:
         if name == "connect":
             if self.url is None:
                 raise StepFailed("connect needs --url")
-            self.sync = SyncClient(self.shell, self.url, backoff=Backoff(initial=0.1, cap=1.0))
+            # ``--url`` may name several nodes, comma-separated: the client moves between them.
+            urls = self.url.split(",")
+            self.sync = SyncClient(self.shell, urls, backoff=Backoff(initial=0.1, cap=1.0))
             self.sync.start()
             await self.wait(self.sync.connected.is_set, f"a connection to {self.url}")
             return {"session": self.node.session, "connected": self.url}

@@ -52,6 +52,7 @@ from inspector.eventlog import EventLog
 from inspector.lag import LoopLagMonitor
 from inspector.models.anomalies import AnomaliesModel
 from inspector.models.audit import AuditModel
+from inspector.models.cluster import ClusterModel
 from inspector.models.content import ContentModel, TombstonesModel
 from inspector.models.covalues import CoValueFilterModel, CoValueListModel
 from inspector.models.events import SyncEventsModel
@@ -142,6 +143,7 @@ class Inspector(QObject):
         self.sync_events = SyncEventsModel(self)
         self.anomalies = AnomaliesModel(self)
         self.matrix = MatrixModel(self)
+        self.cluster = ClusterModel(self)
         self.audit = AuditModel(self)
         install_log_ring()  # so a bundle exported later carries the embedded node's log lines
         self.throttle = Throttle("changes", self._apply_changes, throttle_ms, parent=self)
@@ -303,6 +305,7 @@ class Inspector(QObject):
             self.sync_events,
             self.anomalies,
             self.matrix,
+            self.cluster,
             self.audit,
         )
 
@@ -419,6 +422,7 @@ class Inspector(QObject):
         self.peers.refresh()
         self.peer_log.refresh()
         self.matrix.refresh()
+        self.cluster.refresh()
         # CAS writes do not notify: pick them up here too (only emits when they changed)
         self.kv_tree.refresh()
         self.cas_slots.refresh()

@@ -25,6 +25,8 @@ from engine.errors import KintsugiError, ListenFailed, PermissionDenied, Protoco
 from engine.ids import AccountID, parse_account_id
 from engine.model.audit import AuditAction
 from engine.net.client import SyncClient
+from engine.net.cluster import DEFAULT_HEARTBEAT_INTERVAL, ClusterMonitor
+from engine.net.follow import ClusterFollower
 from engine.net.recover import AdminRecoverer
 from engine.net.server import NodeServer
 from engine.net.shell import SyncShell
@@ -34,6 +36,7 @@ from engine.protocol.limits import DEFAULT_LIMITS, Limits
 from engine.protocol.messages import Admin, AdminResult, Message
 from engine.protocol.messages.admin import ExportArgs, admin_args, intent_message
 from engine.storage import make_store_directory, store_directory
+from engine.storage.interface import ChangeLogStore
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +146,16 @@ async def serve(
     ready_file: Path | None = None,
     key_file: Path | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    advertise: str | None = None,
+    heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
 ) -> None:
+    """Serve ``store`` until SIGTERM/SIGINT. ``advertise`` is the ``ws://`` URL other nodes'
+    operators reach this node at (default: the listening URL); with a shared store the node
+    registers there and beats every ``heartbeat_interval`` seconds (:mod:`engine.net.cluster`)."""
+    if advertise is not None and not advertise.lower().startswith(("ws://", "wss://")):
+        raise UsageError(f"--advertise {advertise}: a node's URL is a ws:// or wss:// URL")
+    if heartbeat_interval <= 0:
+        raise UsageError(f"--heartbeat {heartbeat_interval}: the interval is more than 0 seconds")
     admin_ids: list[AccountID] = [parse_account_id(a) for a in admins]
     for upstream in upstreams:
         if not upstream.lower().startswith(("ws://", "wss://")):
@@ -156,12 +168,32 @@ async def serve(
     shell = SyncShell(node, limits=limits)
     server = NodeServer(shell, admins=admin_ids)
     shell.manager.on_admin_action = AdminActions(node, shell.send_to, node_name=server.name)
+    # On a store other nodes write too, follow their changes (before anyone can connect).
+    follower = ClusterFollower(shell, node.store.change_feed()) if isinstance(node.store, ChangeLogStore) else None
     try:
+        if follower is not None:
+            await follower.start()
         url = await server.start(host, port)
-    except OSError as exc:
+    except BaseException as exc:
+        if follower is not None:
+            await follower.stop()
         shell.close()
         await node.aclose()
-        raise listen_error(host, port, exc) from None
+        if isinstance(exc, OSError):
+            raise listen_error(host, port, exc) from None
+        raise
+    position = (lambda: (follower.cursor, follower.lag)) if follower is not None else None
+    cluster = ClusterMonitor(shell, url=advertise or url, interval=heartbeat_interval, position=position)
+    try:
+        await cluster.start()
+    except BaseException:
+        if follower is not None:
+            await follower.stop()
+        await server.close()
+        shell.close()
+        await node.aclose()
+        raise
+    shell.manager.cluster_report = cluster.report
     # Stop cleanly on SIGTERM/SIGINT from the moment anyone can know the node is up (the
     # ready file, the log line): a signal before this would kill it without closing.
     stop = asyncio.Event()
@@ -178,8 +210,11 @@ async def serve(
         await stop.wait()
     finally:
         logger.info("node stopping")
+        await cluster.stop()
         for link in links:
             await link.stop()
+        if follower is not None:
+            await follower.stop()
         await server.close()
         shell.close()
         await node.aclose()

@@ -75,6 +75,7 @@ from engine.model.known_state import KnownState
 from engine.model.session_log import MAX_BATCH_BYTES, MAX_BATCH_TRANSACTIONS, Chunk
 from engine.node import access
 from engine.node.changes import ChangeEvent, ChangeKind, Subscriber
+from engine.node.cluster import absorb_stored, refresh_sessions
 from engine.node.commits import BackgroundCommits
 from engine.node.leases import LeaseKeeper
 from engine.node.loading import load_core
@@ -513,6 +514,9 @@ class LocalNode:
         """
         core = self.get(covalue)
         self._sign_all()
+        # Judge it against what the store holds now, not only memory: other nodes may have
+        # written these sessions (see engine.node.cluster).
+        refresh_sessions(self.store, core, new, own=self.session, stored_counts=self._stored, notify=self._notify)
         report = core.apply_content(new)
         if report.became_deleted:
             self._store_tombstone(core, report.purged)
@@ -524,6 +528,16 @@ class LocalNode:
         if not self._batch_depth:
             self.flush()
         return report
+
+    def absorb_stored(self, covalue: CoValueID) -> bool:
+        """Bring into memory, verified, what the store holds of ``covalue`` beyond this node's
+        copy (another node sharing the store wrote it; :mod:`engine.node.cluster`). True
+        when memory changed (subscribers were told, as for received content). A CoValue not
+        in memory is left alone: it is loaded, current, on first use."""
+        core = self.covalues.get(covalue)
+        if core is None or self.store is None:
+            return False
+        return absorb_stored(self.store, core, own=self.session, stored_counts=self._stored, notify=self._notify)
 
     def _recheck_tombstones(self, group: CoValueID) -> None:
         """A group changed or arrived: delete markers of CoValues it owns that could not be

@@ -29,6 +29,7 @@ FEATURES = (
     "admin_kv_slot",
     "admin_events",
     "admin_matrix",
+    "admin_cluster",
     "recovery",
     "admin_recover",
     "admin_export",

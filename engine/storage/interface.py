@@ -31,7 +31,8 @@ Imports: model, kv, ids and errors only (the storage row of the import table).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+import concurrent.futures
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol, runtime_checkable
 
@@ -44,12 +45,21 @@ from engine.model.header import Header
 from engine.model.session_log import SessionLog
 
 __all__ = [
+    "GONE_AFTER_MISSED_BEATS",
     "Checkpoint",
+    "ClusterRegistry",
+    "ClusterStore",
     "CASWrite",
+    "ChangeFeed",
+    "ChangeLogStore",
+    "ChangePage",
     "CoValueReplace",
     "CoValueRow",
     "CorruptRecord",
     "ListedCoValue",
+    "NodeBeat",
+    "NodeRecord",
+    "NodeRegistration",
     "RawRow",
     "SessionWrite",
     "StoreListing",
@@ -396,4 +406,152 @@ class Store(Protocol):
 
     def receipts(self) -> list[StoredReceipt]:
         """Every stored recovery receipt, oldest first."""
+        ...
+
+
+# -- the node registry (an optional capability) ----------------------------------------------
+
+#: Heartbeats a node may miss before the registry counts it gone: with heartbeats every
+#: ``interval_ms``, a node is gone once its last one is older than this many intervals (one
+#: slow beat, or a database hiccup, does not make a live node look dead).
+GONE_AFTER_MISSED_BEATS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRegistration:
+    """Who a node of a cluster is: ``node`` (unique per running node process), its
+    ``account``, the ``url`` it advertises for sync and the heartbeat interval it keeps."""
+
+    node: str
+    account: str
+    url: str
+    interval_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class NodeBeat:
+    """What a node reports with a heartbeat: how many peers it has and, compactly, who they
+    are (``peer_rows``: plain JSON-able maps, at most what the registry keeps); its change
+    ``cursor`` in the database and how far behind the database's newest change it is
+    (``lag``), when it knows them (None: not reported)."""
+
+    peers: int = 0
+    peer_rows: Sequence[dict[str, object]] = ()
+    cursor: int | None = None
+    lag: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRecord:
+    """One row of the registry as read, with every time by the database's clock (nodes'
+    clocks may disagree; the database's is the one all of them share): ``started_ms``,
+    ``beat_ms`` (the last heartbeat) and ``now_ms`` (when this was read)."""
+
+    node: str
+    account: str
+    url: str
+    interval_ms: int
+    started_ms: int
+    beat_ms: int
+    now_ms: int
+    peers: int
+    peer_rows: tuple[dict[str, object], ...] = ()
+    cursor: int | None = None
+    lag: int | None = None
+
+    @property
+    def age_ms(self) -> int:
+        """Milliseconds since the last heartbeat (never negative)."""
+        return max(0, self.now_ms - self.beat_ms)
+
+    @property
+    def gone(self) -> bool:
+        """True once the node missed :data:`GONE_AFTER_MISSED_BEATS` heartbeats in a row."""
+        return self.age_ms > self.interval_ms * GONE_AFTER_MISSED_BEATS
+
+
+@runtime_checkable
+class ClusterRegistry(Protocol):
+    """The nodes that share one store and their heartbeats. Synchronous, one instance per
+    thread, its own connection (a heartbeat never waits behind the store's reads). Failures
+    are the storage errors of the :class:`Store` rules."""
+
+    def register(self, node: NodeRegistration) -> None:
+        """Record ``node`` as started now and alive. A row at the same URL (a node that ran
+        there before) is replaced; rows gone for long are forgotten."""
+        ...
+
+    def heartbeat(self, node: NodeRegistration, beat: NodeBeat) -> None:
+        """Record a heartbeat of ``node`` now, with what it reports; a node whose row was
+        forgotten meanwhile (it stalled for long) is registered again."""
+        ...
+
+    def nodes(self) -> list[NodeRecord]:
+        """Every registered node, gone ones included, sorted by URL then node id."""
+        ...
+
+    def unregister(self, node: str) -> None:
+        """Remove ``node``'s row (a clean shutdown); nothing when it has none."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class ClusterStore(Protocol):
+    """A store that several nodes may share (PostgreSQL): it keeps a node registry. A store
+    without it (SQLite: one file, one node) is a cluster of one."""
+
+    def cluster_registry(self) -> ClusterRegistry:
+        """A new registry on this store's database, with a connection of its own."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ChangePage:
+    """What a node reads of a shared store's change log after its cursor: the CoValues that
+    other nodes changed (ids only), the cursor to continue from, the newest change number
+    (``newest > cursor``: read again), and ``gap`` when changes after the cursor were already
+    pruned (the reader must then refresh everything it holds)."""
+
+    cursor: int
+    newest: int
+    covalues: tuple[CoValueID, ...] = ()
+    gap: bool = False
+
+
+class ChangeFeed(Protocol):
+    """One node's view of the change log of a store several nodes write (PostgreSQL): woken
+    by notifications, read from a cursor (:mod:`engine.storage.postgres.feed`)."""
+
+    #: names the store instance whose own changes the feed leaves out
+    origin: str
+
+    def start(self, wake: Callable[[], None]) -> None:
+        """Listen; ``wake`` is called on the feed's own thread after each notification."""
+        ...
+
+    def newest(self) -> int:
+        """The newest change number in the store."""
+        ...
+
+    def read(self, cursor: int) -> concurrent.futures.Future[ChangePage]:
+        """A page of the changes after ``cursor`` (typed storage errors on failure)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class ChangeLogStore(Protocol):
+    """A store that other nodes write too: its writes are recorded in a change log that
+    nodes follow, and it answers which sessions it holds right now, so a node checks what it
+    is sent against the store (not only its memory) before acknowledging it."""
+
+    def change_feed(self) -> ChangeFeed:
+        """A new feed on this store's change log, with connections of its own."""
+        ...
+
+    def session_heads(self, covalue: CoValueID, sessions: Iterable[SessionID]) -> dict[SessionID, tuple[int, bytes]]:
+        """Stored ``(count, head)`` of those of ``sessions`` the store holds."""
         ...

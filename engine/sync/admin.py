@@ -35,6 +35,7 @@ from engine.model.session_log import SessionLog
 from engine.protocol.limits import Limits
 from engine.protocol.messages import MAX_TEXT, Admin, AdminArgs, AdminResult, EventsArgs, KvSlotArgs, admin_args
 from engine.protocol.messages.admin import MatrixArgs
+from engine.sync.cluster import ClusterReport
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +145,12 @@ class AdminView(Protocol):
         ...
 
     @property
+    def cluster_report(self) -> Callable[[], ClusterReport] | None:
+        """The cluster for ``cluster`` (None: this replica is not a served node,
+        ``unsupported_op``)."""
+        ...
+
+    @property
     def events(self) -> Sequence[RingEvent]:
         """The recent sync events, oldest first; the newest is number :attr:`event_seq`."""
         ...
@@ -195,6 +202,23 @@ def _peers(view: AdminView, peer: Requester, _args: AdminArgs) -> dict[str, Any]
     if view.peer_log_report is not None:
         log, dropped = newest_within(view.peer_log_report(), budget - len(codec.encode(rows)))
         result.update(log=log, log_dropped=dropped)
+    return result
+
+
+def _cluster(view: AdminView, peer: Requester, _args: AdminArgs) -> dict[str, Any]:
+    """The :class:`~engine.sync.cluster.ClusterReport` of this node's store, as JSON: every
+    node registered there with its URL, liveness, last heartbeat, peers and lag (a node on a
+    store that is not shared: itself alone). Node rows that would not fit a frame are cut from
+    the end, ``nodes_dropped`` saying how many."""
+    _require_admin(peer, "cluster")
+    if view.cluster_report is None:
+        raise ProtocolError("this replica is not a served node: it has no cluster", code="unsupported_op")
+    report = view.cluster_report()
+    result = report.to_json()
+    rows, dropped = first_within(result["nodes"], _reply_budget(view) - 256 - len(codec.encode(report.note)))
+    result["nodes"] = rows
+    if dropped:
+        result["nodes_dropped"] = report.nodes_dropped + dropped
     return result
 
 
@@ -315,6 +339,7 @@ _OPS: dict[str, Callable[[AdminView, Requester, AdminArgs], dict[str, Any]]] = {
     "kv_slot": _kv_slot,
     "events": _events,
     "matrix": _matrix,
+    "cluster": _cluster,
     "recover": _acts,
     "export": _acts,
 }

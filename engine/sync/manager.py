@@ -78,6 +78,7 @@ from engine.protocol.messages import (
 from engine.recovery.exchange import RecoveryResponder
 from engine.sync.admin import answer_admin
 from engine.sync.chunks import longest_stretch, servable_stretch, split_content
+from engine.sync.cluster import ClusterReport
 from engine.sync.events import EventRing, SyncEvent, SyncEventKind
 from engine.sync.kv_service import KV_REPLIES, KV_REPLY_HEADROOM, KV_REQUESTS, KvRequest, KvService
 from engine.sync.state import Outbox, PeerKind, PeerState, SyncHost
@@ -109,6 +110,8 @@ class SyncManager:
         #: the peer log for admin ``peers`` replies, oldest first
         #: (:func:`engine.sync.events.peer_log_json` rows; None: not offered)
         self.peer_log_report: Callable[[], list[dict[str, Any]]] | None = None
+        #: answers admin ``cluster`` requests (``node serve`` installs it; None: not offered)
+        self.cluster_report: Callable[[], ClusterReport] | None = None
         #: performs admin ops that act (``recover``): called with the peer id, its account
         #: and the request; it must answer with exactly one ``admin_result`` (via send_to)
         self.on_admin_action: Callable[[str, AccountID, Admin], None] | None = None

@@ -1,5 +1,5 @@
 """The main window: navigator on the left; chains, content, tombstones, CAS slots, peers,
-sync events, anomalies, the peers × sessions matrix and the audit log in tabs; a banner for
+sync events, anomalies, the peers × sessions matrix, the audit log and the cluster in tabs; a banner for
 targets that failed to open (red) or opened with a warning such as version skew (amber);
 target, node, counts and loop lag in the status bar. Clicking a sync event shows its CoValue
 in the navigator and its session chains.
@@ -12,7 +12,7 @@ display name after it. The menu bar:
   bundle, offline), Export bundle… (Ctrl+E: a bundle of the open target, with a progress
   dialog that can cancel; disabled with no target or a bundle open), Address book… (names
   for accounts, :mod:`inspector.views.addressbook`), Quit (Ctrl+Q).
-- View: one entry per tab (Ctrl+1, Ctrl+2, …), Search CoValues (Ctrl+F focuses the
+- View: one entry per tab (Ctrl+1, Ctrl+2, …, Ctrl+0 for the tenth: the Cluster), Search CoValues (Ctrl+F focuses the
   navigator's search), Reload (F5: re-reads a target that is not live, i.e. a store; a live
   target updates by itself, so there it is disabled and its tooltip says why).
 - Actions: Recover… (also on the toolbar, a CoValue's context menu in the navigator and a
@@ -77,6 +77,7 @@ from inspector.views.addressbook import AddressBookDialog
 from inspector.views.anomalies import AnomaliesView, counts_text
 from inspector.views.audit import AuditView
 from inspector.views.chain import ChainView
+from inspector.views.cluster import ClusterView
 from inspector.views.compare_pick import CompareLauncher
 from inspector.views.connect import ConnectDialog
 from inspector.views.content import ContentView, TombstonesView
@@ -97,8 +98,9 @@ LAG_DISPLAY_EVERY = 25
 #: The window title while no target is open (the application's display name, so the
 #: platform does not repeat it).
 BASE_TITLE = "Kintsugi inspector"
-#: Tabs reachable with Ctrl+1 … Ctrl+9 (the View menu lists any others without a shortcut).
-MAX_TAB_SHORTCUTS = 9
+#: Tabs reachable with Ctrl+1 … Ctrl+9 and Ctrl+0, in the keyboard's order (the View menu
+#: lists any others without a shortcut).
+MAX_TAB_SHORTCUTS = 10
 #: Recover…'s tooltip when the target can be recovered, and what it says with none selected.
 RECOVER_TIP = "Replace the selected CoValue, its group or a session with a chosen peer's copy, after a plan"
 RECOVER_SELECT_FIRST = "Select a CoValue first: Recover… works on the selected one"
@@ -138,6 +140,7 @@ class MainWindow(FileActions, QMainWindow):
         self.anomalies = AnomaliesView(inspector.anomalies)
         self.matrix = MatrixView(inspector.matrix)
         self.audit = AuditView(inspector.audit)
+        self.cluster = ClusterView(inspector.cluster)
         self.recover_dialog: RecoverDialog | None = None
         self.bundle_dialog: QFileDialog | None = None
         self.export_file_dialog: QFileDialog | None = None
@@ -154,6 +157,7 @@ class MainWindow(FileActions, QMainWindow):
         self.tabs.addTab(self.anomalies, "Anomalies")
         self.tabs.addTab(self.matrix, "Peers × sessions")
         self.tabs.addTab(self.audit, "Audit log")
+        self.tabs.addTab(self.cluster, "Cluster")
 
         self.banner = QFrame()
         self.banner.setObjectName("errorBanner")
@@ -224,6 +228,7 @@ class MainWindow(FileActions, QMainWindow):
         self.cas.slotSelected.connect(inspector.select_slot)
         self.sync_events.eventActivated.connect(self.show_event)
         self.anomalies.anomalyActivated.connect(self.show_anomaly)
+        self.cluster.switchRequested.connect(self.switch_node)
         inspector.anomalies.modelReset.connect(self._show_anomaly_counts)
         inspector.opened.connect(self._update_export)
         inspector.opened.connect(self._opened)
@@ -261,7 +266,7 @@ class MainWindow(FileActions, QMainWindow):
         self.tab_actions: list[QAction] = []
         group = QActionGroup(self)
         for index in range(self.tabs.count()):
-            shortcut = f"Ctrl+{index + 1}" if index < MAX_TAB_SHORTCUTS else ""
+            shortcut = f"Ctrl+{(index + 1) % 10}" if index < MAX_TAB_SHORTCUTS else ""
             action = self._action(view_menu, self.tabs.tabText(index), shortcut)
             action.setCheckable(True)
             action.setActionGroup(group)
@@ -469,6 +474,13 @@ class MainWindow(FileActions, QMainWindow):
 
     def _connect_chosen(self, spec: TargetSpec) -> None:
         self.inspector.open_later(spec)
+
+    def switch_node(self, url: str) -> None:
+        """Connect to the node at ``url`` (from the cluster view) with the key of the node open
+        now: the inspector moves to another node of the same cluster."""
+        target = self.inspector.target
+        key_file = target.spec.key_file if target is not None and target.spec.kind == "node" else ""
+        self.inspector.open_later(TargetSpec("node", url, key_file))
 
     def _show_anomaly_counts(self) -> None:
         counts = self.inspector.anomalies.counts()

@@ -46,6 +46,7 @@ MENUS = {
         ("Anomalies", "Ctrl+7", True),
         ("Peers × sessions", "Ctrl+8", True),
         ("Audit log", "Ctrl+9", True),
+        ("Cluster", "Ctrl+0", True),
         ("Search CoValues", "Ctrl+F", True),
         ("Reload", "F5", False),
     ],

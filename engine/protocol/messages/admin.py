@@ -67,6 +67,9 @@ class Admin(Message):
     - ``matrix`` (``covalue``?; admins only): the peers × sessions matrix, what each
       connected peer acknowledged of each session of the CoValues it follows (only
       ``covalue``'s sessions and those of the CoValues it owns, when given).
+    - ``cluster`` (none; admins only): the nodes sharing the node's store, from its node
+      registry: URL, alive or gone, last heartbeat, peers, lag (a node whose store is not
+      shared: itself alone).
     - ``recover`` (``from``, ``scope``; admins only; changes the node): the node pulls the
       scope from the node at ``from`` and applies it (REPLACE, DESIGN §7.2); the result is
       the plan's summary and the signed receipt. ``intent`` is the operator's signature of
@@ -87,7 +90,7 @@ class Admin(Message):
     args: dict[str, Any] = field(default_factory=dict)
     intent: bytes | None = None
 
-    OPS: ClassVar[tuple[str, ...]] = ("list", "peers", "kv_slot", "events", "matrix", "recover", "export")
+    OPS: ClassVar[tuple[str, ...]] = ("list", "peers", "kv_slot", "events", "matrix", "cluster", "recover", "export")
 
     def to_obj(self) -> dict[str, Any]:
         obj: dict[str, Any] = {"t": self.T, "rid": self.rid, "op": self.op, "args": self.args}
@@ -117,7 +120,7 @@ class Admin(Message):
 
 @dataclass(frozen=True, slots=True)
 class NoArgs:
-    """Arguments of ``list`` and ``peers``: none (whatever is sent is ignored, as it always was)."""
+    """Arguments of ``list``, ``peers`` and ``cluster``: none (whatever is sent is ignored, as it always was)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,9 @@
 - :mod:`engine.storage.postgres.audit` — the audit log, receipts and the recovery write.
 - :mod:`engine.storage.postgres.kv` — CAS slots: ``UPDATE … WHERE generation = $expected``.
 - :mod:`engine.storage.postgres.schema` — schema versions and migrations.
+- :mod:`engine.storage.postgres.registry` — the node registry of a cluster (heartbeats).
+- :mod:`engine.storage.postgres.feed` — the change log of a cluster: change numbers, the
+  ``pg_notify`` wake-ups (ids only), and the feed a node catches up from.
 - :mod:`engine.storage.postgres.writer` — the ordered background writer
   (:class:`~engine.storage.interface.StoreWriter`).
 

@@ -56,14 +56,15 @@ _SESSION = "SELECT sid, count, head FROM sessions WHERE covalue = $1 AND session
 # -- writing -----------------------------------------------------------------------------------
 
 
-async def put_header(conn: asyncpg.Connection, header: Header) -> None:
-    """Insert a CoValue's row unless it is there already."""
-    await conn.execute(
+async def put_header(conn: asyncpg.Connection, header: Header) -> bool:
+    """Insert a CoValue's row unless it is there already; True when it was inserted."""
+    status = await conn.execute(
         "INSERT INTO covalues (id, header, type, deleted) VALUES ($1, $2, $3, false) ON CONFLICT (id) DO NOTHING",
         header.covalue_id(),
         header.encode(),
         header.type,
     )
+    return str(status).endswith(" 1")
 
 
 async def _locked_session(conn: asyncpg.Connection, covalue: str, session: str) -> tuple[int, int, bytes]:
@@ -143,14 +144,26 @@ async def write_session_whole(conn: asyncpg.Connection, log: SessionLog) -> None
 
 
 async def write_rows(
-    conn: asyncpg.Connection, headers: Iterable[Header] = (), sessions: Iterable[SessionWrite] = ()
+    conn: asyncpg.Connection,
+    headers: Iterable[Header] = (),
+    sessions: Iterable[SessionWrite] = (),
+    *,
+    changed: set[str] | None = None,
 ) -> StoredCounts:
-    """Headers and session appends (see :meth:`Store.write <engine.storage.interface.Store.write>`)."""
+    """Headers and session appends (see :meth:`Store.write <engine.storage.interface.Store.write>`).
+
+    ``changed`` (when given) gets the id of every CoValue whose rows this actually changed (a
+    new header, appended transactions), for the change log (:mod:`.feed`).
+    """
     counts: StoredCounts = {}
     for header in headers:
-        await put_header(conn, header)
+        if await put_header(conn, header) and changed is not None:
+            changed.add(header.covalue_id())
     for item in sessions:
-        counts[(item.log.covalue, item.log.session)] = await append_session(conn, item)
+        key = (item.log.covalue, item.log.session)
+        counts[key] = await append_session(conn, item)
+        if changed is not None and counts[key] > item.start:
+            changed.add(item.log.covalue)
     return counts
 
 

@@ -22,6 +22,8 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 
 from engine.errors import SchemaVersionError
+from engine.storage.postgres.feed import ensure_change_log
+from engine.storage.postgres.registry import ensure_registry
 
 __all__ = [
     "BASE_SCHEMA",
@@ -157,7 +159,19 @@ async def ensure_schema(conn: asyncpg.Connection, *, readonly: bool = False) -> 
 
     Raises :class:`SchemaVersionError` for a newer major version (nothing written). With
     ``readonly`` nothing is written and an empty or older database is reported as is.
+    A writable open also creates the node registry's table and the change log's tables if
+    they are missing (unversioned: :mod:`engine.storage.postgres.registry` and
+    :mod:`engine.storage.postgres.feed` say why).
     """
+    version = await _ensure_versioned(conn, readonly=readonly)
+    if not readonly:
+        await ensure_registry(conn, SCHEMA_LOCK)
+        await ensure_change_log(conn, SCHEMA_LOCK)
+    return version
+
+
+async def _ensure_versioned(conn: asyncpg.Connection, *, readonly: bool) -> tuple[int, int]:
+    """The versioned part of :func:`ensure_schema`."""
     version = await check_version(conn)
     if readonly or version >= (SCHEMA_MAJOR, SCHEMA_MINOR):
         return version

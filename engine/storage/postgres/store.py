@@ -12,7 +12,8 @@ session look broken, and records a broken chain in ``corrupt`` instead of servin
 The database must exist (:class:`~engine.errors.StoreNotFound` otherwise: ``createdb`` makes
 it); a writable open creates or migrates the schema in it (:mod:`.schema`). The location is a
 libpq-style URL, ``postgresql://user[:password]@host[:port]/database[?host=/socket/dir]``;
-a password is better kept in ``PGPASSWORD`` or a ``.pgpass`` file than in the URL.
+a password is better kept in ``PGPASSWORD`` or a ``.pgpass`` file than in the URL, and one in
+the URL is never shown (:mod:`.location`).
 
 Errors: :class:`StorageEnvironmentError` (the server unreachable, the connection lost, a
 deadlock or serialization failure, a timeout; :class:`StorageUnavailable` for a full disk),
@@ -23,6 +24,7 @@ deadlock or serialization failure, a timeout; :class:`StorageUnavailable` for a 
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TypeVar
 
@@ -52,7 +54,9 @@ from engine.storage.interface import (
 from engine.storage.postgres import audit as audit_rows
 from engine.storage.postgres import reads, rows
 from engine.storage.postgres.connection import DEFAULT_SYNCHRONOUS, ConnectParams, PgLink
+from engine.storage.postgres.feed import PostgresChangeFeed, record_changes
 from engine.storage.postgres.kv import PostgresKV
+from engine.storage.postgres.registry import PostgresRegistry
 from engine.storage.postgres.schema import ensure_schema
 from engine.storage.postgres.writer import PostgresWriter
 
@@ -89,10 +93,14 @@ class PostgresStore:
             raise
         self.kv = PostgresKV(self._link, writer=writer)
         self._writer_name = writer
+        #: names this store instance in the change log (:mod:`.feed`): its own feed skips
+        #: the changes it made
+        self.origin = f"{writer or 'store'}-{uuid.uuid4().hex[:12]}"
 
     @property
     def location(self) -> str:
-        """The URL the store was opened with (password included, if it had one)."""
+        """The URL the store was opened with, without its password or other secret (see
+        :mod:`engine.storage.postgres.location`); it reopens this store in this process."""
         return self._params.location
 
     def close(self) -> None:
@@ -111,7 +119,29 @@ class PostgresStore:
 
     def background_writer(self) -> PostgresWriter:
         """A new, not yet started writer with its own connection to this database."""
-        return PostgresWriter(self._params)
+        return PostgresWriter(self._params, origin=self.origin)
+
+    def change_feed(self) -> PostgresChangeFeed:
+        """See :meth:`ChangeLogStore.change_feed <engine.storage.interface.ChangeLogStore.change_feed>`."""
+        return PostgresChangeFeed(self._params, self.origin)
+
+    def session_heads(self, covalue: CoValueID, sessions: Iterable[SessionID]) -> dict[SessionID, tuple[int, bytes]]:
+        """See :meth:`ChangeLogStore.session_heads <engine.storage.interface.ChangeLogStore.session_heads>`."""
+        wanted = sorted(set(sessions))
+
+        async def heads(conn: asyncpg.Connection) -> dict[SessionID, tuple[int, bytes]]:
+            found = await conn.fetch(
+                "SELECT session, count, head FROM sessions WHERE covalue = $1 AND session = ANY($2::text[])",
+                covalue,
+                wanted,
+            )
+            return {SessionID(s): (int(c), bytes(h)) for s, c, h in found}
+
+        return self._call(heads, f"read {covalue}")
+
+    def cluster_registry(self) -> PostgresRegistry:
+        """See :meth:`ClusterStore.cluster_registry <engine.storage.interface.ClusterStore.cluster_registry>`."""
+        return PostgresRegistry(self._params)
 
     def _call(self, fn: Callable[[asyncpg.Connection], Awaitable[T]], what: str) -> T:
         return self._link.call(fn, what)
@@ -130,7 +160,14 @@ class PostgresStore:
     def write(self, headers: Iterable[Header] = (), sessions: Iterable[SessionWrite] = ()) -> StoredCounts:
         """See :meth:`Store.write <engine.storage.interface.Store.write>`."""
         header_list, session_list = list(headers), list(sessions)
-        return self._write(lambda conn: rows.write_rows(conn, header_list, session_list), "write")
+
+        async def write(conn: asyncpg.Connection) -> StoredCounts:
+            changed: set[str] = set()
+            counts = await rows.write_rows(conn, header_list, session_list, changed=changed)
+            await record_changes(conn, changed, self.origin)
+            return counts
+
+        return self._write(write, "write")
 
     def replace_sessions(
         self,
@@ -149,6 +186,7 @@ class PostgresStore:
                 results = await rows.replace_rows(conn, header, logs, cas, writer=self._writer_name)
                 if all(isinstance(r, Stored) for r in results):
                     await rows.put_checkpoints(conn, checkpoints)
+                    await record_changes(conn, [header.covalue_id()], self.origin)
                     await transaction.commit()
                     return results
             except BaseException:
@@ -163,7 +201,12 @@ class PostgresStore:
     def mark_deleted(self, header: Header, delete_sessions: Sequence[SessionLog], purged: Iterable[SessionID]) -> None:
         """See :meth:`Store.mark_deleted <engine.storage.interface.Store.mark_deleted>`."""
         purged_list = list(purged)
-        self._write(lambda conn: rows.tombstone_rows(conn, header, delete_sessions, purged_list), "mark deleted")
+
+        async def tombstone(conn: asyncpg.Connection) -> None:
+            await rows.tombstone_rows(conn, header, delete_sessions, purged_list)
+            await record_changes(conn, [header.covalue_id()], self.origin)
+
+        self._write(tombstone, "mark deleted")
 
     def apply_recovery(
         self,
@@ -178,6 +221,7 @@ class PostgresStore:
         async def apply(conn: asyncpg.Connection) -> None:
             await audit_rows.recovery_rows(conn, replaces, receipt, audit)
             await rows.put_checkpoints(conn, checkpoints)
+            await record_changes(conn, [r.header.covalue_id() for r in replaces], self.origin)
 
         self._write(apply, "apply recovery")
 

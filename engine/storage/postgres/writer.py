@@ -16,6 +16,10 @@ over with ``call_soon_threadsafe``; results go back with the caller loop's
 ``call_soon_threadsafe``. A group that fails as a whole — the connection lost, the server's
 disk full, the COMMIT refused — fails every write of it with the typed error; the next group
 opens a new connection.
+
+With an ``origin`` (the store's), each group also records, last in its transaction, the
+CoValues its writes changed in the cluster's change log and notifies the other nodes
+(:mod:`engine.storage.postgres.feed`).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from engine.errors import KintsugiError, StorageBugError, StorageUnavailable, Us
 from engine.model.header import Header
 from engine.storage.interface import SessionWrite, StoredCounts
 from engine.storage.postgres.connection import ConnectParams, LoopThread, pg_errors, translate
+from engine.storage.postgres.feed import record_changes
 from engine.storage.postgres.rows import write_rows
 
 __all__ = ["MAX_GROUP_OPERATIONS", "MAX_QUEUED_OPERATIONS", "PostgresWriter"]
@@ -43,15 +48,18 @@ MAX_GROUP_OPERATIONS = 256
 MAX_QUEUED_OPERATIONS = 10_000
 
 Operation = Callable[[asyncpg.Connection], Awaitable[Any]]
-_Item = tuple[Operation, asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+#: An operation, its caller's loop and future, and the CoValue ids it changed (filled as it runs).
+_Item = tuple[Operation, asyncio.AbstractEventLoop, "asyncio.Future[Any]", set[str]]
 _STOP = object()
 
 
 class PostgresWriter:
     """Writes to a PostgreSQL store from an asyncio loop, committed in order in groups."""
 
-    def __init__(self, params: ConnectParams) -> None:
+    def __init__(self, params: ConnectParams, *, origin: str | None = None) -> None:
         self._params = params
+        #: names this store instance in the change log (None: changes are not recorded)
+        self.origin = origin
         self._loop: LoopThread | None = None
         self._queue: asyncio.Queue[Any] | None = None
         self._conn: asyncpg.Connection | None = None
@@ -90,15 +98,18 @@ class PostgresWriter:
         resolves on the calling loop once committed. Raises :class:`UsageError` when not
         running or when :data:`MAX_QUEUED_OPERATIONS` writes wait already."""
         header_list, session_list = list(headers), list(sessions)
+        changed: set[str] = set()
 
         async def op(conn: asyncpg.Connection) -> StoredCounts:
-            return await write_rows(conn, header_list, session_list)
+            return await write_rows(conn, header_list, session_list, changed=changed)
 
-        return self.submit(op)
+        return self.submit(op, changed)
 
-    def submit(self, op: Operation) -> asyncio.Future[Any]:
+    def submit(self, op: Operation, changed: set[str] | None = None) -> asyncio.Future[Any]:
         """Queue any operation ``await op(connection)``, run inside the group's transaction
-        (its own savepoint); see :meth:`write`."""
+        (its own savepoint); see :meth:`write`. ``changed`` is filled by ``op`` with the ids
+        of the CoValues it changed: the group records them in the change log (:mod:`.feed`)
+        in its transaction, for the other nodes."""
         if self._loop is None or self._closing:
             raise UsageError("PostgresWriter is not running")
         caller = asyncio.get_running_loop()
@@ -107,7 +118,7 @@ class PostgresWriter:
             if self._submitted - self._finished >= MAX_QUEUED_OPERATIONS:
                 raise UsageError(f"store queue full ({MAX_QUEUED_OPERATIONS} operations)")
             self._submitted += 1
-        self._enqueue((op, caller, future))
+        self._enqueue((op, caller, future, set() if changed is None else changed))
         return future
 
     def _enqueue(self, item: object) -> None:
@@ -186,8 +197,11 @@ class PostgresWriter:
             conn = self._conn
             with pg_errors(what):
                 async with conn.transaction():
-                    for op, _loop, _future in group:
+                    for op, _loop, _future, _changed in group:
                         results.append(await self._run_one(conn, op, what))
+                    if self.origin is not None:
+                        ids = set().union(*(item[3] for item, (ok, _v) in zip(group, results, strict=True) if ok))
+                        await record_changes(conn, ids, self.origin)
         except Exception as exc:
             error = translate(exc, what)
             results = [(False, error)] * len(group)
@@ -219,7 +233,7 @@ class PostgresWriter:
 
 
 def _settle(item: _Item, ok: bool, value: Any) -> None:
-    _op, loop, future = item
+    _op, loop, future, _changed = item
 
     def settle() -> None:
         if future.done():

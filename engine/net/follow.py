@@ -1,0 +1,135 @@
+"""Following the other nodes of a cluster (DESIGN §9): a node on a store that other nodes
+write (PostgreSQL) catches up from the store's change log and tells its peers.
+
+:class:`ClusterFollower` keeps the node's cursor in the change log (it starts at the newest
+change when the node starts: what was written before is loaded from the store on first use).
+It catches up when the store's feed is woken by a notification, and every ``poll_interval``
+seconds anyway, so a lost notification costs latency, never data
+(:mod:`engine.storage.postgres.feed`). For each CoValue another node changed, the node brings
+into memory what the store holds beyond its own copy, verified
+(:meth:`engine.node.LocalNode.absorb_stored`), if it holds the CoValue in memory; if it does not
+but a peer asked for it, the node loads it now. Either way the sync manager then sends each
+interested peer what it lacks, exactly as for content that arrived from a peer.
+
+A failed read (the database unreachable) is logged and tried again at the next wake or poll,
+from the same cursor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from engine.errors import KintsugiError
+from engine.ids import CoValueID
+from engine.net.shell import SyncShell
+from engine.storage.interface import ChangeFeed
+
+__all__ = ["DEFAULT_POLL_INTERVAL", "MAX_PAGES_PER_CATCH_UP", "ClusterFollower"]
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between catch-ups without a notification (the store's feed module documents the
+#: same default): the most a lost notification delays this node.
+DEFAULT_POLL_INTERVAL = 1.0
+#: Pages read in one catch-up before the loop yields to other work (the rest follows at once).
+MAX_PAGES_PER_CATCH_UP = 10
+
+
+class ClusterFollower:
+    """Catches a node up with what other nodes wrote to its store (see the module)."""
+
+    def __init__(self, shell: SyncShell, feed: ChangeFeed, *, poll_interval: float = DEFAULT_POLL_INTERVAL) -> None:
+        self.shell = shell
+        self.node = shell.node
+        self.feed = feed
+        self.poll_interval = poll_interval
+        #: the last change number caught up to
+        self.cursor = 0
+        #: the newest change number the store had at the last catch-up
+        self.newest = 0
+        #: catch-ups done, and CoValues refreshed by them
+        self.catch_ups = 0
+        self.refreshed = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def lag(self) -> int:
+        """Change numbers this node is behind the store, as of its last catch-up."""
+        return max(0, self.newest - self.cursor)
+
+    async def start(self) -> None:
+        """Take the newest change as the cursor, listen, and follow until :meth:`stop`.
+        Raises the store's typed errors when the feed cannot start."""
+        self._loop = asyncio.get_running_loop()
+        self.cursor = self.newest = await asyncio.to_thread(self.feed.newest)
+        await asyncio.to_thread(self.feed.start, self._wake_threadsafe)
+        self._task = self._loop.create_task(self._run(), name="kintsugi-cluster-follower")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await asyncio.to_thread(self.feed.close)
+
+    def wake(self) -> None:
+        """Catch up now (on the node's loop)."""
+        self._wake.set()
+
+    def _wake_threadsafe(self) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._wake.set)
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            self._wake.clear()
+            try:
+                await self.catch_up()
+            except KintsugiError as exc:
+                logger.warning("could not catch up with the store (at change %d): %s", self.cursor, exc)
+
+    async def catch_up(self) -> None:
+        """Read the changes after the cursor and refresh what they name (see the module)."""
+        self.catch_ups += 1
+        for _page in range(MAX_PAGES_PER_CATCH_UP):
+            page = await asyncio.wrap_future(self.feed.read(self.cursor))
+            self.newest = page.newest
+            if page.gap:
+                logger.warning("changes after %d were pruned; refreshing everything held", self.cursor)
+                for cid in list(self.node.covalues):
+                    self._refresh(cid)
+            for cid in page.covalues:
+                self._refresh(cid)
+            self.cursor = page.cursor
+            if page.newest <= page.cursor:
+                return
+        self._wake.set()  # more to read: go on after other work had its turn
+
+    def _refresh(self, covalue: CoValueID) -> None:
+        if self.node.closed:
+            return
+        try:
+            if covalue in self.node.covalues:
+                changed = self.node.absorb_stored(covalue)
+            elif any(covalue in peer.interested for peer in self.shell.manager.peers.values()):
+                # A peer asked for it before it was here: load it now and answer.
+                changed = self.node.get_or_none(covalue) is not None
+                if changed:
+                    self.shell.manager.local_changed(covalue)
+            else:
+                return
+        except KintsugiError as exc:
+            logger.warning("could not refresh %s from the store: %s", covalue, exc)
+            return
+        if changed:
+            self.refreshed += 1
+            self.shell.schedule_dispatch()

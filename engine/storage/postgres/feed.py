@@ -1,0 +1,274 @@
+"""The change log of a cluster: how nodes sharing one PostgreSQL database learn what the others
+wrote (DESIGN §9).
+
+Every transaction that changes CoValue rows also, as its last statements, takes the next
+number of the one-row counter ``kintsugi_change_seq``, inserts one row per changed CoValue id
+into ``kintsugi_changes (seq, covalue, origin)`` and calls ``pg_notify`` on :data:`CHANNEL`
+with the number and the ids (never content), all committed or rolled back together. The
+counter row stays locked until the transaction ends, so change numbers are taken in commit
+order: a reader that sees number ``n`` sees every number below it too. The counter is bumped
+last, after the rows the transaction decides on are locked, so its lock is held only for the
+commit itself and is always the last lock taken (no deadlock through it).
+
+A node keeps a cursor (the last number it caught up to) and, woken by a notification or every
+:data:`POLL_INTERVAL` seconds, reads the changes after it, :data:`CATCH_UP_PAGE` at a time
+(:class:`PostgresChangeFeed`). A notification is only a hint: a lost one (the listening
+connection dropped, the server restarted) costs at most the poll interval, never data. Rows are
+kept for the last :data:`CHANGES_KEEP` numbers; a node whose cursor fell behind that learns so
+(:attr:`ChangePage.gap`) and refreshes everything it holds instead.
+
+``origin`` names the store instance that wrote (:attr:`PostgresStore.origin`), so a node skips
+its own changes. The tables are created, if missing, with the schema (under its lock) and are
+not part of the schema version, like the node registry (:mod:`.registry`): they hold no store
+data — dropping them loses a few wake-ups, nothing of any CoValue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Iterable
+
+import asyncpg
+
+from engine.ids import CoValueID
+from engine.storage.interface import ChangePage
+from engine.storage.postgres.connection import ConnectParams, LoopThread, pg_errors
+
+__all__ = [
+    "CATCH_UP_PAGE",
+    "CHANGES_KEEP",
+    "CHANGES_TABLE",
+    "CHANGE_LOG_SCHEMA",
+    "CHANNEL",
+    "COUNTER_TABLE",
+    "LISTEN_APPLICATION_NAME",
+    "LISTEN_RETRY",
+    "MAX_NOTIFY_PAYLOAD",
+    "POLL_INTERVAL",
+    "PostgresChangeFeed",
+    "ensure_change_log",
+    "record_changes",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The notification channel the writers notify and the nodes listen on.
+CHANNEL = "kintsugi_changes"
+#: The change rows, one per changed CoValue per committing transaction.
+CHANGES_TABLE = "kintsugi_changes"
+#: The one-row counter whose lock orders change numbers by commit.
+COUNTER_TABLE = "kintsugi_change_seq"
+#: Bytes of a notification payload at most (the server refuses 8,000 and more): the ids that do
+#: not fit are left out (``"more": true``), the readers find them in the change rows.
+MAX_NOTIFY_PAYLOAD = 7_000
+#: Change rows a node reads per query while catching up.
+CATCH_UP_PAGE = 1_000
+#: Seconds between two catch-ups when no notification arrives: the most a lost notification
+#: delays a node.
+POLL_INTERVAL = 1.0
+#: Change numbers kept: older rows are deleted by the writers (every :data:`PRUNE_EVERY`
+#: numbers); a node whose cursor is older refreshes everything it holds.
+CHANGES_KEEP = 100_000
+#: Every this many change numbers the writer that takes it prunes old rows.
+PRUNE_EVERY = 1_000
+#: Seconds between attempts to listen again after the listening connection was lost.
+LISTEN_RETRY = 0.5
+#: ``application_name`` of the listening connection, so an operator (or a test) finds it in
+#: ``pg_stat_activity``.
+LISTEN_APPLICATION_NAME = "kintsugi-listen"
+
+CHANGE_LOG_SCHEMA: tuple[str, ...] = (
+    f"CREATE TABLE IF NOT EXISTS {COUNTER_TABLE} ("
+    "one boolean PRIMARY KEY DEFAULT true CHECK (one), "
+    "seq bigint NOT NULL)",
+    f"INSERT INTO {COUNTER_TABLE} (one, seq) VALUES (true, 0) ON CONFLICT (one) DO NOTHING",
+    f"CREATE TABLE IF NOT EXISTS {CHANGES_TABLE} ("
+    "seq bigint NOT NULL, "
+    'covalue text COLLATE "C" NOT NULL, '
+    "origin text NOT NULL, "
+    "PRIMARY KEY (seq, covalue))",
+)
+
+
+async def ensure_change_log(conn: asyncpg.Connection, lock: int) -> None:
+    """Create the change log's tables if missing, holding the advisory lock ``lock`` (the
+    schema's), so nodes starting together create them once."""
+    if await conn.fetchval("SELECT to_regclass($1)", CHANGES_TABLE) is not None:
+        return
+    await conn.execute("SELECT pg_advisory_lock($1)", lock)
+    try:
+        async with conn.transaction():
+            for statement in CHANGE_LOG_SCHEMA:
+                await conn.execute(statement)
+    finally:
+        with contextlib.suppress(Exception):  # a lost connection released it already
+            await conn.execute("SELECT pg_advisory_unlock($1)", lock)
+
+
+def notify_payload(seq: int, ids: list[str]) -> str:
+    """``{"seq", "ids"}`` as JSON, with as many ids as fit :data:`MAX_NOTIFY_PAYLOAD`."""
+    kept: list[str] = []
+    size = len(json.dumps({"seq": seq, "ids": [], "more": True}))
+    for cid in ids:
+        size += len(cid) + 4
+        if size > MAX_NOTIFY_PAYLOAD:
+            return json.dumps({"seq": seq, "ids": kept, "more": True})
+        kept.append(cid)
+    return json.dumps({"seq": seq, "ids": kept})
+
+
+async def record_changes(conn: asyncpg.Connection, covalues: Iterable[str], origin: str) -> int | None:
+    """Record that this transaction changed ``covalues`` and notify the listeners; returns the
+    change number (None when nothing changed). Call it last in the transaction (see the
+    module docstring: the counter's lock is held until the end)."""
+    ids = sorted(set(covalues))
+    if not ids:
+        return None
+    seq = int(await conn.fetchval(f"UPDATE {COUNTER_TABLE} SET seq = seq + 1 RETURNING seq"))
+    await conn.execute(
+        f"INSERT INTO {CHANGES_TABLE} (seq, covalue, origin) SELECT $1, unnest($2::text[]), $3", seq, ids, origin
+    )
+    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, notify_payload(seq, ids))
+    if seq % PRUNE_EVERY == 0:
+        await conn.execute(f"DELETE FROM {CHANGES_TABLE} WHERE seq <= $1", seq - CHANGES_KEEP)
+    return seq
+
+
+async def read_changes(conn: asyncpg.Connection, cursor: int, origin: str, limit: int = CATCH_UP_PAGE) -> ChangePage:
+    """The changes after ``cursor`` made by other origins than ``origin``, at most ``limit``
+    change numbers' worth (see :class:`~engine.storage.interface.ChangePage`)."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        newest = int(await conn.fetchval(f"SELECT seq FROM {COUNTER_TABLE}") or 0)
+        oldest = await conn.fetchval(f"SELECT min(seq) FROM {CHANGES_TABLE}")
+        found = await conn.fetch(
+            f"SELECT seq, covalue, origin FROM {CHANGES_TABLE} WHERE seq > $1 AND seq <= $2 ORDER BY seq, covalue",
+            cursor,
+            min(newest, cursor + limit),
+        )
+    # Pruned rows: numbers between the cursor and the oldest row kept may have been lost.
+    first_kept = newest + 1 if oldest is None else int(oldest)
+    gap = cursor < newest - CHANGES_KEEP and cursor + 1 < first_kept
+    until = min(newest, cursor + limit)
+    ids = sorted({CoValueID(str(c)) for _s, c, o in found if o != origin})
+    return ChangePage(cursor=until, newest=newest, covalues=tuple(ids), gap=bool(gap))
+
+
+class PostgresChangeFeed:
+    """One node's view of the change log: a connection that LISTENs on :data:`CHANNEL` and
+    one that reads the changes, on a private loop thread (:class:`LoopThread`).
+
+    :meth:`start` listens; ``wake`` is then called (on the feed's thread: hand it over to your
+    own loop) after each notification of another origin and after listening again once the
+    listening connection was lost. :meth:`read` reads a page of changes after a cursor; it
+    returns a future, so an asyncio caller awaits it with :func:`asyncio.wrap_future`.
+    """
+
+    def __init__(self, params: ConnectParams, origin: str) -> None:
+        self._params = params
+        self.origin = origin
+        self._loop = LoopThread("kintsugi-postgres-feed")
+        self._listener: asyncpg.Connection | None = None
+        self._reader: asyncpg.Connection | None = None
+        self._wake: Callable[[], None] | None = None
+        self._closing = False
+        self._relisten: asyncio.Task[None] | None = None
+        #: times the listening connection was (re)established
+        self.listens = 0
+
+    @property
+    def listener_pid(self) -> int | None:
+        """The server process id of the listening connection (None while not listening)."""
+        conn = self._listener
+        return None if conn is None or conn.is_closed() else int(conn.get_server_pid())
+
+    def start(self, wake: Callable[[], None]) -> None:
+        """Listen for notifications; raises the typed errors of connecting."""
+        self._wake = wake
+        self._loop.run(self._listen())
+
+    def newest(self) -> int:
+        """The newest change number in the database (a new node's cursor starts there)."""
+        return self._loop.run(self._newest())
+
+    def read(self, cursor: int) -> concurrent.futures.Future[ChangePage]:
+        """A page of the changes after ``cursor`` by other origins (typed errors on failure)."""
+        return asyncio.run_coroutine_threadsafe(self._read(cursor), self._loop.loop)
+
+    def close(self) -> None:
+        """Stop listening and close both connections; harmless twice."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._loop.alive:
+            with contextlib.suppress(Exception):
+                self._loop.run(self._close())
+            self._loop.stop()
+
+    # -- on the feed's loop ----------------------------------------------------------------
+
+    async def _reading(self) -> asyncpg.Connection:
+        if self._reader is None or self._reader.is_closed():
+            self._reader = await self._params.connect()
+        return self._reader
+
+    async def _newest(self) -> int:
+        conn = await self._reading()
+        with pg_errors(f"read the change counter ({self._params.display})"):
+            return int(await conn.fetchval(f"SELECT seq FROM {COUNTER_TABLE}") or 0)
+
+    async def _read(self, cursor: int) -> ChangePage:
+        conn = await self._reading()
+        with pg_errors(f"read changes ({self._params.display})"):
+            return await read_changes(conn, cursor, self.origin)
+
+    async def _listen(self) -> None:
+        conn = await self._params.connect()
+        with pg_errors(f"listen for changes ({self._params.display})"):
+            await conn.execute(f"SET application_name = '{LISTEN_APPLICATION_NAME}'")
+            await conn.add_listener(CHANNEL, self._notified)
+        conn.add_termination_listener(self._lost)
+        self._listener = conn
+        self.listens += 1
+
+    def _notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        # Our own notifications are skipped by the reader anyway; waking for them costs one
+        # read, so only the ids tell whether to bother.
+        if self._wake is not None and not self._closing:
+            self._wake()
+
+    def _lost(self, _conn: object) -> None:
+        if self._closing or self._relisten is not None:
+            return
+        logger.warning("the change notification connection was lost; listening again (catching up meanwhile)")
+        self._listener = None
+        self._relisten = asyncio.get_running_loop().create_task(self._listen_again())
+
+    async def _listen_again(self) -> None:
+        try:
+            while not self._closing:
+                try:
+                    await self._listen()
+                except Exception as exc:
+                    logger.warning("could not listen for changes (%s); retrying in %.1f s", exc, LISTEN_RETRY)
+                    await asyncio.sleep(LISTEN_RETRY)
+                    continue
+                if self._wake is not None:
+                    self._wake()  # whatever was notified meanwhile: catch up now
+                return
+        finally:
+            self._relisten = None
+
+    async def _close(self) -> None:
+        if self._relisten is not None:
+            self._relisten.cancel()
+        for conn in (self._listener, self._reader):
+            if conn is not None and not conn.is_closed():
+                try:
+                    await asyncio.wait_for(conn.close(), 5)
+                except Exception:
+                    conn.terminate()
+        self._listener = self._reader = None

@@ -33,6 +33,11 @@ group, so every write is checked against the group's roles.
   ``ratio_to_sync_ws`` the quotient (goal: at most 2). A default workload: for both default
   sizes it adds about 15 s to a run (it runs ``sync_ws`` again), below the ~30 s that makes
   a workload opt-in.
+- ``cluster`` (opt-in: it starts a PostgreSQL server, three nodes on it and a SQLite node):
+  30 writers on three nodes sharing one database, each transaction acknowledged before the
+  writer's next; the time from the first write to the last acknowledgement, the delay until
+  a write is seen on a client of another node (p50, p99), and the same load on one SQLite
+  node beside it (``sqlite_*``). See bench/cluster.py.
 
 Each (workload, n) runs in its own child process, so ``rss_mb`` is that workload's peak
 resident memory (including the interpreter, about 20 MB) and runs never share caches.
@@ -255,6 +260,18 @@ def bench_compare(n: int, tmp: Path) -> float:
 
 
 _COMPARE: dict[str, float] = {}
+
+
+def bench_cluster(n: int, tmp: Path) -> float:
+    """Three nodes on one PostgreSQL and 30 writers, beside one SQLite node with the same
+    load: the cluster's seconds from the first write to the last acknowledgement; every other
+    figure in the result (see bench/cluster.py)."""
+    from bench.cluster import run_cluster
+
+    seconds, figures = run_cluster(n, tmp)
+    _EXTRA.update(figures)
+    return seconds
+
 
 #: Transactions of the client's own divergent tail in the ``recover`` workload (archived).
 RECOVER_FORKED_TAIL = 1_000
@@ -512,8 +529,9 @@ WORKLOADS = Workloads(
         "sync_ws": bench_sync_ws,
         "recover": bench_recover,
     },
-    # compare is opt-in too: it builds two stores of n transactions (meant for n = 1,000,000)
-    {"bundle": bench_bundle, "compare": bench_compare},
+    # compare is opt-in too: it builds two stores of n transactions (meant for n = 1,000,000);
+    # cluster starts a PostgreSQL server and eight processes (20 – 45 s for n = 3,000)
+    {"bundle": bench_bundle, "compare": bench_compare, "cluster": bench_cluster},
 )
 
 

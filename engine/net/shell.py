@@ -14,6 +14,15 @@ leaves at once: content relayed to other peers asserts nothing about this node's
 reader with more than :data:`MAX_COMMITS_IN_FLIGHT` commits outstanding waits for them
 before reading on.
 
+A held ``known`` leaves only if what it confirms is still what the node holds once those
+commits finished: every session head it names on the node's chain and within what the store
+holds. A commit can fail and memory take another history before the retry goes through (on a
+cluster, another node's commit of a forked copy won the session and this node caught up with
+the store): the acknowledgement computed before would confirm a history the store refused.
+It is dropped, and its peer answered afresh, as if it had just sent an empty ``content`` for
+that CoValue: it learns what the node holds, sees the fork, and is corrected (at once, by a
+``correction``, when the node can already tell that the peer's head is not on its chain).
+
 A full disk (the node's :attr:`~engine.node.LocalNode.storage_unavailable`) never leaves a
 writer waiting in silence: each peer whose acknowledgement is held gets one
 ``error{storage_unavailable, id}`` per CoValue, and while the store refuses writes every
@@ -31,7 +40,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from websockets.asyncio.connection import Connection
@@ -39,6 +48,7 @@ from websockets.exceptions import ConnectionClosed
 
 from engine.errors import FrameTooLarge, KintsugiError, StorageEnvironmentError
 from engine.ids import CoValueID
+from engine.model.known_state import KnownState
 from engine.net.connection import PeerConnection
 from engine.node.facade import LocalNode
 from engine.protocol.frames import OP, encode_frame
@@ -125,16 +135,24 @@ class SyncShell:
         """Drain the manager's outbox into the peers' queues, packed into frames.
 
         A ``known`` may acknowledge anything flushed before it was drained, so it leaves once
-        the node's commits up to then have finished; acknowledgements keep their order.
+        the node's commits up to then have finished; acknowledgements keep their order. One
+        that no longer holds by then is dropped and its peer answered afresh (module docstring).
         """
         self._dispatch_scheduled = False
         self._answer_refused()
         by_peer: dict[str, list[Message]] = defaultdict(list)
+        stale: set[tuple[str, CoValueID]] = set()
+        while self.held and self.held[0][0] <= self.node.committed_seq:
+            _seq, peer_id, message = self.held.popleft()
+            assert isinstance(message, Known)
+            if self._still_holds(message.known):
+                by_peer[peer_id].append(message)
+            else:
+                logger.info("the acknowledgement of %s to %s no longer holds; answering afresh", message.id, peer_id)
+                stale.add((peer_id, message.id))
+        self._answer_afresh(sorted(stale), "after its acknowledgement was withdrawn")
         outbox = self.manager.drain()
         submitted, committed = self.node.submitted_seq, self.node.committed_seq
-        while self.held and self.held[0][0] <= committed:
-            _seq, peer_id, message = self.held.popleft()
-            by_peer[peer_id].append(message)
         for peer_id, message in outbox:
             if isinstance(message, Known) and submitted > committed:
                 self.held.append((submitted, peer_id, message))
@@ -166,12 +184,36 @@ class SyncShell:
         if not self._refused or self.node.storage_unavailable is not None:
             return
         refused, self._refused = sorted(self._refused), set()
-        for peer_id, covalue in refused:
+        self._answer_afresh(refused, "after writes resumed")
+
+    def _still_holds(self, known: KnownState) -> bool:
+        """True when the node holds every session head ``known`` names: on the signed chain
+        in memory, and within what the store holds as far as the node knows. False when
+        memory took another history since (its commit was refused and the node took the
+        store's copy, or a correction replaced it), or the session or CoValue is gone."""
+        if not known.sessions:
+            return True
+        core = self.node.get_or_none(known.id)
+        if core is None:
+            return False
+        stored = self.node.store is not None
+        for sid, (count, head) in known.sessions.items():
+            log = core.sessions.get(sid)
+            if count and (log is None or count > log.signed_count or log.hash_at(count) != head):
+                return False
+            if stored and count > self.node.stored_count(known.id, sid):
+                return False
+        return True
+
+    def _answer_afresh(self, pairs: Iterable[tuple[str, CoValueID]], why: str) -> None:
+        """Answer each (peer, CoValue) as if the peer had just sent an empty ``content`` for
+        it: it learns what the node holds now (or what the access rules let it learn)."""
+        for peer_id, covalue in pairs:
             if peer_id in self.connections:
                 try:
                     self.manager.receive(peer_id, Content(covalue, None, {}))
                 except KintsugiError as exc:
-                    logger.warning("could not answer %s about %s after writes resumed: %s", peer_id, covalue, exc)
+                    logger.warning("could not answer %s about %s %s: %s", peer_id, covalue, why, exc)
 
     async def settle(self) -> None:
         """Wait for the node's commits, then send everything the manager produced."""

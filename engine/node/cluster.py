@@ -87,7 +87,9 @@ def _absorb(
         if count > held or (log is not None and count and log.hash_at(count) != head):
             stored = store.load_session(core.id, sid)  # what is there now (it may have grown)
             stored_logs[sid] = stored
-            if stored.signed_count > held:
+            # Only what extends memory's chain is applied; a longer store copy that forks
+            # from memory's would not verify on it: it is taken whole below instead.
+            if stored.signed_count > held and (log is None or stored.hash_at(held) == log.hash_at(held)):
                 chunks[sid] = stored.chunk(held)
     if not stored_logs:
         return False

@@ -434,6 +434,11 @@ class LocalNode:
         """Call ``listener`` after each background commit finishes; returns an unsubscriber."""
         return self._commits.on_commit(listener)
 
+    def stored_count(self, covalue: CoValueID, session: SessionID) -> int:
+        """How much of ``session`` the store holds, as far as this node knows (0 without a
+        store); a background commit counts from when it is handed over until it fails."""
+        return self._stored.get((covalue, session), 0)
+
     def _store_now(self) -> Store:
         """The store, for a commit on this thread: queued background commits go first, so
         the order of commits is the order of changes."""

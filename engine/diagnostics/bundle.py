@@ -211,9 +211,14 @@ class ZipBuilder:
         self.out = out
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, temp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
-        os.close(fd)
         self.temp = Path(temp)
-        self.zip = zipfile.ZipFile(self.temp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL)
+        try:  # interrupted (SIGTERM raises KeyboardInterrupt) before the caller holds it: clean up
+            os.close(fd)
+            self.zip = zipfile.ZipFile(self.temp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                self.temp.unlink()
+            raise
         self.date_time = time.localtime(at)[:6]
         self.files: dict[str, dict[str, Any]] = {}
 
@@ -317,8 +322,9 @@ def export_steps(
     """
     at_ms = now_ms if now_ms is not None else time.time_ns() // 1_000_000
     builder = ZipBuilder(out, at_ms / 1000)
-    spools = {name: _spool() for name in (COVALUES, CONTENT, KV)}
+    spools: dict[str, IO[bytes]] = {}
     try:
+        spools.update((name, _spool()) for name in (COVALUES, CONTENT, KV))
         result = yield from _export(inputs, builder, spools, redaction, at_ms)
     except BaseException:  # cancelled (GeneratorExit), interrupted or failed: leave nothing
         builder.abort()

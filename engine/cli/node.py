@@ -1,14 +1,17 @@
 """``kintsugi node serve``: run a sync node on a store until SIGTERM/SIGINT.
 
 Before anything is created or bound, the arguments are checked (usage errors, exit 2): the
-port is 0-65535, every ``--upstream`` is a ``ws://``/``wss://`` URL, ``--store`` is a store
+port is 0-65535, every URL of every ``--upstream`` is a ``ws://``/``wss://`` URL, ``--store`` is a store
 directory or a store's database file (:func:`~engine.cli.stores.check_servable`), and
 ``--config`` and the limit flags are valid (:mod:`engine.cli.limits_config`). A ``--host``
 that is not an address of this machine fails at once when binding (exit 2), a port in use
 with ``listen_failed`` (exit 1). The node logs at INFO by default (its listening URL among
 the first lines); ``--log-level`` and ``--log-format json`` change that. ``--advertise`` is
 the URL the node registers in a shared store's node registry (default: where it listens), and
-``--heartbeat`` how often it beats there.
+``--heartbeat`` how often it beats there. Each ``--upstream`` is one upstream link: one node,
+or several nodes of one cluster comma-separated (``ws://a:4100,ws://b:4100``), among which the
+link fails over (:class:`~engine.net.client.SyncClient`); the option repeats for independent
+upstreams.
 
 ``kintsugi node cluster URL --key KEYFILE``: the cluster the node at ``URL`` belongs to (admin
 ``cluster``): every node registered in its store, with URL, alive or gone, the age of its last
@@ -27,7 +30,7 @@ from engine.cli.limits_config import add_limit_flags, config_help, limits_from
 from engine.cli.logs import FORMATS, LEVELS
 from engine.cli.output import EXIT_OK, Output, add_json_flag
 from engine.cli.stores import check_servable
-from engine.cli.urls import node_url, resolve_node
+from engine.cli.urls import node_url, node_urls, resolve_node
 from engine.errors import InvalidId
 from engine.ids import parse_account_id
 from engine.storage.opener import POSTGRES_SCHEMES
@@ -177,9 +180,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="append",
         default=[],
         metavar="URL",
-        type=node_url,
-        help="a node to sync with, ws:// or wss:// (repeatable); to relay everything, this node's account "
-        "must be an --admin there",
+        type=node_urls,
+        help="a node to sync with, ws://HOST:PORT or wss://HOST:PORT; or several nodes of one cluster, "
+        "comma-separated (ws://A:PORT,ws://B:PORT): one upstream, reached through the first that answers and "
+        "through the next one when it goes away. Repeatable: each --upstream is another upstream. To relay "
+        "everything, this node's account must be an --admin there (on every node of the list)",
     )
     p.add_argument("--ready-file", type=Path, help="write the actual ws:// URL here once listening")
     p.add_argument(

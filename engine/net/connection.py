@@ -93,10 +93,8 @@ class PeerConnection:
         return True
 
     def _room(self) -> bool:
-        return (
-            not self._frames
-            or (len(self._frames) < self.limits.max_queue_frames
-            and self._frame_bytes < self.limits.max_queue_bytes)
+        return not self._frames or (
+            len(self._frames) < self.limits.max_queue_frames and self._frame_bytes < self.limits.max_queue_bytes
         )
 
     def _encode_some(self) -> None:

@@ -142,7 +142,7 @@ async def serve(
     host: str = "127.0.0.1",
     port: int = 0,
     admins: Sequence[str] = (),
-    upstreams: Sequence[str] = (),
+    upstreams: Sequence[str | Sequence[str]] = (),
     ready_file: Path | None = None,
     key_file: Path | None = None,
     limits: Limits = DEFAULT_LIMITS,
@@ -151,15 +151,21 @@ async def serve(
 ) -> None:
     """Serve ``store`` until SIGTERM/SIGINT. ``advertise`` is the ``ws://`` URL other nodes'
     operators reach this node at (default: the listening URL); with a shared store the node
-    registers there and beats every ``heartbeat_interval`` seconds (:mod:`engine.net.cluster`)."""
+    registers there and beats every ``heartbeat_interval`` seconds (:mod:`engine.net.cluster`).
+    Each of ``upstreams`` is one upstream link: a node's URL, or several (the nodes of one
+    cluster) among which the link fails over (:class:`~engine.net.client.SyncClient`)."""
     if advertise is not None and not advertise.lower().startswith(("ws://", "wss://")):
         raise UsageError(f"--advertise {advertise}: a node's URL is a ws:// or wss:// URL")
     if heartbeat_interval <= 0:
         raise UsageError(f"--heartbeat {heartbeat_interval}: the interval is more than 0 seconds")
     admin_ids: list[AccountID] = [parse_account_id(a) for a in admins]
-    for upstream in upstreams:
-        if not upstream.lower().startswith(("ws://", "wss://")):
-            raise UsageError(f"--upstream {upstream}: a node to sync with is a ws:// or wss:// URL")
+    upstream_urls = [[u] if isinstance(u, str) else list(u) for u in upstreams]
+    for urls in upstream_urls:
+        if not urls:
+            raise UsageError("--upstream: an upstream needs at least one node URL")
+        for upstream in urls:
+            if not upstream.lower().startswith(("ws://", "wss://")):
+                raise UsageError(f"--upstream {upstream}: a node to sync with is a ws:// or wss:// URL")
     if not 0 <= port <= MAX_PORT:
         raise UsageError(f"--port {port}: a port is a number from 0 to {MAX_PORT} (0: any free port)")
     check_listen(host, port)
@@ -200,7 +206,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    links = [SyncClient(shell, u, role="node") for u in upstreams]
+    links = [SyncClient(shell, urls, role="node") for urls in upstream_urls]
     for link in links:
         link.start()
     if ready_file is not None:

@@ -5,11 +5,15 @@ write (PostgreSQL) catches up from the store's change log and tells its peers.
 change when the node starts: what was written before is loaded from the store on first use).
 It catches up when the store's feed is woken by a notification, and every ``poll_interval``
 seconds anyway, so a lost notification costs latency, never data
-(:mod:`engine.storage.postgres.feed`). For each CoValue another node changed, the node brings
-into memory what the store holds beyond its own copy, verified
-(:meth:`engine.node.LocalNode.absorb_stored`), if it holds the CoValue in memory; if it does not
-but a peer asked for it, the node loads it now. Either way the sync manager then sends each
-interested peer what it lacks, exactly as for content that arrived from a peer.
+(:mod:`engine.storage.postgres.feed`). For the CoValues other nodes changed that the node holds
+in memory, one read (off the loop) brings what the store holds beyond memory, and the node
+takes it in, verified (:meth:`engine.node.LocalNode.absorb_tails`); a CoValue not in memory
+that a peer asked for is loaded now. Either way the sync manager then sends each interested
+peer what it lacks, exactly as for content that arrived from a peer.
+
+While the follower is not :attr:`~ClusterFollower.current` (a catch-up due or failing, the
+notifications not arriving), the shell reads through the feed, before judging content from a
+peer, the sessions it names (:attr:`SyncShell.follower <engine.net.shell.SyncShell.follower>`).
 
 A failed read (the database unreachable) is logged and tried again at the next wake or poll,
 from the same cursor.
@@ -26,7 +30,7 @@ from engine.ids import CoValueID
 from engine.net.shell import SyncShell
 from engine.storage.interface import ChangeFeed
 
-__all__ = ["DEFAULT_POLL_INTERVAL", "MAX_PAGES_PER_CATCH_UP", "ClusterFollower"]
+__all__ = ["DEFAULT_POLL_INTERVAL", "MAX_COVALUES_PER_READ", "MAX_PAGES_PER_CATCH_UP", "ClusterFollower"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +39,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_POLL_INTERVAL = 1.0
 #: Pages read in one catch-up before the loop yields to other work (the rest follows at once).
 MAX_PAGES_PER_CATCH_UP = 10
+#: CoValues whose stored sessions one read brings (a catch-up that names more reads in turns).
+MAX_COVALUES_PER_READ = 1_000
 
 
 class ClusterFollower:
@@ -55,6 +61,20 @@ class ClusterFollower:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._catching_up = False
+        self._failed = False
+
+    @property
+    def current(self) -> bool:
+        """Listening, the last catch-up done and nothing announced since: memory holds what
+        the store held a notification's delay ago."""
+        return (
+            self._task is not None
+            and self.feed.listening
+            and not self._wake.is_set()
+            and not self._catching_up
+            and not self._failed
+        )
 
     @property
     def lag(self) -> int:
@@ -68,8 +88,11 @@ class ClusterFollower:
         self.cursor = self.newest = await asyncio.to_thread(self.feed.newest)
         await asyncio.to_thread(self.feed.start, self._wake_threadsafe)
         self._task = self._loop.create_task(self._run(), name="kintsugi-cluster-follower")
+        self.shell.follower = self
 
     async def stop(self) -> None:
+        if self.shell.follower is self:
+            self.shell.follower = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -92,10 +115,15 @@ class ClusterFollower:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
             self._wake.clear()
+            self._catching_up = True
             try:
                 await self.catch_up()
+                self._failed = False
             except KintsugiError as exc:
+                self._failed = True
                 logger.warning("could not catch up with the store (at change %d): %s", self.cursor, exc)
+            finally:
+                self._catching_up = False
 
     async def catch_up(self) -> None:
         """Read the changes after the cursor and refresh what they name (see the module)."""
@@ -103,33 +131,51 @@ class ClusterFollower:
         for _page in range(MAX_PAGES_PER_CATCH_UP):
             page = await asyncio.wrap_future(self.feed.read(self.cursor))
             self.newest = page.newest
+            named = list(page.covalues)
             if page.gap:
                 logger.warning("changes after %d were pruned; refreshing everything held", self.cursor)
-                for cid in list(self.node.covalues):
-                    self._refresh(cid)
-            for cid in page.covalues:
-                self._refresh(cid)
+                named = list(self.node.covalues) + named
+            for first in range(0, len(named), MAX_COVALUES_PER_READ):
+                await self._refresh(named[first : first + MAX_COVALUES_PER_READ])
             self.cursor = page.cursor
             if page.newest <= page.cursor:
                 return
         self._wake.set()  # more to read: go on after other work had its turn
 
-    def _refresh(self, covalue: CoValueID) -> None:
-        if self.node.closed:
-            return
-        try:
-            if covalue in self.node.covalues:
-                changed = self.node.absorb_stored(covalue)
-            elif any(covalue in peer.interested for peer in self.shell.manager.peers.values()):
-                # A peer asked for it before it was here: load it now and answer.
-                changed = self.node.get_or_none(covalue) is not None
-                if changed:
-                    self.shell.manager.local_changed(covalue)
-            else:
+    async def _refresh(self, covalues: list[CoValueID]) -> None:
+        """Bring the CoValues held in memory up to the store (one read for all of them, off
+        the loop), and load those a peer asked for before they were here."""
+        requests = {}
+        late = []
+        for cid in dict.fromkeys(covalues):
+            request = self.node.stored_request(cid, None)
+            if request is not None:
+                requests[cid] = request
+            elif cid not in self.node.covalues and any(
+                cid in peer.interested for peer in self.shell.manager.peers.values()
+            ):
+                late.append(cid)
+        changed = 0
+        if requests:
+            tails = await asyncio.wrap_future(self.feed.read_tails(requests, exclude=self.node.session))
+            for cid in requests:
+                if self.node.closed:
+                    return
+                try:
+                    changed += self.node.absorb_tails(cid, tails.get(cid, []))
+                except KintsugiError as exc:
+                    logger.warning("could not refresh %s from the store: %s", cid, exc)
+        for cid in late:  # a peer asked for it before it was here: load it now and answer
+            if self.node.closed:
                 return
-        except KintsugiError as exc:
-            logger.warning("could not refresh %s from the store: %s", covalue, exc)
-            return
+            try:
+                loaded = self.node.get_or_none(cid) is not None
+            except KintsugiError as exc:
+                logger.warning("could not load %s from the store: %s", cid, exc)
+                continue
+            if loaded:
+                self.shell.manager.local_changed(cid)
+                changed += 1
         if changed:
-            self.refreshed += 1
+            self.refreshed += changed
             self.shell.schedule_dispatch()

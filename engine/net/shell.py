@@ -41,13 +41,13 @@ import logging
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from websockets.asyncio.connection import Connection
 from websockets.exceptions import ConnectionClosed
 
 from engine.errors import FrameTooLarge, KintsugiError, StorageEnvironmentError
-from engine.ids import CoValueID
+from engine.ids import CoValueID, SessionID
 from engine.model.known_state import KnownState
 from engine.net.connection import PeerConnection
 from engine.node.facade import LocalNode
@@ -55,6 +55,7 @@ from engine.protocol.frames import OP, encode_frame
 from engine.protocol.guard import Close, FrameGuard, Reject
 from engine.protocol.limits import DEFAULT_LIMITS, CloseCode, Limits
 from engine.protocol.messages import Content, Correction, Deleted, Error, Known, Message
+from engine.storage.interface import ChangeFeed
 from engine.sync.events import PEER_LOG_SIZE, PeerEvent, PeerLogEntry, SyncEvent, peer_log_json
 from engine.sync.manager import SyncManager
 from engine.sync.peers import PeerInfo, peer_report
@@ -63,6 +64,18 @@ logger = logging.getLogger(__name__)
 
 #: Background commits a node may have outstanding before its readers stop reading frames.
 MAX_COMMITS_IN_FLIGHT = 8
+
+
+class StoreFollower(Protocol):
+    """What the shell uses of the follower of a store other nodes write
+    (:class:`~engine.net.follow.ClusterFollower`)."""
+
+    feed: ChangeFeed
+
+    @property
+    def current(self) -> bool:
+        """Listening, caught up, and nothing announced since."""
+        ...
 
 
 class SyncShell:
@@ -89,6 +102,9 @@ class SyncShell:
         self.manager.peers_report = self._peers_report
         self.manager.peer_log_report = self._peer_log_report
         self._lease_keeper: asyncio.TimerHandle | None = None
+        #: Set (the :class:`~engine.net.follow.ClusterFollower`) when other nodes write the
+        #: node's store: content from peers is then judged against the store, read off the loop.
+        self.follower: StoreFollower | None = None
 
     def peers(self) -> list[PeerInfo]:
         """Every peer of this node with how far behind it is and its queue figures."""
@@ -266,7 +282,8 @@ class SyncShell:
                 for error in decision.errors:
                     conn.send_frame(encode_frame(OP, [error]))
                 messages = self._refuse_writes(conn, decision.messages)
-                with self.node.batch():
+                checked = await self._check_against_store(messages) if self.follower is not None else ()
+                with self.node.checked_against_store(checked), self.node.batch():
                     for message in messages:
                         try:
                             self.manager.receive(conn.peer_id, message)
@@ -277,6 +294,39 @@ class SyncShell:
                     await self.node.durable()
         except ConnectionClosed:
             return
+
+    async def _check_against_store(self, messages: Sequence[Message]) -> set[CoValueID]:
+        """Bring the sessions the frame's content names up to what the shared store holds,
+        reading it for the whole frame at once while the loop serves others
+        (:mod:`engine.node.cluster`); returns the CoValues so checked. A failed read checks
+        nothing: the node then reads the store itself as it applies (and reports the error).
+
+        Nothing is read while the follower is current (listening, caught up, nothing
+        announced since): memory then holds what the store held a notification's delay ago,
+        and a commit made by another node within that delay is caught by the commit itself
+        (the store refuses to append to another history; the acknowledgement held for it
+        never leaves as it was, see the module docstring)."""
+        wanted: dict[CoValueID, set[SessionID]] = {}
+        for message in messages:
+            if isinstance(message, Content) and message.new:
+                wanted.setdefault(message.id, set()).update(message.new)
+            elif isinstance(message, Deleted) and message.tombstone:
+                wanted.setdefault(message.id, set()).update(message.tombstone)
+        follower = self.follower
+        if follower is None or follower.current:
+            return set(wanted)
+        requests = {cid: r for cid, ss in wanted.items() if (r := self.node.stored_request(cid, ss)) is not None}
+        if requests:
+            try:
+                tails = await asyncio.wrap_future(follower.feed.read_tails(requests, exclude=self.node.session))
+            except KintsugiError as exc:
+                logger.warning("could not read the store to check content against it: %s", exc)
+                return set()
+            if self.node.closed:
+                return set()
+            if any([self.node.absorb_tails(cid, tails.get(cid, [])) for cid in requests]):
+                self.schedule_dispatch()
+        return set(wanted)
 
     def _refuse_writes(self, conn: PeerConnection, messages: Sequence[Message]) -> Sequence[Message]:
         """The messages to feed the manager: all of them, unless the store refuses writes

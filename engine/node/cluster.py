@@ -8,10 +8,13 @@ chain the database holds (the session row is locked ``FOR UPDATE`` and its head 
 history, and every node must judge what it is sent against that history, not against its own
 memory, which may be behind. Hence:
 
-- Before content from a peer is verified, :func:`refresh_sessions` brings the sessions it
-  names up to what the store holds (one query for their heads; rows are read only for the
-  sessions the store holds more of). A chunk that forks from the store's copy is then a fork
-  for the ordinary check (``ForkError`` → ``correction`` downstream), exactly as on one node.
+- Before content from a peer is verified, the sessions it names are brought up to what the
+  store holds (:func:`tail_request`, then :func:`absorb_tails`; the network shell reads the
+  store off its event loop, for a whole frame at once, and :func:`refresh_sessions` is the
+  same read made while waiting, for a node used without that shell). The store sends rows only
+  for the sessions it holds more of, from where memory ends. A chunk that forks from the
+  store's copy is then a fork for the ordinary check (``ForkError`` → ``correction``
+  downstream), exactly as on one node.
 - When the store holds another history of a session than memory (memory holds what another
   node's commit beat: it was never acknowledged), memory takes the store's copy, verified.
 - What is absorbed from the store is verified like content from a peer (nothing is trusted for
@@ -23,15 +26,15 @@ memory, which may be behind. Hence:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from engine.covalue import CoValueCore, OutcomeStatus
 from engine.ids import SessionID
-from engine.model.session_log import Chunk, SessionLog
+from engine.model.session_log import Chunk
 from engine.node.changes import ChangeEvent, ChangeKind
-from engine.storage.interface import ChangeLogStore, Store, StoredCounts
+from engine.storage.interface import ChangeLogStore, Store, StoredCounts, StoredTail, TailRequest
 
-__all__ = ["absorb_stored", "refresh_sessions"]
+__all__ = ["absorb_stored", "absorb_tails", "refresh_sessions", "tail_request"]
 
 logger = logging.getLogger(__name__)
 security_log = logging.getLogger("kintsugi.security")
@@ -39,6 +42,16 @@ security_log = logging.getLogger("kintsugi.security")
 
 #: Called with the change once memory took what the store holds (the node's subscribers).
 Notify = Callable[[ChangeEvent], None]
+
+
+def tail_request(core: CoValueCore, sessions: Iterable[SessionID] | None, *, own: SessionID) -> TailRequest | None:
+    """What to ask the store about ``core``: ``sessions`` (None: every session it holds), each
+    with the count memory holds of it; None when there is nothing to ask. ``own`` (the node's
+    session, which only it writes) is left out."""
+    if sessions is None:
+        return TailRequest({sid: log.signed_count for sid, log in core.sessions.items() if sid != own}, every=True)
+    held = {sid: _held(core, sid) for sid in sessions if sid != own}
+    return TailRequest(held) if held else None
 
 
 def refresh_sessions(
@@ -50,16 +63,16 @@ def refresh_sessions(
     stored_counts: StoredCounts,
     notify: Notify,
 ) -> bool:
-    """Bring ``sessions`` of ``core`` up to what the shared store holds; True when memory
-    changed. Nothing for a store nobody else writes. ``own`` (the node's session, which only
-    it writes) is skipped; ``stored_counts`` is the node's record of what the store holds."""
+    """Bring ``sessions`` of ``core`` up to what the shared store holds, waiting for the read;
+    True when memory changed. Nothing for a store nobody else writes. ``stored_counts`` is
+    the node's record of what the store holds."""
     if not isinstance(store, ChangeLogStore):
         return False
-    wanted = [sid for sid in sessions if sid != own]
-    if not wanted:
+    request = tail_request(core, sessions, own=own)
+    if request is None:
         return False
-    heads = store.session_heads(core.id, wanted)
-    return _absorb(store, core, heads, stored_counts, notify)
+    tails = store.read_tails({core.id: request}, exclude=own).get(core.id, [])
+    return absorb_tails(store, core, tails, stored_counts=stored_counts, notify=notify)
 
 
 def absorb_stored(
@@ -67,64 +80,96 @@ def absorb_stored(
 ) -> bool:
     """Bring what the store holds of ``core`` (every session but ``own``) into memory; True
     when memory changed (``notify`` was called)."""
-    heads = {s.session: (s.count, s.head) for s in store.stored_sessions(core.id)}
-    heads.pop(own, None)
-    return _absorb(store, core, heads, stored_counts, notify)
+    if isinstance(store, ChangeLogStore):
+        request = tail_request(core, None, own=own)
+        assert request is not None
+        tails = store.read_tails({core.id: request}, exclude=own).get(core.id, [])
+    else:  # a store of one node: only what was written to it behind the node's back
+        tails = []
+        for stored in store.stored_sessions(core.id):
+            if stored.session != own:
+                log = store.load_session(core.id, stored.session)
+                tails.append(
+                    StoredTail(stored.session, stored.count, stored.head, 0, b"", log.txs, log.hashes, log.sigs)
+                )
+    return absorb_tails(store, core, tails, stored_counts=stored_counts, notify=notify)
 
 
-def _absorb(
-    store: Store,
-    core: CoValueCore,
-    heads: dict[SessionID, tuple[int, bytes]],
-    stored_counts: StoredCounts,
-    notify: Notify,
+def absorb_tails(
+    store: Store, core: CoValueCore, tails: Sequence[StoredTail], *, stored_counts: StoredCounts, notify: Notify
 ) -> bool:
+    """Bring into memory, verified, what ``tails`` (read from the store a moment ago) hold
+    beyond memory as it is now; True when memory changed (``notify`` was called). A session
+    whose stored history is not memory's is read whole and takes memory's place."""
     chunks: dict[SessionID, Chunk] = {}
-    stored_logs: dict[SessionID, SessionLog] = {}
-    for sid, (count, head) in heads.items():
+    ends: dict[SessionID, int] = {}
+    other: list[SessionID] = []  # the store holds another history: read it whole
+    for tail in tails:
+        sid = tail.session
+        if tail.error is not None:
+            security_log.warning("stored %s/%s does not verify: %s", core.id, sid, tail.error)
+            continue
         log = core.sessions.get(sid)
         held = log.signed_count if log is not None else 0
-        if count > held or (log is not None and count and log.hash_at(count) != head):
-            stored = store.load_session(core.id, sid)  # what is there now (it may have grown)
-            stored_logs[sid] = stored
-            # Only what extends memory's chain is applied; a longer store copy that forks
-            # from memory's would not verify on it: it is taken whole below instead.
-            if stored.signed_count > held and (log is None or stored.hash_at(held) == log.hash_at(held)):
-                chunks[sid] = stored.chunk(held)
-    if not stored_logs:
-        return False
+        if tail.count <= held:
+            if log is not None and tail.count and log.hash_at(tail.count) != tail.head:
+                other.append(sid)
+            elif tail.count:
+                stored_counts[(core.id, sid)] = max(stored_counts.get((core.id, sid), 0), tail.count)
+            continue
+        if held < tail.after or (log is not None and held and _stored_hash(tail, held) != log.hash_at(held)):
+            other.append(sid)
+            continue
+        skip = held - tail.after
+        chunks[sid] = Chunk(held, list(tail.txs[skip:]), {n: s for n, s in tail.sigs.items() if n > held})
+        ends[sid] = tail.count
     changed = False
-    report = core.apply_content(chunks) if chunks else None
-    if report is not None:
+    if chunks:
+        report = core.apply_content(chunks)
         changed = report.changed
         for outcome in report.outcomes:
             sid = outcome.session
             if outcome.status in (OutcomeStatus.APPLIED, OutcomeStatus.DUPLICATE) and sid in core.sessions:
                 key = (core.id, sid)
-                stored_counts[key] = max(stored_counts.get(key, 0), stored_logs[sid].signed_count)
+                stored_counts[key] = max(stored_counts.get(key, 0), ends[sid])
             elif outcome.status is OutcomeStatus.FORK:
-                changed |= _take_stored(core, stored_logs[sid], stored_counts)
+                other.append(sid)
             elif outcome.status is OutcomeStatus.REJECTED:
                 security_log.warning("stored %s/%s does not verify: %s", core.id, sid, outcome.error)
         for sid in report.purged:
             stored_counts.pop((core.id, sid), None)
-    for sid, stored in stored_logs.items():
-        if sid not in chunks:  # the store holds another (not longer) history than memory
-            changed |= _take_stored(core, stored, stored_counts)
+    for sid in other:
+        changed |= _take_stored(store, core, sid, stored_counts)
     if changed:
         kind = ChangeKind.DELETED if core.deleted else ChangeKind.REMOTE
         notify(ChangeEvent(core.id, kind))
     return changed
 
 
-def _take_stored(core: CoValueCore, stored: SessionLog, stored_counts: StoredCounts) -> bool:
+def _held(core: CoValueCore, session: SessionID) -> int:
+    log = core.sessions.get(session)
+    return log.signed_count if log is not None else 0
+
+
+def _stored_hash(tail: StoredTail, n: int) -> bytes:
+    """The stored ``h(n)`` for ``tail.after <= n <= tail.count``."""
+    return tail.before if n == tail.after else tail.hashes[n - tail.after - 1]
+
+
+def _take_stored(store: Store, core: CoValueCore, session: SessionID, stored_counts: StoredCounts) -> bool:
     """Put the store's copy of a session in place of memory's (which the store never held:
     another node's commit beat it); True when it verified and was installed."""
+    stored = store.load_session(core.id, session)
+    if not stored.signed_count:
+        return False
     problem = stored.verify_all()
     if problem is not None:
-        security_log.warning("stored %s/%s does not verify: %s", core.id, stored.session, problem)
+        security_log.warning("stored %s/%s does not verify: %s", core.id, session, problem)
         return False
-    logger.info("%s/%s: the store holds another history than memory; taking the store's", core.id, stored.session)
+    log = core.sessions.get(session)
+    if log is not None and log.head() == stored.head():
+        return False  # memory already holds it
+    logger.info("%s/%s: the store holds another history than memory; taking the store's", core.id, session)
     core.install_sessions([stored])
-    stored_counts[(core.id, stored.session)] = stored.signed_count
+    stored_counts[(core.id, session)] = stored.signed_count
     return True

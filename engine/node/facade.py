@@ -44,7 +44,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -75,13 +75,13 @@ from engine.model.known_state import KnownState
 from engine.model.session_log import MAX_BATCH_BYTES, MAX_BATCH_TRANSACTIONS, Chunk
 from engine.node import access
 from engine.node.changes import ChangeEvent, ChangeKind, Subscriber
-from engine.node.cluster import absorb_stored, refresh_sessions
+from engine.node.cluster import absorb_stored, absorb_tails, refresh_sessions, tail_request
 from engine.node.commits import BackgroundCommits
 from engine.node.leases import LeaseKeeper
 from engine.node.loading import load_core
 from engine.node.revocations import held_writes
 from engine.recovery.correction import Replacement, apply_correction
-from engine.storage.interface import SessionWrite, Store, StoredCounts
+from engine.storage.interface import ChangeLogStore, SessionWrite, Store, StoredCounts, StoredTail, TailRequest
 from engine.storage.opener import open_store
 
 __all__ = ["ChangeEvent", "ChangeKind", "LocalNode", "now_ms"]
@@ -137,6 +137,7 @@ class LocalNode:
         self._pending_bytes = 0
         self._pending_count = 0
         self._batch_depth = 0
+        self._store_checked: frozenset[CoValueID] = frozenset()
         self._flush_scheduled = False
         self._subscribers: list[tuple[CoValueID | None, Subscriber]] = []
         self._last_made_at = 0
@@ -521,7 +522,8 @@ class LocalNode:
         self._sign_all()
         # Judge it against what the store holds now, not only memory: other nodes may have
         # written these sessions (see engine.node.cluster).
-        refresh_sessions(self.store, core, new, own=self.session, stored_counts=self._stored, notify=self._notify)
+        if covalue not in self._store_checked:
+            refresh_sessions(self.store, core, new, own=self.session, stored_counts=self._stored, notify=self._notify)
         report = core.apply_content(new)
         if report.became_deleted:
             self._store_tombstone(core, report.purged)
@@ -543,6 +545,37 @@ class LocalNode:
         if core is None or self.store is None:
             return False
         return absorb_stored(self.store, core, own=self.session, stored_counts=self._stored, notify=self._notify)
+
+    def stored_request(self, covalue: CoValueID, sessions: Iterable[SessionID] | None) -> TailRequest | None:
+        """What to read from a store other nodes write before content for ``sessions`` of
+        ``covalue`` is judged (None: every session, to catch up); None when there is nothing
+        to read (the CoValue is not in memory, or no other node writes the store). Read it
+        with :meth:`ChangeFeed.read_tails <engine.storage.interface.ChangeFeed.read_tails>`
+        and hand the answer to :meth:`absorb_tails`."""
+        core = self.covalues.get(covalue)
+        if core is None or not isinstance(self.store, ChangeLogStore):
+            return None
+        return tail_request(core, sessions, own=self.session)
+
+    def absorb_tails(self, covalue: CoValueID, tails: Sequence[StoredTail]) -> bool:
+        """Bring into memory, verified, what the store was just read to hold of ``covalue``
+        beyond memory (:func:`engine.node.cluster.absorb_tails`); True when memory changed."""
+        core = self.covalues.get(covalue)
+        if core is None or self.store is None:
+            return False
+        return absorb_tails(self.store, core, tails, stored_counts=self._stored, notify=self._notify)
+
+    @contextmanager
+    def checked_against_store(self, covalues: Iterable[CoValueID]) -> Iterator[None]:
+        """Content for ``covalues`` applied inside was just judged against the store by the
+        caller (:meth:`absorb_tails` of a fresh read), so :meth:`apply_content` does not read
+        it again."""
+        before = self._store_checked
+        self._store_checked = before | frozenset(covalues)
+        try:
+            yield
+        finally:
+            self._store_checked = before
 
     def _recheck_tombstones(self, group: CoValueID) -> None:
         """A group changed or arrived: delete markers of CoValues it owns that could not be

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol, runtime_checkable
 
@@ -53,6 +53,8 @@ __all__ = [
     "ChangeFeed",
     "ChangeLogStore",
     "ChangePage",
+    "TailRequest",
+    "Tails",
     "CoValueReplace",
     "CoValueRow",
     "CorruptRecord",
@@ -68,6 +70,7 @@ __all__ = [
     "StoredCoValue",
     "StoredReceipt",
     "StoredSession",
+    "StoredTail",
     "StoredSessionRows",
     "StoredCounts",
 ]
@@ -520,12 +523,53 @@ class ChangePage:
     gap: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class TailRequest:
+    """What a node asks a shared store about one CoValue (:class:`StoredTail`): ``held`` maps
+    each session to check to the count memory holds of it (signed); with ``every``, also
+    every other session the store holds (read whole)."""
+
+    held: Mapping[SessionID, int]
+    every: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTail:
+    """What a shared store holds of one session beyond what a node holds: its stored
+    ``count`` and ``head`` (``h(count)``), and the stored rows from ``after`` (the count the
+    node said it held, or 0 when the store holds no more than that): ``before`` is the stored
+    ``h(after)`` (empty for 0, the chain base), then ``txs``/``hashes`` of rows ``after …
+    count - 1`` and the checkpoint signatures above ``after``. Unverified: a node verifies
+    it like content from a peer. ``error`` (a :class:`ChainError`'s text) when the stored
+    rows are damaged; the rest is then empty."""
+
+    session: SessionID
+    count: int
+    head: bytes
+    after: int = 0
+    before: bytes = b""
+    txs: Sequence[bytes] = ()
+    hashes: Sequence[bytes] = ()
+    sigs: Mapping[int, bytes] = field(default_factory=dict)
+    error: str | None = None
+
+
+#: What a shared store answers to :class:`TailRequest` s: each CoValue's sessions it holds
+#: beyond or other than the node's (a CoValue it does not hold is left out).
+Tails = dict[CoValueID, list[StoredTail]]
+
+
 class ChangeFeed(Protocol):
     """One node's view of the change log of a store several nodes write (PostgreSQL): woken
     by notifications, read from a cursor (:mod:`engine.storage.postgres.feed`)."""
 
     #: names the store instance whose own changes the feed leaves out
     origin: str
+
+    @property
+    def listening(self) -> bool:
+        """Whether notifications arrive now (the listening connection is up)."""
+        ...
 
     def start(self, wake: Callable[[], None]) -> None:
         """Listen; ``wake`` is called on the feed's own thread after each notification."""
@@ -537,6 +581,14 @@ class ChangeFeed(Protocol):
 
     def read(self, cursor: int) -> concurrent.futures.Future[ChangePage]:
         """A page of the changes after ``cursor`` (typed storage errors on failure)."""
+        ...
+
+    def read_tails(
+        self, requests: Mapping[CoValueID, TailRequest], *, exclude: SessionID
+    ) -> concurrent.futures.Future[Tails]:
+        """What the store holds now beyond ``requests`` (session ``exclude``, the node's own,
+        left out), read in one snapshot on a connection of the feed's own (typed storage
+        errors on failure)."""
         ...
 
     def close(self) -> None: ...
@@ -552,6 +604,6 @@ class ChangeLogStore(Protocol):
         """A new feed on this store's change log, with connections of its own."""
         ...
 
-    def session_heads(self, covalue: CoValueID, sessions: Iterable[SessionID]) -> dict[SessionID, tuple[int, bytes]]:
-        """Stored ``(count, head)`` of those of ``sessions`` the store holds."""
+    def read_tails(self, requests: Mapping[CoValueID, TailRequest], *, exclude: SessionID) -> Tails:
+        """See :meth:`ChangeFeed.read_tails` (here on the store's own connection, waiting)."""
         ...

@@ -217,6 +217,21 @@ class ConnectParams:
                 server_settings=self.server_settings(),
             )
 
+    async def pool(self, size: int) -> asyncpg.Pool:
+        """A pool of at most ``size`` connections (one opened now), on the running loop;
+        raises typed errors (:func:`translate`). Lost connections are replaced on use."""
+        url, password = connect_location(self.location)
+        with pg_errors(f"connect to {self.display}"):
+            return await asyncpg.create_pool(
+                url,
+                password=password,
+                timeout=CONNECT_TIMEOUT,
+                command_timeout=COMMAND_TIMEOUT,
+                server_settings=self.server_settings(),
+                min_size=1,
+                max_size=size,
+            )
+
 
 class PgLink:
     """One connection on one private loop: :meth:`call` runs a coroutine function with the

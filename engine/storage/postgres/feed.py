@@ -30,13 +30,14 @@ import concurrent.futures
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import asyncpg
 
-from engine.ids import CoValueID
-from engine.storage.interface import ChangePage
+from engine.ids import CoValueID, SessionID
+from engine.storage.interface import ChangePage, TailRequest, Tails
 from engine.storage.postgres.connection import ConnectParams, LoopThread, pg_errors
+from engine.storage.postgres.tails import read_tails
 
 __all__ = [
     "CATCH_UP_PAGE",
@@ -49,6 +50,7 @@ __all__ = [
     "LISTEN_RETRY",
     "MAX_NOTIFY_PAYLOAD",
     "POLL_INTERVAL",
+    "READ_CONNECTIONS",
     "PostgresChangeFeed",
     "ensure_change_log",
     "record_changes",
@@ -75,6 +77,9 @@ POLL_INTERVAL = 1.0
 CHANGES_KEEP = 100_000
 #: Every this many change numbers the writer that takes it prunes old rows.
 PRUNE_EVERY = 1_000
+#: Connections a node's feed reads with at most (catching up, and the checks of content from
+#: peers against the store, which run side by side for different peers).
+READ_CONNECTIONS = 4
 #: Seconds between attempts to listen again after the listening connection was lost.
 LISTEN_RETRY = 0.5
 #: ``application_name`` of the listening connection, so an operator (or a test) finds it in
@@ -109,16 +114,16 @@ async def ensure_change_log(conn: asyncpg.Connection, lock: int) -> None:
             await conn.execute("SELECT pg_advisory_unlock($1)", lock)
 
 
-def notify_payload(seq: int, ids: list[str]) -> str:
-    """``{"seq", "ids"}`` as JSON, with as many ids as fit :data:`MAX_NOTIFY_PAYLOAD`."""
+def notify_payload(seq: int, ids: list[str], origin: str) -> str:
+    """``{"seq", "origin", "ids"}`` as JSON, with as many ids as fit :data:`MAX_NOTIFY_PAYLOAD`."""
     kept: list[str] = []
-    size = len(json.dumps({"seq": seq, "ids": [], "more": True}))
+    size = len(json.dumps({"seq": seq, "origin": origin, "ids": [], "more": True}))
     for cid in ids:
         size += len(cid) + 4
         if size > MAX_NOTIFY_PAYLOAD:
-            return json.dumps({"seq": seq, "ids": kept, "more": True})
+            return json.dumps({"seq": seq, "origin": origin, "ids": kept, "more": True})
         kept.append(cid)
-    return json.dumps({"seq": seq, "ids": kept})
+    return json.dumps({"seq": seq, "origin": origin, "ids": kept})
 
 
 async def record_changes(conn: asyncpg.Connection, covalues: Iterable[str], origin: str) -> int | None:
@@ -132,7 +137,7 @@ async def record_changes(conn: asyncpg.Connection, covalues: Iterable[str], orig
     await conn.execute(
         f"INSERT INTO {CHANGES_TABLE} (seq, covalue, origin) SELECT $1, unnest($2::text[]), $3", seq, ids, origin
     )
-    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, notify_payload(seq, ids))
+    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, notify_payload(seq, ids, origin))
     if seq % PRUNE_EVERY == 0:
         await conn.execute(f"DELETE FROM {CHANGES_TABLE} WHERE seq <= $1", seq - CHANGES_KEEP)
     return seq
@@ -159,12 +164,15 @@ async def read_changes(conn: asyncpg.Connection, cursor: int, origin: str, limit
 
 class PostgresChangeFeed:
     """One node's view of the change log: a connection that LISTENs on :data:`CHANNEL` and
-    one that reads the changes, on a private loop thread (:class:`LoopThread`).
+    a pool of at most :data:`READ_CONNECTIONS` that read, on a private loop thread
+    (:class:`LoopThread`).
 
     :meth:`start` listens; ``wake`` is then called (on the feed's thread: hand it over to your
     own loop) after each notification of another origin and after listening again once the
-    listening connection was lost. :meth:`read` reads a page of changes after a cursor; it
-    returns a future, so an asyncio caller awaits it with :func:`asyncio.wrap_future`.
+    listening connection was lost. :meth:`read` reads a page of changes after a cursor, and
+    :meth:`read_tails` what the store holds of sessions beyond a node's memory
+    (:mod:`.tails`); both return a future, so an asyncio caller awaits it with
+    :func:`asyncio.wrap_future` while its own loop goes on.
     """
 
     def __init__(self, params: ConnectParams, origin: str) -> None:
@@ -172,12 +180,18 @@ class PostgresChangeFeed:
         self.origin = origin
         self._loop = LoopThread("kintsugi-postgres-feed")
         self._listener: asyncpg.Connection | None = None
-        self._reader: asyncpg.Connection | None = None
+        self._pool: asyncpg.Pool | None = None
         self._wake: Callable[[], None] | None = None
         self._closing = False
         self._relisten: asyncio.Task[None] | None = None
         #: times the listening connection was (re)established
         self.listens = 0
+
+    @property
+    def listening(self) -> bool:
+        """Whether notifications arrive now (the listening connection is up)."""
+        conn = self._listener
+        return conn is not None and not conn.is_closed() and not self._closing
 
     @property
     def listener_pid(self) -> int | None:
@@ -198,6 +212,12 @@ class PostgresChangeFeed:
         """A page of the changes after ``cursor`` by other origins (typed errors on failure)."""
         return asyncio.run_coroutine_threadsafe(self._read(cursor), self._loop.loop)
 
+    def read_tails(
+        self, requests: Mapping[CoValueID, TailRequest], *, exclude: SessionID
+    ) -> concurrent.futures.Future[Tails]:
+        """See :meth:`ChangeFeed.read_tails <engine.storage.interface.ChangeFeed.read_tails>`."""
+        return asyncio.run_coroutine_threadsafe(self._read_tails(dict(requests), exclude), self._loop.loop)
+
     def close(self) -> None:
         """Stop listening and close both connections; harmless twice."""
         if self._closing:
@@ -210,20 +230,28 @@ class PostgresChangeFeed:
 
     # -- on the feed's loop ----------------------------------------------------------------
 
-    async def _reading(self) -> asyncpg.Connection:
-        if self._reader is None or self._reader.is_closed():
-            self._reader = await self._params.connect()
-        return self._reader
+    async def _reading(self) -> asyncpg.Pool:
+        if self._pool is None:
+            self._pool = await self._params.pool(READ_CONNECTIONS)
+        return self._pool
 
     async def _newest(self) -> int:
-        conn = await self._reading()
+        pool = await self._reading()
         with pg_errors(f"read the change counter ({self._params.display})"):
-            return int(await conn.fetchval(f"SELECT seq FROM {COUNTER_TABLE}") or 0)
+            async with pool.acquire() as conn:
+                return int(await conn.fetchval(f"SELECT seq FROM {COUNTER_TABLE}") or 0)
 
     async def _read(self, cursor: int) -> ChangePage:
-        conn = await self._reading()
+        pool = await self._reading()
         with pg_errors(f"read changes ({self._params.display})"):
-            return await read_changes(conn, cursor, self.origin)
+            async with pool.acquire() as conn:
+                return await read_changes(conn, cursor, self.origin)
+
+    async def _read_tails(self, requests: dict[CoValueID, TailRequest], exclude: SessionID) -> Tails:
+        pool = await self._reading()
+        with pg_errors(f"read sessions ({self._params.display})"):
+            async with pool.acquire() as conn:
+                return await read_tails(conn, requests, exclude)
 
     async def _listen(self) -> None:
         conn = await self._params.connect()
@@ -235,10 +263,14 @@ class PostgresChangeFeed:
         self.listens += 1
 
     def _notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        # Our own notifications are skipped by the reader anyway; waking for them costs one
-        # read, so only the ids tell whether to bother.
-        if self._wake is not None and not self._closing:
-            self._wake()
+        # The reader skips this store's own changes anyway: a notification of them is not
+        # worth a read (one that cannot be parsed wakes, to be safe).
+        if self._wake is None or self._closing:
+            return
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            if json.loads(payload).get("origin") == self.origin:
+                return
+        self._wake()
 
     def _lost(self, _conn: object) -> None:
         if self._closing or self._relisten is not None:
@@ -265,10 +297,15 @@ class PostgresChangeFeed:
     async def _close(self) -> None:
         if self._relisten is not None:
             self._relisten.cancel()
-        for conn in (self._listener, self._reader):
-            if conn is not None and not conn.is_closed():
-                try:
-                    await asyncio.wait_for(conn.close(), 5)
-                except Exception:
-                    conn.terminate()
-        self._listener = self._reader = None
+        conn = self._listener
+        if conn is not None and not conn.is_closed():
+            try:
+                await asyncio.wait_for(conn.close(), 5)
+            except Exception:
+                conn.terminate()
+        if self._pool is not None:
+            try:
+                await asyncio.wait_for(self._pool.close(), 5)
+            except Exception:
+                self._pool.terminate()
+        self._listener = self._pool = None

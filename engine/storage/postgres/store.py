@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TypeVar
 
 import asyncpg
@@ -50,6 +50,8 @@ from engine.storage.interface import (
     StoredSession,
     StoredSessionRows,
     StoreListing,
+    TailRequest,
+    Tails,
 )
 from engine.storage.postgres import audit as audit_rows
 from engine.storage.postgres import reads, rows
@@ -58,6 +60,7 @@ from engine.storage.postgres.feed import PostgresChangeFeed, record_changes
 from engine.storage.postgres.kv import PostgresKV
 from engine.storage.postgres.registry import PostgresRegistry
 from engine.storage.postgres.schema import ensure_schema
+from engine.storage.postgres.tails import read_tails
 from engine.storage.postgres.writer import PostgresWriter
 
 __all__ = ["PostgresStore"]
@@ -125,19 +128,10 @@ class PostgresStore:
         """See :meth:`ChangeLogStore.change_feed <engine.storage.interface.ChangeLogStore.change_feed>`."""
         return PostgresChangeFeed(self._params, self.origin)
 
-    def session_heads(self, covalue: CoValueID, sessions: Iterable[SessionID]) -> dict[SessionID, tuple[int, bytes]]:
-        """See :meth:`ChangeLogStore.session_heads <engine.storage.interface.ChangeLogStore.session_heads>`."""
-        wanted = sorted(set(sessions))
-
-        async def heads(conn: asyncpg.Connection) -> dict[SessionID, tuple[int, bytes]]:
-            found = await conn.fetch(
-                "SELECT session, count, head FROM sessions WHERE covalue = $1 AND session = ANY($2::text[])",
-                covalue,
-                wanted,
-            )
-            return {SessionID(s): (int(c), bytes(h)) for s, c, h in found}
-
-        return self._call(heads, f"read {covalue}")
+    def read_tails(self, requests: Mapping[CoValueID, TailRequest], *, exclude: SessionID) -> Tails:
+        """See :meth:`ChangeLogStore.read_tails <engine.storage.interface.ChangeLogStore.read_tails>`."""
+        wanted = dict(requests)
+        return self._call(lambda conn: read_tails(conn, wanted, exclude), "read sessions")
 
     def cluster_registry(self) -> PostgresRegistry:
         """See :meth:`ClusterStore.cluster_registry <engine.storage.interface.ClusterStore.cluster_registry>`."""

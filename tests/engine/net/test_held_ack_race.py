@@ -20,7 +20,7 @@ the CoValue) runs right after the refused commit, from a commit listener.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from engine.net.server import NodeServer
 from engine.net.shell import SyncShell
 from engine.node.facade import LocalNode
 from engine.protocol.messages import Content, Correction, Known, Message
-from engine.storage.interface import ChangeFeed, SessionWrite, Store
+from engine.storage.interface import ChangeFeed, SessionWrite, Store, TailRequest, Tails
 from engine.storage.opener import open_store
 from tests.engine.factories import BOB, T0, comap_header, session, signed_log, tx
 from tests.engine.net.conftest import RawPeer, run, until
@@ -62,13 +62,12 @@ class RacingStore:
         self.other = other
         self.race: SessionWrite | None = None
 
-    def session_heads(self, covalue: CoValueID, sessions: Iterable[SessionID]) -> dict[SessionID, tuple[int, bytes]]:
-        wanted = list(sessions)
-        heads: dict[SessionID, tuple[int, bytes]] = self.inner.session_heads(covalue, wanted)  # type: ignore[attr-defined]
-        if self.race is not None and self.race.log.session in wanted:
+    def read_tails(self, requests: Mapping[CoValueID, TailRequest], *, exclude: SessionID) -> Tails:
+        tails: Tails = self.inner.read_tails(requests, exclude=exclude)  # type: ignore[attr-defined]
+        if self.race is not None and any(self.race.log.session in r.held for r in requests.values()):
             self.other.write([], [self.race])
             self.race = None
-        return heads
+        return tails
 
     def change_feed(self) -> ChangeFeed:
         return self.inner.change_feed()  # type: ignore[attr-defined,no-any-return]

@@ -73,10 +73,10 @@ def test_a_commit_is_recorded_and_notified_with_ids_only(pg_url: str) -> None:
 
 def test_a_notification_payload_never_exceeds_its_limit() -> None:
     ids = [f"co_z{i:040d}" for i in range(1000)]
-    payload = json.loads(notify_payload(7, ids))
-    assert len(notify_payload(7, ids)) <= MAX_NOTIFY_PAYLOAD
+    payload = json.loads(notify_payload(7, ids, "node-a"))
+    assert len(notify_payload(7, ids, "node-a")) <= MAX_NOTIFY_PAYLOAD
     assert payload["more"] is True and payload["ids"] == ids[: len(payload["ids"])]
-    assert json.loads(notify_payload(7, ids[:3])) == {"seq": 7, "ids": ids[:3]}
+    assert json.loads(notify_payload(7, ids[:3], "node-a")) == {"seq": 7, "origin": "node-a", "ids": ids[:3]}
 
 
 def run_async(fn: Callable[[], Awaitable[None]]) -> None:

@@ -40,6 +40,7 @@ from PySide6.QtWidgets import QApplication
 
 from engine import __version__
 from engine.diagnostics.covalue_summary import Badge
+from engine.errors import UsageError
 from inspector.controller import Inspector
 from inspector.eventlog import EventLog
 from inspector.lag import STALL_THRESHOLD, LoopLagMonitor
@@ -203,6 +204,10 @@ def set_identity(app: QApplication) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        TargetSpec.parse(args.target, args.key)  # keeps a PostgreSQL URL's password from here on
+    except UsageError as exc:  # a malformed PostgreSQL URL (the message names no part of it)
+        build_parser().error(str(exc))
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     events = EventLog(sys.stderr if args.log_json else None)
     app = QApplication.instance() or QApplication([sys.argv[0]])

@@ -38,10 +38,11 @@ from engine.diagnostics.anomalies import Anomaly
 from engine.diagnostics.covalue_summary import Badge, ContentSnapshot, CoValueSummary
 from engine.diagnostics.matrix import PeersSessionsMatrix
 from engine.diagnostics.session_rows import SessionSource
-from engine.errors import KintsugiError
+from engine.errors import KintsugiError, UsageError
 from engine.ids import CoValueID, SessionID
 from engine.kv.detail import SlotRow
 from engine.kv.store import CASRecord
+from engine.storage.postgres.location import is_postgres_location, remember
 from engine.sync.cluster import ClusterReport
 from engine.sync.events import PeerLogEntry
 from engine.sync.peers import PeerInfo
@@ -63,9 +64,15 @@ KINDS = ("demo", "store", "node", "bundle")
 
 @dataclass(frozen=True, slots=True)
 class TargetSpec:
-    """Which target to open: ``demo`` (embedded), ``store`` (``location`` is a path),
-    ``node`` (``location`` is a ``ws://`` URL, ``key_file`` the operator's account key) or
-    ``bundle`` (``location`` is a diagnostic bundle, a ``.zip`` file)."""
+    """Which target to open: ``demo`` (embedded), ``store`` (``location`` is a path or a
+    ``postgresql://`` URL), ``node`` (``location`` is a ``ws://`` URL, ``key_file`` the
+    operator's account key) or ``bundle`` (``location`` is a diagnostic bundle, a ``.zip``
+    file).
+
+    A spec is shown, saved among the recent targets and handed to worker processes, so it
+    holds a PostgreSQL URL by its public location: a password in the URL is kept in this
+    process (:func:`engine.storage.postgres.location.remember`). Raises
+    :class:`~engine.errors.UsageError` (naming no part of the URL) for a malformed one."""
 
     kind: str
     location: str = ""
@@ -74,6 +81,8 @@ class TargetSpec:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown target kind {self.kind!r}")
+        if self.kind == "store" and is_postgres_location(self.location):
+            object.__setattr__(self, "location", remember(self.location))
 
     @classmethod
     def parse(cls, target: str | None, key_file: str | None = None) -> TargetSpec:
@@ -82,6 +91,8 @@ class TargetSpec:
             return cls("demo")
         if target.startswith(("ws://", "wss://")):
             return cls("node", target, key_file or "")
+        if is_postgres_location(target):
+            return cls("store", target)
         if target.lower().endswith(".zip"):
             return cls("bundle", str(Path(target).expanduser()))
         return cls("store", str(Path(target).expanduser()))
@@ -101,7 +112,7 @@ class TargetSpec:
         try:
             data = json.loads(text)
             return cls(str(data["kind"]), str(data.get("location", "")), str(data.get("key_file", "")))
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, UsageError):
             return None
 
 

@@ -134,7 +134,7 @@ class NodeTarget(Target):
             summary = summarize(core, stored_counts=counts)
         elif node.store is not None:
             try:
-                summary = await self.pool.run(analysis.analyse, node.store.location, cid)
+                summary = await self.pool.run(analysis.analyse, node.store.location, cid, location=node.store.location)
             except (KintsugiError, BrokenProcessPool) as exc:
                 logger.warning("analysing %s failed: %s", cid, exc)
                 return False
@@ -177,7 +177,9 @@ class NodeTarget(Target):
         if core is not None:
             return content_snapshot(core)
         store = self._node().store
-        return None if store is None else await self.pool.run(analysis.content, store.location, covalue)
+        if store is None:
+            return None
+        return await self.pool.run(analysis.content, store.location, covalue, location=store.location)
 
     def open_session(self, covalue: CoValueID, session: SessionID) -> SessionSource | None:
         node = self._node()

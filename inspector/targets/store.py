@@ -108,7 +108,7 @@ class StoreTarget(Target):
             if self.store is None:
                 return
             try:
-                summary = await self.pool.run(analysis.analyse, self.path, cid)
+                summary = await self.pool.run(analysis.analyse, self.path, cid, location=self.path)
             except (KintsugiError, BrokenProcessPool) as exc:
                 # One CoValue that cannot be loaded keeps its listing; the rest go on.
                 logger.warning("analysing %s failed: %s", cid, exc)
@@ -125,7 +125,7 @@ class StoreTarget(Target):
     async def content(self, covalue: CoValueID) -> ContentSnapshot | None:
         if self.store is None:
             return None
-        return await self.pool.run(analysis.content, self.path, covalue)
+        return await self.pool.run(analysis.content, self.path, covalue, location=self.path)
 
     def open_session(self, covalue: CoValueID, session: SessionID) -> SessionSource | None:
         if self.store is None:

@@ -31,6 +31,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.errors import UsageError
+from engine.storage.opener import is_postgres_location
 from inspector.recent import RecentTargets
 from inspector.targets.base import TargetSpec
 
@@ -136,7 +138,14 @@ class ConnectDialog(QDialog):
             if not path:
                 self.error.setText("Give the path of a store file or directory, or of a bundle.")
                 return None
-            # as on the command line (TargetSpec.parse): a .zip is a bundle, anything else a store
+            # as on the command line (TargetSpec.parse): a PostgreSQL URL is a store, a .zip a
+            # bundle, any other path a store
+            if is_postgres_location(path):
+                try:
+                    return TargetSpec("store", path)
+                except UsageError as exc:  # names no part of the URL
+                    self.error.setText(str(exc))
+                    return None
             location = str(Path(path).expanduser())
             return TargetSpec("bundle" if location.lower().endswith(".zip") else "store", location)
         url = self.url.text().strip()

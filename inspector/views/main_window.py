@@ -384,7 +384,7 @@ class MainWindow(FileActions, QMainWindow):
     async def _reread(self, spec: TargetSpec) -> None:
         """Open ``spec`` again after it was written, with the worker's loaded CoValues
         forgotten: a recovery can rewrite a session in place of one with the same head."""
-        await self.inspector.pool.run(close_stores)
+        await self.inspector.pool.run(close_stores, location=spec.location)
         await self.inspector.open(spec)
 
     def show_error(self, code: str, message: str) -> None:

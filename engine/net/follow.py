@@ -9,7 +9,8 @@ seconds anyway, so a lost notification costs latency, never data
 in memory, one read (off the loop) brings what the store holds beyond memory, and the node
 takes it in, verified (:meth:`engine.node.LocalNode.absorb_tails`); a CoValue not in memory
 that a peer asked for is loaded now. Either way the sync manager then sends each interested
-peer what it lacks, exactly as for content that arrived from a peer.
+peer what it lacks, exactly as for content that arrived from a peer. CAS slots other nodes
+stored are handed to the sync manager, which tells the watches that cover them.
 
 While the follower is not :attr:`~ClusterFollower.current` (a catch-up due or failing, the
 notifications not arriving), the shell reads through the feed, before judging content from a
@@ -63,6 +64,7 @@ class ClusterFollower:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._catching_up = False
         self._failed = False
+        self._stopping = False
 
     @property
     def current(self) -> bool:
@@ -93,6 +95,7 @@ class ClusterFollower:
     async def stop(self) -> None:
         if self.shell.follower is self:
             self.shell.follower = None
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -111,9 +114,14 @@ class ClusterFollower:
                 loop.call_soon_threadsafe(self._wake.set)
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
+            # asyncio.timeout, not wait_for: wait_for may swallow a cancellation that comes
+            # as the wake-up does, and the follower would then outlive stop().
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                async with asyncio.timeout(self.poll_interval):
+                    await self._wake.wait()
+            if self._stopping:
+                return
             self._wake.clear()
             self._catching_up = True
             try:
@@ -137,6 +145,9 @@ class ClusterFollower:
                 named = list(self.node.covalues) + named
             for first in range(0, len(named), MAX_COVALUES_PER_READ):
                 await self._refresh(named[first : first + MAX_COVALUES_PER_READ])
+            if page.slots and not self.node.closed:
+                self.shell.manager.kv_stored_elsewhere(page.slots)
+                self.shell.schedule_dispatch()
             self.cursor = page.cursor
             if page.newest <= page.cursor:
                 return

@@ -521,6 +521,8 @@ class ChangePage:
     newest: int
     covalues: tuple[CoValueID, ...] = ()
     gap: bool = False
+    #: CAS slots other nodes stored, as ``(namespace, key)`` in the order stored (each once)
+    slots: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,8 +24,13 @@ and sends what it returns. The rules:
 5. Every reply fits in one frame: a listing is cut to ``reply_budget`` bytes and says
    ``more``. A slot value is at most :data:`~engine.kv.envelope.MAX_SLOT_VALUE_SIZE`.
 
-Changes a watch does not see: those written to the store without this service — by the
-replica's own code (its session lease) or by another process sharing the store file.
+On a store other nodes share (a cluster on PostgreSQL), the changes they store reach the
+watches here too, once this node's follower reads them in the store's change log
+(:meth:`KvService.stored_elsewhere`): as the slot is at that moment, so several changes of one
+key stored elsewhere between two catch-ups arrive as the newest. The generations a watch is
+told of a key only grow. Changes a watch does not see: those written to the store without
+this service or a node's — by the replica's own code (its session lease) or by another process
+sharing the store file.
 """
 
 from __future__ import annotations
@@ -180,6 +185,8 @@ class KvService:
         self._watches: dict[str, dict[tuple[str, int], Watch]] = {}
         #: the namespace of each live watch, by connection and rid
         self._rids: dict[str, dict[int, str]] = {}
+        #: the newest generation told to the watches, by watched namespace and key
+        self._told: dict[str, dict[str, int]] = {}
 
     def handle(self, peer: Requester, msg: KvRequest) -> Outgoing:
         """The messages ``msg`` from ``peer`` causes, as ``(peer id, message)`` in sending
@@ -205,6 +212,34 @@ class KvService:
             del watches[(peer_id, rid)]
             if not watches:
                 del self._watches[namespace]
+                self._told.pop(namespace, None)
+
+    def stored_elsewhere(self, namespace: str, key: str) -> Outgoing:
+        """The ``kv_event`` s for a slot another node sharing the store stored (its change
+        log named it): the slot as it is now, to every watch that covers it, unless the
+        watches were told of this generation or a newer one already. Generations told only
+        grow; several changes stored elsewhere between two catch-ups arrive as the last."""
+        watches = [w for w in self._watches.get(namespace, {}).values() if key.startswith(w.prefix)]
+        if not watches:
+            return []
+        try:
+            generation, slot = self.kv.get(namespace, key)
+        except KintsugiError as exc:
+            logger.warning("could not read %s/%s to tell its watches: %s %s", namespace, key, exc.code, exc.detail)
+            return []
+        wire = slot_to_wire(slot)
+        if wire is None or not self._tell(namespace, key, generation):
+            return []
+        return [(w.peer_id, KvEvent(w.rid, namespace, key, generation, wire)) for w in watches]
+
+    def _tell(self, namespace: str, key: str, generation: int) -> bool:
+        """Note that the watches of ``namespace`` hear of ``key`` at ``generation``; False
+        when they heard of it or a newer one already."""
+        told = self._told.setdefault(namespace, {})
+        if told.get(key, 0) >= generation:
+            return False
+        told[key] = generation
+        return True
 
     def watch_count(self, peer_id: str | None = None) -> int:
         """Live watches of connection ``peer_id`` (None: of every connection)."""
@@ -234,9 +269,9 @@ class KvService:
         wire = slot_to_wire(slot)
         assert wire is not None
         out: Outgoing = [(peer.id, KvResult(msg.rid, "stored", result.generation, wire))]
-        for watch in self._watches.get(msg.namespace, {}).values():
-            if msg.key.startswith(watch.prefix):
-                out.append((watch.peer_id, KvEvent(watch.rid, msg.namespace, msg.key, result.generation, wire)))
+        watches = [w for w in self._watches.get(msg.namespace, {}).values() if msg.key.startswith(w.prefix)]
+        if watches and self._tell(msg.namespace, msg.key, result.generation):
+            out.extend((w.peer_id, KvEvent(w.rid, msg.namespace, msg.key, result.generation, wire)) for w in watches)
         return out
 
     def _requested_slot(self, account: AccountID, wire: dict[str, Any]) -> Slot:

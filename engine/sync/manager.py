@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 from engine.covalue import CoValueCore, OutcomeStatus
@@ -186,6 +186,12 @@ class SyncManager:
             if peer.kind is PeerKind.UPSTREAM:
                 peer.interested.add(covalue)
                 self._send(peer, Load(covalue, known))
+
+    def kv_stored_elsewhere(self, slots: Iterable[tuple[str, str]]) -> None:
+        """Other nodes sharing the store stored these CAS slots ``(namespace, key)``: tell
+        the watches that cover them (:meth:`KvService.stored_elsewhere`)."""
+        for namespace, key in slots:
+            self._out.extend(self.kv.stored_elsewhere(namespace, key))
 
     def local_changed(self, covalue: CoValueID) -> None:
         """The host changed ``covalue`` (a local write, applied content, a replace, a delete):

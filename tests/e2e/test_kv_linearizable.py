@@ -11,66 +11,26 @@ generator: ``KINTSUGI_KV_SEED`` replays them (the interleaving is the network's)
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import time
-from collections import Counter
-from typing import Any
 
 from engine.crypto import AccountKey
-from engine.kv.envelope import Present, Slot, Tombstone
-from engine.kv.store import Stored
+from engine.kv.envelope import Slot
 from engine.net.kv_client import RemoteKV
+from tests.e2e._kv_history import KEYS, assert_raced, kv_seed, run_client, slot_value, stored_count
 from tests.e2e._recovery import restart
 from tests.e2e.conftest import Processes
-from tests.engine.kv.linearizable import Op, check, normal
+from tests.engine.kv.linearizable import Op, check
 from tests.util import timeout
 
-#: Connections, operations per connection, keys.
+#: Connections of the one account.
 CLIENTS = 6
-OPS = 60
-KEYS = ("a", "b", "c")
-
-
-def slot_value(slot: Slot | None) -> Any:
-    """A slot as the register compares it (a tombstone is one, whoever stamped it when)."""
-    if slot is None:
-        return None
-    if isinstance(slot, Tombstone):
-        return ("tombstone",)
-    return ("present", normal(slot.value))
-
-
-async def run_client(n: int, kv: RemoteKV, rng: random.Random, history: list[Op]) -> None:
-    """``OPS`` random operations, mostly CASes from the generation this client last saw
-    (so they race), some from a stale or future one, some reads."""
-    seen = dict.fromkeys(KEYS, 0)
-    for i in range(OPS):
-        key = rng.choice(KEYS)
-        roll = rng.random()
-        start = time.monotonic()
-        if roll < 0.3:
-            generation, slot = await kv.get(key)
-            history.append(Op(n, key, "get", start, time.monotonic(), (generation, slot_value(slot))))
-            seen[key] = generation
-            continue
-        expect = seen[key] if roll < 0.85 else max(0, seen[key] + rng.choice((-1, 1)))
-        new: Slot = Tombstone(0, kv.account) if rng.random() < 0.1 else Present([n, i])
-        result, _stored = await kv.cas_stored(key, expect, new)
-        end = time.monotonic()
-        if isinstance(result, Stored):
-            outcome: tuple[Any, ...] = ("stored", result.generation)
-        else:
-            outcome = ("conflict", result.generation, slot_value(result.slot))
-        history.append(Op(n, key, "cas", start, end, outcome, expect, slot_value(new)))
-        seen[key] = result.generation
 
 
 def test_cas_histories_of_concurrent_clients_are_linearizable(processes: Processes) -> None:
     """The history is linearizable, the clients did race (some CASes lost, operations on one
     key overlapped), and every acknowledged CAS survives a SIGKILL of the node."""
-    seed = int(os.environ.get("KINTSUGI_KV_SEED") or random.SystemRandom().randrange(2**32))
-    print(f"seed {seed} (KINTSUGI_KV_SEED={seed} replays the operations)")
+    seed = kv_seed()
     node = processes.node("node1")
     key = AccountKey.load(processes.account("writer").key)
     history: list[Op] = []
@@ -96,20 +56,10 @@ def test_cas_histories_of_concurrent_clients_are_linearizable(processes: Process
         f"the longest linearizable prefix found: {verdict.bad}"
     )
 
-    # The check had something to decide: the clients raced, and some of them lost.
-    outcomes = Counter(op.result[0] for op in history if op.kind == "cas" and op.result is not None)
-    assert outcomes["stored"] and outcomes["conflict"], outcomes
-    overlapping = sum(
-        1
-        for a in history
-        for b in history
-        if a.client < b.client and a.key == b.key and a.start < (b.end or 0) and b.start < (a.end or 0)
-    )
-    assert overlapping > 0, "no two operations on one key overlapped in time"
+    assert_raced(history)  # the check had something to decide
     # Generations only grew, one per stored CAS: the final generation of each key is their count.
     for k in KEYS:
-        stored = sum(1 for op in history if op.key == k and op.result is not None and op.result[0] == "stored")
-        assert final[k][0] == stored, (k, final[k], stored)
+        assert final[k][0] == stored_count(history, k), (k, final[k], stored_count(history, k))
 
     # A node acknowledges a CAS only once it is committed: after a SIGKILL and a restart on
     # the same store, every key is where the last acknowledged CAS left it.

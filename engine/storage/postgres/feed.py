@@ -51,9 +51,12 @@ __all__ = [
     "MAX_NOTIFY_PAYLOAD",
     "POLL_INTERVAL",
     "READ_CONNECTIONS",
+    "SLOT_CHANGE_PREFIX",
     "PostgresChangeFeed",
     "ensure_change_log",
+    "parse_slot_change",
     "record_changes",
+    "slot_change",
 ]
 
 logger = logging.getLogger(__name__)
@@ -62,6 +65,8 @@ logger = logging.getLogger(__name__)
 CHANNEL = "kintsugi_changes"
 #: The change rows, one per changed CoValue per committing transaction.
 CHANGES_TABLE = "kintsugi_changes"
+#: A change row names a CAS slot instead of a CoValue when it starts so (:func:`slot_change`).
+SLOT_CHANGE_PREFIX = "kv:"
 #: The one-row counter whose lock orders change numbers by commit.
 COUNTER_TABLE = "kintsugi_change_seq"
 #: Bytes of a notification payload at most (the server refuses 8,000 and more): the ids that do
@@ -158,8 +163,27 @@ async def read_changes(conn: asyncpg.Connection, cursor: int, origin: str, limit
     first_kept = newest + 1 if oldest is None else int(oldest)
     gap = cursor < newest - CHANGES_KEEP and cursor + 1 < first_kept
     until = min(newest, cursor + limit)
-    ids = sorted({CoValueID(str(c)) for _s, c, o in found if o != origin})
-    return ChangePage(cursor=until, newest=newest, covalues=tuple(ids), gap=bool(gap))
+    others = [str(c) for _s, c, o in found if o != origin]
+    ids = sorted({CoValueID(c) for c in others if not c.startswith(SLOT_CHANGE_PREFIX)})
+    slots = dict.fromkeys(parsed for c in others if (parsed := parse_slot_change(c)) is not None)
+    return ChangePage(cursor=until, newest=newest, covalues=tuple(ids), gap=bool(gap), slots=tuple(slots))
+
+
+def slot_change(namespace: str, key: str) -> str:
+    """The change-log name of a CAS slot: :data:`SLOT_CHANGE_PREFIX` and ``[namespace, key]``
+    as JSON (any namespace or key reads back whole; no CoValue id starts so)."""
+    return SLOT_CHANGE_PREFIX + json.dumps([namespace, key], ensure_ascii=False)
+
+
+def parse_slot_change(name: str) -> tuple[str, str] | None:
+    """The ``(namespace, key)`` a change-log name of :func:`slot_change` names (None: not one)."""
+    if not name.startswith(SLOT_CHANGE_PREFIX):
+        return None
+    try:
+        namespace, key = json.loads(name[len(SLOT_CHANGE_PREFIX) :])
+    except (ValueError, TypeError):
+        return None
+    return (namespace, key) if isinstance(namespace, str) and isinstance(key, str) else None
 
 
 class PostgresChangeFeed:
@@ -304,8 +328,7 @@ class PostgresChangeFeed:
             except Exception:
                 conn.terminate()
         if self._pool is not None:
-            try:
-                await asyncio.wait_for(self._pool.close(), 5)
-            except Exception:
-                self._pool.terminate()
+            # Read-only connections: nothing to save, and a read cut off by the follower's
+            # stop would hold a graceful close until the server answered it.
+            self._pool.terminate()
         self._listener = self._pool = None

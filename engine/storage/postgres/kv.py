@@ -40,6 +40,7 @@ from engine.kv.store import (
     wall_clock_ms,
 )
 from engine.storage.postgres.connection import PgLink
+from engine.storage.postgres.feed import record_changes, slot_change
 
 __all__ = ["MAX_CAS_DECISIONS", "PostgresKV", "cas_in_transaction"]
 
@@ -141,7 +142,9 @@ async def cas_in_transaction(
 class PostgresKV:
     """A :class:`~engine.kv.store.KVStore` in the ``kv`` and ``kv_log`` tables of a PostgreSQL
     store, reached through ``link`` (the store's connection). Each :meth:`cas` is one
-    transaction. ``writer`` identifies this instance in the log."""
+    transaction. ``writer`` identifies this instance in the log. With an ``origin`` (the
+    store's), a stored CAS also records the slot in the cluster's change log, in its
+    transaction, so the other nodes tell their watches (:mod:`.feed`)."""
 
     def __init__(
         self,
@@ -150,11 +153,13 @@ class PostgresKV:
         writer: str | None = None,
         clock_ms: Callable[[], int] = wall_clock_ms,
         log_keep: int = KV_LOG_KEEP_PER_KEY,
+        origin: str | None = None,
     ) -> None:
         self._link = link
         self._writer = writer
         self._clock_ms = clock_ms
         self._log_keep = log_keep
+        self._origin = origin
 
     def get(self, namespace: str, key: str) -> tuple[int, Slot | None]:
         check_address(namespace, key)
@@ -169,7 +174,7 @@ class PostgresKV:
 
         async def cas(conn: asyncpg.Connection) -> CASResult:
             async with conn.transaction():
-                return await cas_in_transaction(
+                result = await cas_in_transaction(
                     conn,
                     namespace,
                     key,
@@ -179,6 +184,9 @@ class PostgresKV:
                     at_ms=self._clock_ms(),
                     log_keep=self._log_keep,
                 )
+                if self._origin is not None and isinstance(result, Stored):
+                    await record_changes(conn, [slot_change(namespace, key)], self._origin)
+                return result
 
         return self._run(cas, f"KV cas {namespace}/{key}")
 

@@ -56,7 +56,7 @@ from engine.storage.interface import (
 from engine.storage.postgres import audit as audit_rows
 from engine.storage.postgres import reads, rows
 from engine.storage.postgres.connection import DEFAULT_SYNCHRONOUS, ConnectParams, PgLink
-from engine.storage.postgres.feed import PostgresChangeFeed, record_changes
+from engine.storage.postgres.feed import PostgresChangeFeed, record_changes, slot_change
 from engine.storage.postgres.kv import PostgresKV
 from engine.storage.postgres.registry import PostgresRegistry
 from engine.storage.postgres.schema import ensure_schema
@@ -94,11 +94,11 @@ class PostgresStore:
         except BaseException:
             self._link.close()
             raise
-        self.kv = PostgresKV(self._link, writer=writer)
         self._writer_name = writer
         #: names this store instance in the change log (:mod:`.feed`): its own feed skips
         #: the changes it made
         self.origin = f"{writer or 'store'}-{uuid.uuid4().hex[:12]}"
+        self.kv = PostgresKV(self._link, writer=writer, origin=self.origin)
 
     @property
     def location(self) -> str:
@@ -118,7 +118,7 @@ class PostgresStore:
     ) -> PostgresKV:
         """CAS slots on this store's connection with another writer name, clock or history
         length than :attr:`kv` (as :class:`~engine.storage.sqlite.kv.SQLiteKV` takes them)."""
-        return PostgresKV(self._link, writer=writer, clock_ms=clock_ms, log_keep=log_keep)
+        return PostgresKV(self._link, writer=writer, clock_ms=clock_ms, log_keep=log_keep, origin=self.origin)
 
     def background_writer(self) -> PostgresWriter:
         """A new, not yet started writer with its own connection to this database."""
@@ -180,7 +180,8 @@ class PostgresStore:
                 results = await rows.replace_rows(conn, header, logs, cas, writer=self._writer_name)
                 if all(isinstance(r, Stored) for r in results):
                     await rows.put_checkpoints(conn, checkpoints)
-                    await record_changes(conn, [header.covalue_id()], self.origin)
+                    slots = [slot_change(w.namespace, w.key) for w in cas]  # every one stored
+                    await record_changes(conn, [header.covalue_id(), *slots], self.origin)
                     await transaction.commit()
                     return results
             except BaseException:

@@ -12,9 +12,10 @@ that a peer asked for is loaded now. Either way the sync manager then sends each
 peer what it lacks, exactly as for content that arrived from a peer. CAS slots other nodes
 stored are handed to the sync manager, which tells the watches that cover them.
 
-While the follower is not :attr:`~ClusterFollower.current` (a catch-up due or failing, the
-notifications not arriving), the shell reads through the feed, before judging content from a
-peer, the sessions it names (:attr:`SyncShell.follower <engine.net.shell.SyncShell.follower>`).
+For a CoValue the follower is :meth:`~ClusterFollower.unsure` of (a commit of it announced and
+not taken in yet, or the follower not listening or failing), the shell reads through the feed,
+before judging content from a peer, the sessions it names (:attr:`SyncShell.follower
+<engine.net.shell.SyncShell.follower>`).
 
 A failed read (the database unreachable) is logged and tried again at the next wake or poll,
 from the same cursor.
@@ -62,21 +63,29 @@ class ClusterFollower:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._catching_up = False
         self._failed = False
         self._stopping = False
+        #: CoValues other nodes' commits were announced for since the last catch-up began
+        #: (None: unknown, some were not named), and those of the catch-up under way
+        self._announced: set[str] | None = set()
+        self._catching: set[str] | None = set()
 
     @property
     def current(self) -> bool:
-        """Listening, the last catch-up done and nothing announced since: memory holds what
-        the store held a notification's delay ago."""
-        return (
-            self._task is not None
-            and self.feed.listening
-            and not self._wake.is_set()
-            and not self._catching_up
-            and not self._failed
-        )
+        """Listening, caught up, and nothing announced since: memory holds what the store
+        held a notification's delay ago."""
+        return self._sure() and not self._announced and not self._catching
+
+    def unsure(self, covalue: CoValueID) -> bool:
+        """Whether the store may hold more of ``covalue`` than memory, beyond a notification's
+        delay: a commit of it was announced and not yet taken in, or the follower cannot tell
+        (not listening, its last catch-up failed, a notification that named no ids)."""
+        if not self._sure() or self._announced is None or self._catching is None:
+            return True
+        return covalue in self._announced or covalue in self._catching
+
+    def _sure(self) -> bool:
+        return self._task is not None and self.feed.listening and not self._failed
 
     @property
     def lag(self) -> int:
@@ -88,7 +97,7 @@ class ClusterFollower:
         Raises the store's typed errors when the feed cannot start."""
         self._loop = asyncio.get_running_loop()
         self.cursor = self.newest = await asyncio.to_thread(self.feed.newest)
-        await asyncio.to_thread(self.feed.start, self._wake_threadsafe)
+        await asyncio.to_thread(self.feed.start, self._announce_threadsafe)
         self._task = self._loop.create_task(self._run(), name="kintsugi-cluster-follower")
         self.shell.follower = self
 
@@ -107,11 +116,18 @@ class ClusterFollower:
         """Catch up now (on the node's loop)."""
         self._wake.set()
 
-    def _wake_threadsafe(self) -> None:
+    def _announce(self, ids: tuple[str, ...] | None) -> None:
+        if ids is None or self._announced is None:
+            self._announced = None
+        else:
+            self._announced.update(ids)
+        self._wake.set()
+
+    def _announce_threadsafe(self, ids: tuple[str, ...] | None) -> None:
         loop = self._loop
         if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(self._wake.set)
+                loop.call_soon_threadsafe(self._announce, ids)
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -123,15 +139,17 @@ class ClusterFollower:
             if self._stopping:
                 return
             self._wake.clear()
-            self._catching_up = True
+            # What was announced so far is in the log this catch-up reads; announced later
+            # is for the next one.
+            self._catching, self._announced = self._announced, set()
             try:
                 await self.catch_up()
                 self._failed = False
+                self._catching = set()
             except KintsugiError as exc:
                 self._failed = True
+                self._announced = None  # what it did not take in: unknown
                 logger.warning("could not catch up with the store (at change %d): %s", self.cursor, exc)
-            finally:
-                self._catching_up = False
 
     async def catch_up(self) -> None:
         """Read the changes after the cursor and refresh what they name (see the module)."""

@@ -72,9 +72,9 @@ class StoreFollower(Protocol):
 
     feed: ChangeFeed
 
-    @property
-    def current(self) -> bool:
-        """Listening, caught up, and nothing announced since."""
+    def unsure(self, covalue: CoValueID) -> bool:
+        """Whether the store may hold more of ``covalue`` than memory, beyond a
+        notification's delay."""
         ...
 
 
@@ -301,11 +301,12 @@ class SyncShell:
         (:mod:`engine.node.cluster`); returns the CoValues so checked. A failed read checks
         nothing: the node then reads the store itself as it applies (and reports the error).
 
-        Nothing is read while the follower is current (listening, caught up, nothing
-        announced since): memory then holds what the store held a notification's delay ago,
-        and a commit made by another node within that delay is caught by the commit itself
-        (the store refuses to append to another history; the acknowledgement held for it
-        never leaves as it was, see the module docstring)."""
+        Only the CoValues the follower is unsure of are read (a commit of theirs announced and
+        not taken in yet, or the follower not listening or failing): memory holds what the
+        store held of the others a notification's delay ago, and a commit made by another
+        node within that delay is caught by the commit itself (the store refuses to append to
+        another history; the acknowledgement held for it never leaves as it was, see the
+        module docstring)."""
         wanted: dict[CoValueID, set[SessionID]] = {}
         for message in messages:
             if isinstance(message, Content) and message.new:
@@ -313,9 +314,13 @@ class SyncShell:
             elif isinstance(message, Deleted) and message.tombstone:
                 wanted.setdefault(message.id, set()).update(message.tombstone)
         follower = self.follower
-        if follower is None or follower.current:
+        if follower is None:
             return set(wanted)
-        requests = {cid: r for cid, ss in wanted.items() if (r := self.node.stored_request(cid, ss)) is not None}
+        requests = {
+            cid: r
+            for cid, ss in wanted.items()
+            if follower.unsure(cid) and (r := self.node.stored_request(cid, ss)) is not None
+        }
         if requests:
             try:
                 tails = await asyncio.wrap_future(follower.feed.read_tails(requests, exclude=self.node.session))

@@ -573,8 +573,9 @@ class ChangeFeed(Protocol):
         """Whether notifications arrive now (the listening connection is up)."""
         ...
 
-    def start(self, wake: Callable[[], None]) -> None:
-        """Listen; ``wake`` is called on the feed's own thread after each notification."""
+    def start(self, wake: Callable[[tuple[str, ...] | None], None]) -> None:
+        """Listen; ``wake`` is called on the feed's own thread after each notification of
+        another node's commit, with the CoValue ids it announced (None: unknown, read the log)."""
         ...
 
     def newest(self) -> int:

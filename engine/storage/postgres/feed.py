@@ -54,6 +54,7 @@ __all__ = [
     "SLOT_CHANGE_PREFIX",
     "PostgresChangeFeed",
     "ensure_change_log",
+    "notify_ids",
     "parse_slot_change",
     "record_changes",
     "slot_change",
@@ -119,16 +120,28 @@ async def ensure_change_log(conn: asyncpg.Connection, lock: int) -> None:
             await conn.execute("SELECT pg_advisory_unlock($1)", lock)
 
 
-def notify_payload(seq: int, ids: list[str], origin: str) -> str:
-    """``{"seq", "origin", "ids"}`` as JSON, with as many ids as fit :data:`MAX_NOTIFY_PAYLOAD`."""
+def notify_ids(ids: list[str], origin: str) -> tuple[list[str], bool]:
+    """The ids that fit one notification's payload (:data:`MAX_NOTIFY_PAYLOAD`), and whether
+    some were left out (the readers find them in the change rows)."""
     kept: list[str] = []
-    size = len(json.dumps({"seq": seq, "origin": origin, "ids": [], "more": True}))
+    # the server's JSON spaces its keys a little more than Python's: a margin for that
+    size = len(json.dumps({"seq": 2**63, "origin": origin, "ids": [], "more": True})) + 32
     for cid in ids:
-        size += len(cid) + 4
+        size += len(json.dumps(cid)) + 2
         if size > MAX_NOTIFY_PAYLOAD:
-            return json.dumps({"seq": seq, "origin": origin, "ids": kept, "more": True})
+            return kept, True
         kept.append(cid)
-    return json.dumps({"seq": seq, "origin": origin, "ids": kept})
+    return kept, False
+
+
+# The counter taken, the rows inserted and the notification sent, in one round trip; the
+# payload is ``{"seq", "origin", "ids", "more"}`` (see notify_ids).
+_RECORD = (
+    f"WITH s AS (UPDATE {COUNTER_TABLE} SET seq = seq + 1 RETURNING seq), "
+    f"i AS (INSERT INTO {CHANGES_TABLE} (seq, covalue, origin) SELECT s.seq, unnest($1::text[]), $2 FROM s) "
+    "SELECT s.seq, pg_notify($3, json_build_object('seq', s.seq, 'origin', $2::text, 'ids', $4::text[], "
+    "'more', $5::boolean)::text) FROM s"
+)
 
 
 async def record_changes(conn: asyncpg.Connection, covalues: Iterable[str], origin: str) -> int | None:
@@ -138,11 +151,10 @@ async def record_changes(conn: asyncpg.Connection, covalues: Iterable[str], orig
     ids = sorted(set(covalues))
     if not ids:
         return None
-    seq = int(await conn.fetchval(f"UPDATE {COUNTER_TABLE} SET seq = seq + 1 RETURNING seq"))
-    await conn.execute(
-        f"INSERT INTO {CHANGES_TABLE} (seq, covalue, origin) SELECT $1, unnest($2::text[]), $3", seq, ids, origin
-    )
-    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, notify_payload(seq, ids, origin))
+    kept, more = notify_ids(ids, origin)
+    row = await conn.fetchrow(_RECORD, ids, origin, CHANNEL, kept, more)
+    assert row is not None
+    seq = int(row[0])
     if seq % PRUNE_EVERY == 0:
         await conn.execute(f"DELETE FROM {CHANGES_TABLE} WHERE seq <= $1", seq - CHANGES_KEEP)
     return seq
@@ -205,7 +217,7 @@ class PostgresChangeFeed:
         self._loop = LoopThread("kintsugi-postgres-feed")
         self._listener: asyncpg.Connection | None = None
         self._pool: asyncpg.Pool | None = None
-        self._wake: Callable[[], None] | None = None
+        self._wake: Callable[[tuple[str, ...] | None], None] | None = None
         self._closing = False
         self._relisten: asyncio.Task[None] | None = None
         #: times the listening connection was (re)established
@@ -223,7 +235,7 @@ class PostgresChangeFeed:
         conn = self._listener
         return None if conn is None or conn.is_closed() else int(conn.get_server_pid())
 
-    def start(self, wake: Callable[[], None]) -> None:
+    def start(self, wake: Callable[[tuple[str, ...] | None], None]) -> None:
         """Listen for notifications; raises the typed errors of connecting."""
         self._wake = wake
         self._loop.run(self._listen())
@@ -288,13 +300,19 @@ class PostgresChangeFeed:
 
     def _notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         # The reader skips this store's own changes anyway: a notification of them is not
-        # worth a read (one that cannot be parsed wakes, to be safe).
+        # worth a read. The ids go with the wake-up (None when some were left out, or the
+        # payload cannot be read: then the change log says).
         if self._wake is None or self._closing:
             return
+        ids: tuple[str, ...] | None = None
         with contextlib.suppress(ValueError, TypeError, AttributeError):
-            if json.loads(payload).get("origin") == self.origin:
+            decoded = json.loads(payload)
+            if decoded.get("origin") == self.origin:
                 return
-        self._wake()
+            listed = decoded.get("ids")
+            if not decoded.get("more") and isinstance(listed, list) and all(isinstance(i, str) for i in listed):
+                ids = tuple(listed)
+        self._wake(ids)
 
     def _lost(self, _conn: object) -> None:
         if self._closing or self._relisten is not None:
@@ -313,7 +331,7 @@ class PostgresChangeFeed:
                     await asyncio.sleep(LISTEN_RETRY)
                     continue
                 if self._wake is not None:
-                    self._wake()  # whatever was notified meanwhile: catch up now
+                    self._wake(None)  # whatever was notified meanwhile: catch up now
                 return
         finally:
             self._relisten = None

@@ -22,7 +22,7 @@ waits for the append and purges it, or commits first and the append sees ``delet
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import asyncpg
 import cbor2
@@ -50,8 +50,6 @@ __all__ = [
     "write_session_whole",
 ]
 
-_SESSION = "SELECT sid, count, head FROM sessions WHERE covalue = $1 AND session = $2"
-
 
 # -- writing -----------------------------------------------------------------------------------
 
@@ -67,13 +65,37 @@ async def put_header(conn: asyncpg.Connection, header: Header) -> bool:
     return str(status).endswith(" 1")
 
 
-async def _locked_session(conn: asyncpg.Connection, covalue: str, session: str) -> tuple[int, int, bytes]:
-    """``(sid, count, head)`` of the session, its row locked for this transaction (created
-    empty if missing; if another writer creates it meanwhile, its row is taken instead)."""
+#: The CoValue row locked ``FOR SHARE`` first, then the session row ``FOR UPDATE`` (the order a
+#: tombstone takes them in too: no deadlock), in one round trip; no session row when missing.
+_LOCK_FOR_APPEND = (
+    "WITH c AS MATERIALIZED (SELECT deleted FROM covalues WHERE id = $1 FOR SHARE) "
+    "SELECT c.deleted, s.sid, s.count, s.head FROM c LEFT JOIN LATERAL ("
+    "SELECT sid, count, head FROM sessions WHERE covalue = $1 AND session = $2 FOR UPDATE) s ON true"
+)
+#: The new blocks, their checkpoint signatures and the session's new head, in one statement.
+_APPEND = (
+    'WITH b AS (INSERT INTO blocks (sid, start, "end", txs, hashes) '
+    "SELECT $1, unnest($2::bigint[]), unnest($3::bigint[]), unnest($4::bytea[]), unnest($5::bytea[])), "
+    "g AS (INSERT INTO signatures (sid, n, sig) SELECT $1, unnest($6::bigint[]), unnest($7::bytea[]) "
+    "ON CONFLICT (sid, n) DO NOTHING) "
+    "UPDATE sessions SET count = $8, head = $9 WHERE sid = $1"
+)
+
+
+async def _locked_for_append(
+    conn: asyncpg.Connection, covalue: str, session: str, *, may_create: Callable[[bool], bool]
+) -> tuple[bool, int, int, bytes] | None:
+    """``(deleted, sid, count, head)``: the CoValue row locked to share, the session row locked
+    for this transaction. A missing session row is created empty if ``may_create(deleted)``
+    (if another writer creates it meanwhile, its row is taken instead); None when it may not.
+    A CoValue the store does not hold reads as not deleted."""
     for _attempt in range(2):
-        row = await conn.fetchrow(_SESSION + " FOR UPDATE", covalue, session)
-        if row is not None:
-            return int(row[0]), int(row[1]), bytes(row[2])
+        row = await conn.fetchrow(_LOCK_FOR_APPEND, covalue, session)
+        deleted = bool(row[0]) if row is not None else False
+        if row is not None and row[1] is not None:
+            return deleted, int(row[1]), int(row[2]), bytes(row[3])
+        if not may_create(deleted):
+            return None
         sid = await conn.fetchval(
             "INSERT INTO sessions (covalue, session, count, head) VALUES ($1, $2, 0, '') "
             "ON CONFLICT (covalue, session) DO NOTHING RETURNING sid",
@@ -81,7 +103,7 @@ async def _locked_session(conn: asyncpg.Connection, covalue: str, session: str) 
             session,
         )
         if sid is not None:
-            return int(sid), 0, b""
+            return deleted, int(sid), 0, b""
     raise StorageBugError(f"{session}: its session row appeared and vanished while appending")
 
 
@@ -89,40 +111,41 @@ async def append_session(conn: asyncpg.Connection, write: SessionWrite) -> int:
     """Append ``[stored count, end)`` of a session; returns the new stored count.
 
     See :func:`engine.storage.sqlite.rows.append_session`: the same rules, with the rows
-    locked as the module docstring says. Raises :class:`StorageBugError` when the stored
-    history is not ours.
+    locked as the module docstring says. Two round trips: the locks (with what is stored),
+    then the rows. Raises :class:`StorageBugError` when the stored history is not ours.
     """
     log, end = write.log, write.end
-    deleted = await conn.fetchval("SELECT deleted FROM covalues WHERE id = $1 FOR SHARE", log.covalue)
-    if deleted and not is_delete_session(log.session):
+    if end <= 0:
+        return 0  # nothing signed to store: no row is locked or made
+    refused = not is_delete_session(log.session)  # nothing but delete sessions once deleted
+    locked = await _locked_for_append(
+        conn, log.covalue, log.session, may_create=lambda deleted: not (deleted and refused)
+    )
+    if locked is None:
         return 0
-    row = await conn.fetchrow(_SESSION, log.covalue, log.session)
-    start = int(row[1]) if row is not None else 0
-    if end <= start:  # nothing new: check the chain without locking anything
-        if row is not None and start and (start > log.count or log.hash_at(start) != bytes(row[2])):
-            raise StorageBugError(f"{log.session}: the store holds another history of this session")
-        return start
-    sid, start, head = await _locked_session(conn, log.covalue, log.session)
+    deleted, sid, start, head = locked
+    if deleted and refused:
+        return 0
     if start and (start > log.count or log.hash_at(start) != head):
         raise StorageBugError(f"{log.session}: the store holds another history of this session")
     if end <= start:
         return start
     # A copy first (one C call, atomic under the GIL): a queued write runs on the writer's
     # thread while the loop thread may sign more of this log.
-    sigs = log.sigs.copy()
-    await conn.executemany(
-        'INSERT INTO blocks (sid, start, "end", txs, hashes) VALUES ($1, $2, $3, $4, $5)',
-        [
-            (sid, a, b, cbor2.dumps(log.txs[a:b]), b"".join(log.hashes[a:b]))
-            for a in range(start, end, BLOCK_TRANSACTIONS)
-            for b in (min(a + BLOCK_TRANSACTIONS, end),)
-        ],
+    sigs = sorted((n, sig) for n, sig in log.sigs.copy().items() if start < n <= end)
+    bounds = [(a, min(a + BLOCK_TRANSACTIONS, end)) for a in range(start, end, BLOCK_TRANSACTIONS)]
+    await conn.execute(
+        _APPEND,
+        sid,
+        [a for a, _b in bounds],
+        [b for _a, b in bounds],
+        [cbor2.dumps(log.txs[a:b]) for a, b in bounds],
+        [b"".join(log.hashes[a:b]) for a, b in bounds],
+        [n for n, _sig in sigs],
+        [sig for _n, sig in sigs],
+        end,
+        log.hash_at(end),
     )
-    await conn.executemany(
-        "INSERT INTO signatures (sid, n, sig) VALUES ($1, $2, $3) ON CONFLICT (sid, n) DO NOTHING",
-        [(sid, n, s) for n, s in sigs.items() if start < n <= end],
-    )
-    await conn.execute("UPDATE sessions SET count = $1, head = $2 WHERE sid = $3", end, log.hash_at(end), sid)
     return end
 
 

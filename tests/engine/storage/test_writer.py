@@ -95,9 +95,11 @@ def test_writes_commit_in_order_and_resolve_once_committed(store_factory: Backen
     assert loaded.sessions[log.session].txs == log.txs
 
 
-def test_a_failing_write_fails_alone(store_factory: Backend) -> None:
+@pytest.mark.parametrize("queued", ["together", "one_by_one"])
+def test_a_failing_write_fails_alone(store_factory: Backend, queued: str) -> None:
     """A write of another history of a stored session fails with StorageBugError; the writes
-    queued around it commit."""
+    queued around it commit, whether they share its group (``together``) or each has a group
+    of its own (``one_by_one``)."""
     mine = signed_core(3)
     sid = only_log(mine).session
     forked = signed_core(5, session=sid, tag="other-", header=mine.header)
@@ -108,12 +110,15 @@ def test_a_failing_write_fails_alone(store_factory: Backend) -> None:
         writer = store.background_writer()
         writer.start()
         try:
-            futures = [
-                writer.write([mine.header], [SessionWrite.pending_of(only_log(mine), 0)]),
-                writer.write([], [SessionWrite.pending_of(only_log(forked), 0)]),
-                writer.write([other.header], [SessionWrite.pending_of(only_log(other), 0)]),
+            writes = [
+                ([mine.header], [SessionWrite.pending_of(only_log(mine), 0)]),
+                ([], [SessionWrite.pending_of(only_log(forked), 0)]),
+                ([other.header], [SessionWrite.pending_of(only_log(other), 0)]),
             ]
-            return list(await asyncio.gather(*futures, return_exceptions=True))
+            if queued == "together":
+                futures = [writer.write(h, w) for h, w in writes]
+                return list(await asyncio.gather(*futures, return_exceptions=True))
+            return [(await asyncio.gather(writer.write(h, w), return_exceptions=True))[0] for h, w in writes]
         finally:
             await writer.close()
 

@@ -27,7 +27,7 @@ from engine.storage.postgres.feed import (
     LISTEN_APPLICATION_NAME,
     MAX_NOTIFY_PAYLOAD,
     SLOT_CHANGE_PREFIX,
-    notify_payload,
+    record_changes,
 )
 from tests.engine._fork import key_from_seed
 from tests.util import timeout
@@ -53,12 +53,22 @@ def test_a_commit_is_recorded_and_notified_with_ids_only(pg_url: str) -> None:
     spy = loop.run_until_complete(listen())
     try:
         start = feed.newest()
-        feed.start(woken.set)
+        announced: list[tuple[str, ...] | None] = []
+
+        def wake(ids: tuple[str, ...] | None) -> None:
+            announced.append(ids)
+            if ids is None or any(not c.startswith(SLOT_CHANGE_PREFIX) for c in ids):
+                woken.set()  # (a CoValue's commit, not only the writer's lease slot)
+
+        feed.start(wake)
         node = LocalNode(ALICE, writer)
         comap = node.create_map(None)
         node.set(comap.id, "k", "secret value")
         assert woken.wait(timeout(10)), "no notification after a commit"
         page = feed.read(start).result(timeout(10))
+        # the wake-up names what was committed (the writer's lease slot aside)
+        assert announced and all(ids is not None for ids in announced)
+        assert {c for ids in announced for c in ids or () if not c.startswith(SLOT_CHANGE_PREFIX)} == {comap.id}
         assert page.covalues == (comap.id,) and page.cursor == page.newest > start and not page.gap
         # The writer's own feed leaves its own changes out.
         own = writer.change_feed()
@@ -79,12 +89,37 @@ def test_a_commit_is_recorded_and_notified_with_ids_only(pg_url: str) -> None:
         writer.close()
 
 
-def test_a_notification_payload_never_exceeds_its_limit() -> None:
-    ids = [f"co_z{i:040d}" for i in range(1000)]
-    payload = json.loads(notify_payload(7, ids, "node-a"))
-    assert len(notify_payload(7, ids, "node-a")) <= MAX_NOTIFY_PAYLOAD
-    assert payload["more"] is True and payload["ids"] == ids[: len(payload["ids"])]
-    assert json.loads(notify_payload(7, ids[:3], "node-a")) == {"seq": 7, "origin": "node-a", "ids": ids[:3]}
+def test_a_notification_payload_never_exceeds_its_limit(pg_url: str) -> None:
+    """The server builds the payload: ids that do not fit are left to the change rows."""
+    store = open_store(pg_url)  # makes the change log's tables
+    store.close()
+    base, _, schema = pg_url.partition("&options=-csearch_path%3D")
+    many = [f"co_z{i:040d}" for i in range(1000)]
+
+    async def notified(ids: list[str]) -> dict[str, object]:
+        got: asyncio.Queue[str] = asyncio.Queue()
+        conn = await asyncpg.connect(base, server_settings={"search_path": schema})
+        try:
+            await conn.add_listener(CHANNEL, lambda *args: got.put_nowait(args[-1]))
+            async with conn.transaction():
+                seq = await record_changes(conn, ids, "node-a")
+            payload = await asyncio.wait_for(got.get(), timeout(10))
+            assert len(payload.encode()) <= MAX_NOTIFY_PAYLOAD
+            decoded: dict[str, object] = json.loads(payload)
+            assert decoded["seq"] == seq
+            return decoded
+        finally:
+            await conn.close()
+
+    cut = asyncio.run(notified(many))
+    kept = cut["ids"]
+    assert isinstance(kept, list) and cut["more"] is True and kept == many[: len(kept)] and len(kept) > 100
+    assert asyncio.run(notified(many[:3])) | {"seq": 0} == {
+        "seq": 0,
+        "origin": "node-a",
+        "ids": many[:3],
+        "more": False,
+    }
 
 
 def run_async(fn: Callable[[], Awaitable[None]]) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import islice
 
 from engine.crypto import HASH_SIZE, AccountKey, chain_base, chain_extend, signed_message, verify_signature
 from engine.errors import ChainError, ForkError, InvalidContent, MissingPrefix, SignatureError, UsageError
@@ -48,7 +49,7 @@ class Chunk:
 class SessionLog:
     """One session of one CoValue: its transactions, chain hashes and checkpoints."""
 
-    __slots__ = ("account", "base", "covalue", "hashes", "session", "sigs", "txs")
+    __slots__ = ("_signed", "_signed_seen", "account", "base", "covalue", "hashes", "session", "sigs", "txs")
 
     def __init__(self, covalue: CoValueID, session: SessionID) -> None:
         self.covalue = covalue
@@ -58,6 +59,9 @@ class SessionLog:
         self.txs: list[bytes] = []
         self.hashes: list[bytes] = []
         self.sigs: dict[int, bytes] = {}
+        # signed_count, as of the first ``_signed_seen`` keys of ``sigs`` (see signed_count)
+        self._signed = 0
+        self._signed_seen = 0
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -68,8 +72,21 @@ class SessionLog:
 
     @property
     def signed_count(self) -> int:
-        """Length of the longest prefix that ends at a checkpoint."""
-        return max(self.sigs, default=0)
+        """Length of the longest prefix that ends at a checkpoint.
+
+        Asked on every write and every apply, so kept up to date from the keys added to
+        ``sigs`` since the last call (a dict iterates newest last): checkpoints are only
+        ever added, never removed; if some were, it is counted afresh."""
+        sigs = self.sigs
+        seen = len(sigs)
+        if seen != self._signed_seen:
+            if seen > self._signed_seen:
+                newest = max(islice(reversed(sigs), seen - self._signed_seen))
+                self._signed = max(self._signed, newest)
+            else:
+                self._signed = max(sigs, default=0)
+            self._signed_seen = seen
+        return self._signed
 
     @property
     def pending(self) -> int:

@@ -124,6 +124,9 @@ class LocalNode:
         #: source of header uniqueness and new session ids (a seeded one makes runs repeatable)
         self.random_bytes = random_bytes
         self.store = store
+        # Other nodes write this store (a cluster): content is judged against it, not only
+        # memory (engine.node.cluster). Checked once: a Protocol isinstance is slow.
+        self._shared_store = isinstance(store, ChangeLogStore)
         self.clock_ms = clock_ms
         self.instance_id = instance_id or f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
         self.kv: KVStore = store.kv if store is not None else MemoryKV()
@@ -522,7 +525,7 @@ class LocalNode:
         self._sign_all()
         # Judge it against what the store holds now, not only memory: other nodes may have
         # written these sessions (see engine.node.cluster).
-        if covalue not in self._store_checked:
+        if self._shared_store and covalue not in self._store_checked:
             refresh_sessions(self.store, core, new, own=self.session, stored_counts=self._stored, notify=self._notify)
         report = core.apply_content(new)
         if report.became_deleted:
@@ -553,7 +556,7 @@ class LocalNode:
         with :meth:`ChangeFeed.read_tails <engine.storage.interface.ChangeFeed.read_tails>`
         and hand the answer to :meth:`absorb_tails`."""
         core = self.covalues.get(covalue)
-        if core is None or not isinstance(self.store, ChangeLogStore):
+        if core is None or not self._shared_store:
             return None
         return tail_request(core, sessions, own=self.session)
 

@@ -511,3 +511,17 @@ def test_integrity_errors_share_a_base() -> None:
     """Chain, signature and fork failures are IntegrityErrors (logged as security events)."""
     for cls in (ChainError, SignatureError, ForkError):
         assert issubclass(cls, IntegrityError)
+
+
+@given(st.lists(st.lists(st.integers(min_value=1, max_value=10_000), max_size=8), max_size=12), st.booleans())
+def test_the_signed_count_follows_every_checkpoint_added_in_any_order(batches: list[list[int]], ask: bool) -> None:
+    """``signed_count`` is kept from the checkpoints added since it was last asked (stores
+    add them in row order, not count order): it is always the largest."""
+    log = SessionLog(COV, SID)
+    for batch in batches:
+        log.sigs.update(dict.fromkeys(batch, b"s"))
+        if ask:
+            assert log.signed_count == max(log.sigs, default=0)
+    assert log.signed_count == max(log.sigs, default=0)
+    log.sigs.clear()  # never done by the engine; counted afresh all the same
+    assert log.signed_count == 0

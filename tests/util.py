@@ -59,3 +59,30 @@ def run_cli(*args: str, check: bool = True, timeout_units: float = 60) -> subpro
     if check and result.returncode != 0:
         raise AssertionError(f"kintsugi {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
     return result
+
+
+#: The lowest port a test server is given a fixed port from (below the system's ephemeral range).
+FIXED_PORT_LOW = 10_000
+
+
+def free_port() -> int:
+    """A free loopback port for a server that must come back on the same port (a node restarted
+    after SIGKILL). Taken below the system's ephemeral range, so no client connection's source
+    port takes it between this call and the server's bind (a port the system hands out, bound
+    and closed, could be)."""
+    import random
+    import socket
+
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32_768
+    for _attempt in range(100):
+        port = random.randint(FIXED_PORT_LOW, max(FIXED_PORT_LOW + 1, low - 1))
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free loopback port below the ephemeral range")

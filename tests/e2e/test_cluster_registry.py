@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from engine.storage import open_store
 from engine.storage.interface import GONE_AFTER_MISSED_BEATS, ClusterStore
 from engine.sync.cluster import ClusterNode, ClusterReport
 from tests.e2e.conftest import STEP_UNITS, Account, NodeProcess, Proc, Processes
-from tests.util import run_cli, timeout, wait_until
+from tests.util import free_port, run_cli, timeout, wait_until
 
 #: Seconds between heartbeats of the nodes here (the default is 5 s).
 HEARTBEAT = 0.2
@@ -40,12 +39,6 @@ class RegisteredNode(NodeProcess):
         self.key_file = key
         Proc.__init__(self, label, args)
         self.url = ""
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def ask_cluster(url: str, key: Path) -> ClusterReport:

@@ -10,7 +10,6 @@ rest of her writes arrive; Bob, connecting to the last node, gets everything.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 from engine.ids import CoValueID, SessionID
 from engine.storage import open_store
 from tests.e2e.conftest import Account, NodeProcess, Proc, Processes
+from tests.util import free_port
 
 ROUNDS = 3
 PER_ROUND = 60
@@ -37,12 +37,6 @@ class PostgresNode(NodeProcess):
         self.key_file = key
         Proc.__init__(self, label, args)
         self.url = ""
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def stored_heads(url: str, covalue: str) -> dict[SessionID, Any]:

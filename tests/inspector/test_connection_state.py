@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from inspector.controller import Inspector
 from inspector.targets import RemoteTarget, TargetSpec
 from inspector.views.main_window import MainWindow
 from tests.inspector.conftest import run, wait_for
-from tests.util import python_child, timeout
+from tests.util import free_port, python_child, timeout
 
 #: The inspector's small connection limits here: a node that stops answering counts as lost
 #: after PING_INTERVAL + PING_TIMEOUT seconds at the latest (a killed one at once: its socket
@@ -30,12 +29,6 @@ from tests.util import python_child, timeout
 PING_INTERVAL = 0.5
 PING_TIMEOUT = 1.0
 LOST = re.compile(r"^lost since \d\d:\d\d:\d\d · reconnecting \(attempt \d+, (next try in \d+ s|trying now)\)$")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Node:

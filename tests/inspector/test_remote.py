@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,7 @@ from inspector.views.main_window import MainWindow
 from inspector.workers import WorkerPool
 from tests.engine.net.conftest import ForkingTab
 from tests.inspector.conftest import ms, run, wait_for
-from tests.util import UNIT
+from tests.util import UNIT, free_port
 
 
 @dataclass
@@ -54,9 +53,7 @@ class Served:
 
 
 @pytest.fixture
-def served(
-    loop: asyncio.AbstractEventLoop, qtbot: QtBot, demo_copy: Path, tmp_path: Path
-) -> Iterator[Served]:
+def served(loop: asyncio.AbstractEventLoop, qtbot: QtBot, demo_copy: Path, tmp_path: Path) -> Iterator[Served]:
     """A node serving the demo copy as Alice (the group's admin, so the test can write), with a
     separate operator account as its admin. Request it before ``inspector``: it stops last."""
     admin = AccountKey.generate()
@@ -244,12 +241,6 @@ class FakeNode:
                 await ws.send(encode_frame(OP, [Error("auth_failed", "this account is not accepted here")]))
                 await ws.close(4401, "auth_failed")
             await ws.wait_closed()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def failure(qtbot: QtBot, inspector: Inspector, window: MainWindow, target: RemoteTarget) -> tuple[str, str]:

@@ -27,7 +27,7 @@ from engine.cli.limits_config import limits_from
 from engine.cli.main import build_parser
 from engine.protocol.limits import DEFAULT_LIMITS, CloseCode, Limits
 from tests.e2e.conftest import Proc
-from tests.util import REPO, run_cli, timeout, wait_until
+from tests.util import REPO, free_port, run_cli, timeout, wait_until
 
 #: Units a command that must fail at once may take (interpreter start-up included).
 FAST_UNITS = 10
@@ -61,13 +61,6 @@ def json_error(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
     assert set(document) == {"error"}, document
     error: dict[str, str] = document["error"]
     return error
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")

@@ -193,7 +193,11 @@ def covalue_id_from_digest(digest: bytes) -> CoValueID:
 
 def parse_covalue_id(value: object) -> CoValueID:
     """Validate a CoValueID. Raises :class:`InvalidId`."""
-    text = _check_text(value, "CoValueID")
+    return _parse_covalue_text(_check_text(value, "CoValueID"))
+
+
+@lru_cache(maxsize=ID_CACHE_SIZE)
+def _parse_covalue_text(text: str) -> CoValueID:
     m = _COVALUE_RE.fullmatch(text)
     if m is None:
         raise InvalidId(f"not a CoValueID: {text!r}")

@@ -51,6 +51,7 @@ KV_LOG_KEEP_PER_KEY = 256
 #: Longest namespace or key accepted, in characters.
 MAX_KEY_LENGTH = 1024
 
+
 @dataclass(frozen=True, slots=True)
 class Stored:
     """The CAS won; the slot now has ``generation``."""

@@ -282,7 +282,8 @@ class SyncShell:
                 for error in decision.errors:
                     conn.send_frame(encode_frame(OP, [error]))
                 messages = self._refuse_writes(conn, decision.messages)
-                checked = await self._check_against_store(messages) if self.follower is not None else ()
+                follower = self.follower
+                checked = await self._check_against_store(follower, messages) if follower is not None else ()
                 with self.node.checked_against_store(checked), self.node.batch():
                     for message in messages:
                         try:
@@ -295,7 +296,7 @@ class SyncShell:
         except ConnectionClosed:
             return
 
-    async def _check_against_store(self, messages: Sequence[Message]) -> set[CoValueID]:
+    async def _check_against_store(self, follower: StoreFollower, messages: Sequence[Message]) -> set[CoValueID]:
         """Bring the sessions the frame's content names up to what the shared store holds,
         reading it for the whole frame at once while the loop serves others
         (:mod:`engine.node.cluster`); returns the CoValues so checked. A failed read checks
@@ -313,9 +314,6 @@ class SyncShell:
                 wanted.setdefault(message.id, set()).update(message.new)
             elif isinstance(message, Deleted) and message.tombstone:
                 wanted.setdefault(message.id, set()).update(message.tombstone)
-        follower = self.follower
-        if follower is None:
-            return set(wanted)
         requests = {
             cid: r
             for cid, ss in wanted.items()

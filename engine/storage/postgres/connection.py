@@ -205,32 +205,27 @@ class ConnectParams:
             settings["default_transaction_read_only"] = "on"
         return settings
 
+    def _connect_args(self) -> dict[str, Any]:
+        """What every connection is opened with: the URL, its password, timeouts, settings."""
+        url, password = connect_location(self.location)
+        return {
+            "dsn": url,
+            "password": password,
+            "timeout": CONNECT_TIMEOUT,
+            "command_timeout": COMMAND_TIMEOUT,
+            "server_settings": self.server_settings(),
+        }
+
     async def connect(self) -> asyncpg.Connection:
         """A new connection (on the running loop); raises typed errors (:func:`translate`)."""
-        url, password = connect_location(self.location)
         with pg_errors(f"connect to {self.display}"):
-            return await asyncpg.connect(
-                url,
-                password=password,
-                timeout=CONNECT_TIMEOUT,
-                command_timeout=COMMAND_TIMEOUT,
-                server_settings=self.server_settings(),
-            )
+            return await asyncpg.connect(**self._connect_args())
 
     async def pool(self, size: int) -> asyncpg.Pool:
         """A pool of at most ``size`` connections (one opened now), on the running loop;
         raises typed errors (:func:`translate`). Lost connections are replaced on use."""
-        url, password = connect_location(self.location)
         with pg_errors(f"connect to {self.display}"):
-            return await asyncpg.create_pool(
-                url,
-                password=password,
-                timeout=CONNECT_TIMEOUT,
-                command_timeout=COMMAND_TIMEOUT,
-                server_settings=self.server_settings(),
-                min_size=1,
-                max_size=size,
-            )
+            return await asyncpg.create_pool(**self._connect_args(), min_size=1, max_size=size)
 
 
 class PgLink:

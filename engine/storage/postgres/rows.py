@@ -22,7 +22,7 @@ waits for the append and purges it, or commits first and the append sees ``delet
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import asyncpg
 import cbor2
@@ -83,19 +83,18 @@ _APPEND = (
 
 
 async def _locked_for_append(
-    conn: asyncpg.Connection, covalue: str, session: str, *, may_create: Callable[[bool], bool]
-) -> tuple[bool, int, int, bytes] | None:
-    """``(deleted, sid, count, head)``: the CoValue row locked to share, the session row locked
-    for this transaction. A missing session row is created empty if ``may_create(deleted)``
-    (if another writer creates it meanwhile, its row is taken instead); None when it may not.
-    A CoValue the store does not hold reads as not deleted."""
+    conn: asyncpg.Connection, covalue: str, session: str, *, live_only: bool
+) -> tuple[int, int, bytes] | None:
+    """``(sid, count, head)``: the CoValue row locked to share, the session row locked for
+    this transaction (created empty if missing; if another writer creates it meanwhile, its
+    row is taken instead). None, with nothing made, when ``live_only`` and the CoValue is
+    stored as deleted (a CoValue the store does not hold is not deleted)."""
     for _attempt in range(2):
         row = await conn.fetchrow(_LOCK_FOR_APPEND, covalue, session)
-        deleted = bool(row[0]) if row is not None else False
-        if row is not None and row[1] is not None:
-            return deleted, int(row[1]), int(row[2]), bytes(row[3])
-        if not may_create(deleted):
+        if row is not None and row[0] and live_only:
             return None
+        if row is not None and row[1] is not None:
+            return int(row[1]), int(row[2]), bytes(row[3])
         sid = await conn.fetchval(
             "INSERT INTO sessions (covalue, session, count, head) VALUES ($1, $2, 0, '') "
             "ON CONFLICT (covalue, session) DO NOTHING RETURNING sid",
@@ -103,7 +102,7 @@ async def _locked_for_append(
             session,
         )
         if sid is not None:
-            return deleted, int(sid), 0, b""
+            return int(sid), 0, b""
     raise StorageBugError(f"{session}: its session row appeared and vanished while appending")
 
 
@@ -117,15 +116,11 @@ async def append_session(conn: asyncpg.Connection, write: SessionWrite) -> int:
     log, end = write.log, write.end
     if end <= 0:
         return 0  # nothing signed to store: no row is locked or made
-    refused = not is_delete_session(log.session)  # nothing but delete sessions once deleted
-    locked = await _locked_for_append(
-        conn, log.covalue, log.session, may_create=lambda deleted: not (deleted and refused)
-    )
+    # nothing but delete sessions is appended to a CoValue stored as deleted
+    locked = await _locked_for_append(conn, log.covalue, log.session, live_only=not is_delete_session(log.session))
     if locked is None:
         return 0
-    deleted, sid, start, head = locked
-    if deleted and refused:
-        return 0
+    sid, start, head = locked
     if start and (start > log.count or log.hash_at(start) != head):
         raise StorageBugError(f"{log.session}: the store holds another history of this session")
     if end <= start:

@@ -56,7 +56,8 @@ async def read_tails(conn: asyncpg.Connection, requests: Mapping[CoValueID, Tail
         found = list(await conn.fetch(_EVERY, every, exclude)) if every else []
         if pairs:
             found += await conn.fetch(_LISTED, [c for c, _s in pairs], [s for _c, s in pairs])
-        # (sid, after, count) of the sessions the store holds more of than the node
+        # by sid, the sessions the store holds more of than the node: (covalue, session,
+        # what the node holds, stored count, stored head)
         wanted: dict[int, tuple[CoValueID, SessionID, int, int, bytes]] = {}
         tails: Tails = {}
         for covalue, session, sid, count, head in found:
@@ -68,7 +69,7 @@ async def read_tails(conn: asyncpg.Connection, requests: Mapping[CoValueID, Tail
                 tails.setdefault(cid, []).append(StoredTail(sess, int(count), bytes(head)))
         if not wanted:
             return tails
-        columns = ([s for s in wanted], [w[2] for w in wanted.values()], [w[3] for w in wanted.values()])
+        columns = (list(wanted), [w[2] for w in wanted.values()], [w[3] for w in wanted.values()])
         blocks = await conn.fetch(_BLOCKS, *columns)
         sigs = await conn.fetch(_SIGS, *columns)
     by_sid: dict[int, list[asyncpg.Record]] = {}

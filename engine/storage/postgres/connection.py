@@ -222,10 +222,26 @@ class ConnectParams:
             return await asyncpg.connect(**self._connect_args())
 
     async def pool(self, size: int) -> asyncpg.Pool:
-        """A pool of at most ``size`` connections (one opened now), on the running loop;
+        """A pool of at most ``size`` connections (one opened now), on the running loop, for
+        single statements that leave no session state behind (see :class:`_PlainConnection`);
         raises typed errors (:func:`translate`). Lost connections are replaced on use."""
         with pg_errors(f"connect to {self.display}"):
-            return await asyncpg.create_pool(**self._connect_args(), min_size=1, max_size=size)
+            return await asyncpg.create_pool(
+                **self._connect_args(), min_size=1, max_size=size, connection_class=_PlainConnection
+            )
+
+
+class _PlainConnection(asyncpg.Connection):  # type: ignore[misc]
+    """A pooled connection given back without a reset query. By default a pool sends one
+    (advisory unlocks, ``CLOSE ALL``, ``UNLISTEN *``, ``RESET ALL``) on every release: a round
+    trip as long as the read itself, for connections whose users never change the session.
+    An open transaction is still rolled back on release."""
+
+    def get_reset_query(self) -> str:
+        return ""
+
+    def _get_reset_query(self) -> str:  # the name before asyncpg 0.30
+        return ""
 
 
 class PgLink:

@@ -8,7 +8,7 @@ be swapped under an existing id.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from engine import codec
@@ -51,6 +51,8 @@ class Header:
     meta: Any = None
     uniqueness: Any = None
     created_at: int = 0
+    #: the id, computed once (a header is immutable; its id hashes its whole encoding)
+    _id: CoValueID | None = field(default=None, init=False, repr=False, compare=False)
 
     def to_obj(self) -> dict[str, Any]:
         ruleset: dict[str, Any]
@@ -72,7 +74,10 @@ class Header:
         return codec.encode(self.to_obj())
 
     def covalue_id(self) -> CoValueID:
-        return covalue_id_from_digest(hash_bytes(self.encode()))
+        if self._id is None:
+            object.__setattr__(self, "_id", covalue_id_from_digest(hash_bytes(self.encode())))
+        assert self._id is not None
+        return self._id
 
     @classmethod
     def from_obj(cls, obj: object) -> Header:

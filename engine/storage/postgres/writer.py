@@ -3,9 +3,9 @@
 
 The same contract as the SQLite store's :class:`~engine.storage.sqlite.queue.AsyncStore`: one
 connection of its own, writes committed strictly in submission order, the writes waiting
-together committed as one group (one transaction, so one WAL flush for many), each write in
-its own savepoint so one that fails rolls back and fails alone, and a future resolved on the
-caller's loop only after the group's COMMIT returned — an acknowledgement sent from it is
+together committed as one group (one transaction, so one WAL flush for many), a write that
+fails failing alone (the group is run again with each write in its own savepoint), and a
+future resolved on the caller's loop only after the group's COMMIT returned — an acknowledgement sent from it is
 durable. At most :data:`MAX_QUEUED_OPERATIONS` writes wait; beyond that :meth:`write` refuses,
 so callers apply backpressure instead of growing memory.
 
@@ -65,6 +65,9 @@ class PostgresWriter:
         self._conn: asyncpg.Connection | None = None
         self._worker: concurrent.futures.Future[None] | None = None
         self._closing = False
+        #: CoValues whose header row a committed group wrote or found: no write needs to
+        #: insert it again (the store never deletes a CoValue's row)
+        self._headers_stored: set[str] = set()
         self._count = threading.Condition()
         self._submitted = 0
         self._finished = 0
@@ -97,13 +100,24 @@ class PostgresWriter:
         """Queue :meth:`Store.write <engine.storage.interface.Store.write>`; the future
         resolves on the calling loop once committed. Raises :class:`UsageError` when not
         running or when :data:`MAX_QUEUED_OPERATIONS` writes wait already."""
-        header_list, session_list = list(headers), list(sessions)
+        header_list = [h for h in headers if h.covalue_id() not in self._headers_stored]
+        session_list = list(sessions)
         changed: set[str] = set()
 
         async def op(conn: asyncpg.Connection) -> StoredCounts:
             return await write_rows(conn, header_list, session_list, changed=changed)
 
-        return self.submit(op, changed)
+        future = self.submit(op, changed)
+        if header_list:
+            ids = [h.covalue_id() for h in header_list]
+
+            def remember(done: asyncio.Future[StoredCounts]) -> None:
+                # after the commit, on the caller's loop: a rolled-back insert is not remembered
+                if not done.cancelled() and done.exception() is None:
+                    self._headers_stored.update(ids)
+
+            future.add_done_callback(remember)
+        return future
 
     def submit(self, op: Operation, changed: set[str] | None = None) -> asyncio.Future[Any]:
         """Queue any operation ``await op(connection)``, run inside the group's transaction
@@ -190,22 +204,20 @@ class PostgresWriter:
 
     async def _commit_group(self, group: list[_Item]) -> None:
         what = f"write {self._params.display}"
-        results: list[tuple[bool, Any]] = []
-        alone = len(group) == 1
         try:
             if self._conn is None or self._conn.is_closed():
                 self._conn = await self._params.connect()
             conn = self._conn
             with pg_errors(what):
                 try:
-                    async with conn.transaction():
-                        for op, _loop, _future, _changed in group:
-                            results.append(await self._run_one(conn, op, what, alone=alone))
-                        if self.origin is not None:
-                            ids = set().union(*(item[3] for item, (ok, _v) in zip(group, results, strict=True) if ok))
-                            await record_changes(conn, ids, self.origin)
-                except _Refused as refused:  # a write alone in its group failed: nothing committed
-                    results = [refused.outcome]
+                    results = await self._attempt(conn, group, what, savepoints=False)
+                except _Refused as refused:
+                    # Nothing committed. A write alone fails alone; a group runs again with
+                    # each write in a savepoint, so the one that fails fails alone.
+                    if len(group) == 1:
+                        results = [refused.outcome]
+                    else:
+                        results = await self._attempt(conn, group, what, savepoints=True)
         except Exception as exc:
             error = translate(exc, what)
             results = [(False, error)] * len(group)
@@ -213,15 +225,31 @@ class PostgresWriter:
         for item, (ok, value) in zip(group, results, strict=True):
             _settle(item, ok, value)
 
+    async def _attempt(
+        self, conn: asyncpg.Connection, group: list[_Item], what: str, *, savepoints: bool
+    ) -> list[tuple[bool, Any]]:
+        """Run the group's writes in one transaction and commit it; their outcomes. Without
+        ``savepoints``, the first write that fails raises :class:`_Refused` (nothing is
+        committed)."""
+        results: list[tuple[bool, Any]] = []
+        async with conn.transaction():
+            for op, _loop, _future, _changed in group:
+                results.append(await self._run_one(conn, op, what, savepoint=savepoints))
+            if self.origin is not None:
+                ids = set().union(*(item[3] for item, (ok, _v) in zip(group, results, strict=True) if ok))
+                await record_changes(conn, ids, self.origin)
+        return results
+
     @staticmethod
-    async def _run_one(conn: asyncpg.Connection, op: Operation, what: str, *, alone: bool) -> tuple[bool, Any]:
-        """Run ``op`` in its own savepoint: ``(True, result)``, or ``(False, error)`` with
-        only its own changes rolled back. A full disk, or a failure the savepoint cannot be
-        rolled back from (a lost connection), is raised: it fails the whole group. A write
-        ``alone`` in its group needs no savepoint: its failure rolls the group back
-        (:class:`_Refused`). Savepoints are not released: the group's commit ends them all,
-        one round trip less per write."""
-        if not alone:
+    async def _run_one(conn: asyncpg.Connection, op: Operation, what: str, *, savepoint: bool) -> tuple[bool, Any]:
+        """Run ``op``: ``(True, result)``, or, in its own ``savepoint``, ``(False, error)``
+        with only its own changes rolled back. Without a savepoint its failure raises
+        :class:`_Refused` (the caller rolls the transaction back). A full disk, or a failure
+        the savepoint cannot be rolled back from (a lost connection), is raised: it fails the
+        whole group. Savepoints are not released: the group's commit ends them all, one round
+        trip less per write. Writes rarely fail, so a group first runs without savepoints,
+        one round trip less per write again."""
+        if savepoint:
             await conn.execute(f"SAVEPOINT {_SAVEPOINT}")
         try:
             with pg_errors(what):
@@ -234,7 +262,7 @@ class PostgresWriter:
             outcome = (False, StorageBugError(f"queued write failed: {exc!r}"))
         else:
             return True, value
-        if alone:
+        if not savepoint:
             raise _Refused(outcome)
         await conn.execute(
             f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}"
@@ -247,7 +275,8 @@ _SAVEPOINT = "kintsugi_write"
 
 
 class _Refused(Exception):
-    """A write alone in its group failed with ``outcome``: the group's transaction rolls back."""
+    """A write run without a savepoint failed with ``outcome``: the group's transaction rolls
+    back."""
 
     def __init__(self, outcome: tuple[bool, Any]) -> None:
         super().__init__("write refused")

@@ -46,6 +46,15 @@ class Chunk:
         return self.after + len(self.txs)
 
 
+def sigs_between(sigs: Mapping[int, bytes], after: int, stop: int) -> dict[int, bytes]:
+    """The signatures of checkpoints ``after < n <= stop``, ascending. Looked up one count at a
+    time when the range is shorter than the map: passing on the newest transactions of a long
+    session then costs what they are, not what the session is."""
+    if stop - after < len(sigs):
+        return {n: sigs[n] for n in range(after + 1, stop + 1) if n in sigs}
+    return dict(sorted((n, s) for n, s in sigs.items() if after < n <= stop))
+
+
 class SessionLog:
     """One session of one CoValue: its transactions, chain hashes and checkpoints."""
 
@@ -109,8 +118,7 @@ class SessionLog:
         stop = self.signed_count if end is None else end
         if stop not in self.sigs and stop != 0:
             raise UsageError(f"a chunk must end at a checkpoint, not {stop}")
-        sigs = {n: s for n, s in self.sigs.items() if after < n <= stop}
-        return Chunk(after, self.txs[after:stop], sigs)
+        return Chunk(after, self.txs[after:stop], sigs_between(self.sigs, after, stop))
 
     # -- local writing -----------------------------------------------------------------------
 

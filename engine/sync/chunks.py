@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from engine.ids import SessionID
-from engine.model.session_log import Chunk
+from engine.model.session_log import Chunk, sigs_between
 
 #: Bytes of a frame kept free for the envelope, the header and encoding overhead (a quarter
 #: of the frame when frames are small).
@@ -68,7 +68,7 @@ def split_chunk(chunk: Chunk, budget: int) -> list[Chunk]:
 
 def _sub_chunk(chunk: Chunk, start: int, end: int) -> Chunk:
     lo, hi = start - chunk.after, end - chunk.after
-    return Chunk(start, chunk.txs[lo:hi], {n: s for n, s in chunk.sigs.items() if start < n <= end})
+    return Chunk(start, chunk.txs[lo:hi], sigs_between(chunk.sigs, start, end))
 
 
 def split_content(new: dict[SessionID, Chunk], budget: int) -> Iterable[dict[SessionID, Chunk]]:

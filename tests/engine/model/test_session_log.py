@@ -20,7 +20,7 @@ from engine.errors import (
 )
 from engine.ids import conflict_session_id
 from engine.model import session_log
-from engine.model.session_log import Chunk, SessionLog
+from engine.model.session_log import Chunk, SessionLog, sigs_between
 from engine.model.transaction import MAX_TRANSACTION_SIZE
 from tests.engine.factories import T0, account, covalue_id, session, signed_log, tx
 
@@ -525,3 +525,14 @@ def test_the_signed_count_follows_every_checkpoint_added_in_any_order(batches: l
     assert log.signed_count == max(log.sigs, default=0)
     log.sigs.clear()  # never done by the engine; counted afresh all the same
     assert log.signed_count == 0
+
+
+@given(
+    st.dictionaries(st.integers(1, 60), st.binary(min_size=1, max_size=4), max_size=40),
+    st.integers(0, 70),
+    st.integers(0, 70),
+)
+def test_sigs_between_is_the_checkpoints_in_range_ascending(sigs: dict[int, bytes], after: int, stop: int) -> None:
+    """Whichever way it looks them up (by count when the range is short, else over the map)."""
+    expected = [(n, sigs[n]) for n in sorted(sigs) if after < n <= stop]
+    assert list(sigs_between(sigs, after, stop).items()) == expected

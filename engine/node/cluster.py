@@ -26,15 +26,16 @@ memory, which may be behind. Hence:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 from engine.covalue import CoValueCore, OutcomeStatus
-from engine.ids import SessionID
+from engine.ids import CoValueID, SessionID
 from engine.model.session_log import Chunk
 from engine.node.changes import ChangeEvent, ChangeKind
 from engine.storage.interface import ChangeLogStore, Store, StoredCounts, StoredTail, TailRequest
 
-__all__ = ["absorb_stored", "absorb_tails", "refresh_sessions", "tail_request"]
+__all__ = ["SharedStoreNode", "absorb_stored", "absorb_tails", "refresh_sessions", "tail_request"]
 
 logger = logging.getLogger(__name__)
 security_log = logging.getLogger("kintsugi.security")
@@ -173,3 +174,59 @@ def _take_stored(store: Store, core: CoValueCore, session: SessionID, stored_cou
     core.install_sessions([stored])
     stored_counts[(core.id, session)] = stored.signed_count
     return True
+
+
+class SharedStoreNode:
+    """What a node on a store other nodes write offers the network shell and the cluster
+    follower (:class:`~engine.node.LocalNode` is one): the functions above, on its memory."""
+
+    covalues: dict[CoValueID, CoValueCore]
+    store: Store | None
+    session: SessionID
+    _stored: dict[tuple[CoValueID, SessionID], int]
+    _shared_store: bool
+    _store_checked: frozenset[CoValueID]
+
+    def _notify(self, event: ChangeEvent) -> None:
+        raise NotImplementedError  # the node's
+
+    def absorb_stored(self, covalue: CoValueID) -> bool:
+        """Bring into memory, verified, what the store holds of ``covalue`` beyond this node's
+        copy (another node sharing the store wrote it; :mod:`engine.node.cluster`). True
+        when memory changed (subscribers were told, as for received content). A CoValue not
+        in memory is left alone: it is loaded, current, on first use."""
+        core = self.covalues.get(covalue)
+        if core is None or self.store is None:
+            return False
+        return absorb_stored(self.store, core, own=self.session, stored_counts=self._stored, notify=self._notify)
+
+    def stored_request(self, covalue: CoValueID, sessions: Iterable[SessionID] | None) -> TailRequest | None:
+        """What to read from a store other nodes write before content for ``sessions`` of
+        ``covalue`` is judged (None: every session, to catch up); None when there is nothing
+        to read (the CoValue is not in memory, or no other node writes the store). Read it
+        with :meth:`ChangeFeed.read_tails <engine.storage.interface.ChangeFeed.read_tails>`
+        and hand the answer to :meth:`absorb_tails`."""
+        core = self.covalues.get(covalue)
+        if core is None or not self._shared_store:
+            return None
+        return tail_request(core, sessions, own=self.session)
+
+    def absorb_tails(self, covalue: CoValueID, tails: Sequence[StoredTail]) -> bool:
+        """Bring into memory, verified, what the store was just read to hold of ``covalue``
+        beyond memory (:func:`engine.node.cluster.absorb_tails`); True when memory changed."""
+        core = self.covalues.get(covalue)
+        if core is None or self.store is None:
+            return False
+        return absorb_tails(self.store, core, tails, stored_counts=self._stored, notify=self._notify)
+
+    @contextmanager
+    def checked_against_store(self, covalues: Iterable[CoValueID]) -> Iterator[None]:
+        """Content for ``covalues`` applied inside was just judged against the store by the
+        caller (:meth:`absorb_tails` of a fresh read), so :meth:`apply_content` does not read
+        it again."""
+        before = self._store_checked
+        self._store_checked = before | frozenset(covalues)
+        try:
+            yield
+        finally:
+            self._store_checked = before

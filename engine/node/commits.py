@@ -32,7 +32,7 @@ from engine.errors import StorageEnvironmentError, StorageUnavailable
 from engine.model.header import Header
 from engine.storage.interface import SessionWrite, StoreWriter
 
-__all__ = ["COMMIT_RETRY_INITIAL", "COMMIT_RETRY_MAX", "BackgroundCommits"]
+__all__ = ["COMMIT_RETRY_INITIAL", "COMMIT_RETRY_MAX", "BackgroundCommits", "CommitStatus"]
 
 logger = logging.getLogger(__name__)
 
@@ -152,3 +152,50 @@ class BackgroundCommits:
         if self._writer is not None and not self._closed:
             self._writer.close_blocking()
         self._closed = True
+
+
+class CommitStatus:
+    """What a node tells of its background commits (:class:`~engine.node.LocalNode` is one):
+    the sync layer's view of what is on disk."""
+
+    _commits: BackgroundCommits
+
+    def flush(self) -> None:
+        raise NotImplementedError  # the node's
+
+    @property
+    def submitted_seq(self) -> int:
+        """Background commits handed to the writer, numbered (0 without background commits)."""
+        return self._commits.submitted_seq
+
+    @property
+    def committed_seq(self) -> int:
+        """Every background commit up to this one is on disk (a failed one holds it back
+        until its retry commits)."""
+        return self._commits.committed_seq
+
+    @property
+    def commit_failures(self) -> int:
+        """Background commits that failed (each is retried; the error is logged)."""
+        return self._commits.failures
+
+    @property
+    def storage_unavailable(self) -> StorageUnavailable | None:
+        """The store's error while it refuses writes (its disk is full), else None: a serving
+        node then refuses new writes with it and keeps serving reads."""
+        return self._commits.unavailable
+
+    @property
+    def commits_in_flight(self) -> int:
+        """Background commits handed to the writer and not finished yet."""
+        return self._commits.in_flight
+
+    async def durable(self) -> None:
+        """Wait until every batch flushed so far has committed (at once without background
+        commits). A failed commit ends the wait too: it is retried as a new batch."""
+        self.flush()
+        await self._commits.settled()
+
+    def on_commit(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener`` after each background commit finishes; returns an unsubscriber."""
+        return self._commits.on_commit(listener)

@@ -44,7 +44,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -55,7 +55,6 @@ from engine.errors import (
     LeaseError,
     PermissionDenied,
     StorageEnvironmentError,
-    StorageUnavailable,
     UnknownCoValue,
     UsageError,
 )
@@ -75,13 +74,13 @@ from engine.model.known_state import KnownState
 from engine.model.session_log import MAX_BATCH_BYTES, MAX_BATCH_TRANSACTIONS, Chunk
 from engine.node import access
 from engine.node.changes import ChangeEvent, ChangeKind, Subscriber
-from engine.node.cluster import absorb_stored, absorb_tails, refresh_sessions, tail_request
-from engine.node.commits import BackgroundCommits
+from engine.node.cluster import SharedStoreNode, refresh_sessions
+from engine.node.commits import BackgroundCommits, CommitStatus
 from engine.node.leases import LeaseKeeper
 from engine.node.loading import load_core
 from engine.node.revocations import held_writes
 from engine.recovery.correction import Replacement, apply_correction
-from engine.storage.interface import ChangeLogStore, SessionWrite, Store, StoredCounts, StoredTail, TailRequest
+from engine.storage.interface import ChangeLogStore, SessionWrite, Store, StoredCounts
 from engine.storage.opener import open_store
 
 __all__ = ["ChangeEvent", "ChangeKind", "LocalNode", "now_ms"]
@@ -102,7 +101,7 @@ def _loop_running() -> bool:
     return True
 
 
-class LocalNode:
+class LocalNode(CommitStatus, SharedStoreNode):
     """One account's replica. Not thread-safe: use it from one thread (or one asyncio loop).
 
     ``store`` None keeps everything in memory. ``session`` given explicitly bypasses the
@@ -401,43 +400,6 @@ class LocalNode:
 
         self._commits.submit(headers, writes, settled)
 
-    @property
-    def submitted_seq(self) -> int:
-        """Background commits handed to the writer, numbered (0 without background commits)."""
-        return self._commits.submitted_seq
-
-    @property
-    def committed_seq(self) -> int:
-        """Every background commit up to this one is on disk (a failed one holds it back
-        until its retry commits)."""
-        return self._commits.committed_seq
-
-    @property
-    def commit_failures(self) -> int:
-        """Background commits that failed (each is retried; the error is logged)."""
-        return self._commits.failures
-
-    @property
-    def storage_unavailable(self) -> StorageUnavailable | None:
-        """The store's error while it refuses writes (its disk is full), else None: a serving
-        node then refuses new writes with it and keeps serving reads."""
-        return self._commits.unavailable
-
-    @property
-    def commits_in_flight(self) -> int:
-        """Background commits handed to the writer and not finished yet."""
-        return self._commits.in_flight
-
-    async def durable(self) -> None:
-        """Wait until every batch flushed so far has committed (at once without background
-        commits). A failed commit ends the wait too: it is retried as a new batch."""
-        self.flush()
-        await self._commits.settled()
-
-    def on_commit(self, listener: Callable[[], None]) -> Callable[[], None]:
-        """Call ``listener`` after each background commit finishes; returns an unsubscriber."""
-        return self._commits.on_commit(listener)
-
     def stored_count(self, covalue: CoValueID, session: SessionID) -> int:
         """How much of ``session`` the store holds, as far as this node knows (0 without a
         store); a background commit counts from when it is handed over until it fails."""
@@ -538,47 +500,6 @@ class LocalNode:
         if not self._batch_depth:
             self.flush()
         return report
-
-    def absorb_stored(self, covalue: CoValueID) -> bool:
-        """Bring into memory, verified, what the store holds of ``covalue`` beyond this node's
-        copy (another node sharing the store wrote it; :mod:`engine.node.cluster`). True
-        when memory changed (subscribers were told, as for received content). A CoValue not
-        in memory is left alone: it is loaded, current, on first use."""
-        core = self.covalues.get(covalue)
-        if core is None or self.store is None:
-            return False
-        return absorb_stored(self.store, core, own=self.session, stored_counts=self._stored, notify=self._notify)
-
-    def stored_request(self, covalue: CoValueID, sessions: Iterable[SessionID] | None) -> TailRequest | None:
-        """What to read from a store other nodes write before content for ``sessions`` of
-        ``covalue`` is judged (None: every session, to catch up); None when there is nothing
-        to read (the CoValue is not in memory, or no other node writes the store). Read it
-        with :meth:`ChangeFeed.read_tails <engine.storage.interface.ChangeFeed.read_tails>`
-        and hand the answer to :meth:`absorb_tails`."""
-        core = self.covalues.get(covalue)
-        if core is None or not self._shared_store:
-            return None
-        return tail_request(core, sessions, own=self.session)
-
-    def absorb_tails(self, covalue: CoValueID, tails: Sequence[StoredTail]) -> bool:
-        """Bring into memory, verified, what the store was just read to hold of ``covalue``
-        beyond memory (:func:`engine.node.cluster.absorb_tails`); True when memory changed."""
-        core = self.covalues.get(covalue)
-        if core is None or self.store is None:
-            return False
-        return absorb_tails(self.store, core, tails, stored_counts=self._stored, notify=self._notify)
-
-    @contextmanager
-    def checked_against_store(self, covalues: Iterable[CoValueID]) -> Iterator[None]:
-        """Content for ``covalues`` applied inside was just judged against the store by the
-        caller (:meth:`absorb_tails` of a fresh read), so :meth:`apply_content` does not read
-        it again."""
-        before = self._store_checked
-        self._store_checked = before | frozenset(covalues)
-        try:
-            yield
-        finally:
-            self._store_checked = before
 
     def _recheck_tombstones(self, group: CoValueID) -> None:
         """A group changed or arrived: delete markers of CoValues it owns that could not be

@@ -350,6 +350,13 @@ class KVTooManyWatches(KVError):
     code = "kv_too_many_watches"
 
 
+class KVBusy(KVError):
+    """A node has as many CAS-slot requests waiting for its store as it keeps waiting
+    (``engine.net.kv_worker.MAX_KV_WAITING``); nothing was done: ask again."""
+
+    code = "kv_busy"
+
+
 class KVRefused(KVError):
     """A node refused a CAS-slot request with ``kv_error{code}`` for a code that has no class
     of its own here (``storage_unavailable``, ``invalid_message``, ...); ``reason`` is it."""

@@ -42,6 +42,7 @@ from engine.errors import (
     KintsugiError,
     KVAccessDenied,
     KVBadKey,
+    KVBusy,
     KVError,
     KVRefused,
     KVTooManyWatches,
@@ -95,6 +96,7 @@ REFUSALS: dict[str, type[KVError]] = {
     KVBadKey.code: KVBadKey,
     KVValueTooLarge.code: KVValueTooLarge,
     KVTooManyWatches.code: KVTooManyWatches,
+    KVBusy.code: KVBusy,
 }
 
 

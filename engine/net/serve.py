@@ -27,6 +27,7 @@ from engine.model.audit import AuditAction
 from engine.net.client import SyncClient
 from engine.net.cluster import DEFAULT_HEARTBEAT_INTERVAL, ClusterMonitor
 from engine.net.follow import ClusterFollower
+from engine.net.kv_worker import KvWorker
 from engine.net.recover import AdminRecoverer
 from engine.net.server import NodeServer
 from engine.net.shell import SyncShell
@@ -175,14 +176,25 @@ async def serve(
     server = NodeServer(shell, admins=admin_ids)
     shell.manager.on_admin_action = AdminActions(node, shell.send_to, node_name=server.name)
     # On a store other nodes write too, follow their changes (before anyone can connect).
-    follower = ClusterFollower(shell, node.store.change_feed()) if isinstance(node.store, ChangeLogStore) else None
+    # There, too, answer CAS-slot requests off the loop: each is a database round trip.
+    shared = node.store if isinstance(node.store, ChangeLogStore) else None
+    follower = ClusterFollower(shell, shared.change_feed()) if shared is not None else None
+    kv_worker = KvWorker(shell, shared) if shared is not None else None
+
+    async def stop_following() -> None:
+        if kv_worker is not None:
+            await kv_worker.stop()
+        if follower is not None:
+            await follower.stop()
+
     try:
         if follower is not None:
             await follower.start()
+        if kv_worker is not None:
+            await kv_worker.start()
         url = await server.start(host, port)
     except BaseException as exc:
-        if follower is not None:
-            await follower.stop()
+        await stop_following()
         shell.close()
         await node.aclose()
         if isinstance(exc, OSError):
@@ -193,8 +205,7 @@ async def serve(
     try:
         await cluster.start()
     except BaseException:
-        if follower is not None:
-            await follower.stop()
+        await stop_following()
         await server.close()
         shell.close()
         await node.aclose()
@@ -219,8 +230,7 @@ async def serve(
         await cluster.stop()
         for link in links:
             await link.stop()
-        if follower is not None:
-            await follower.stop()
+        await stop_following()
         await server.close()
         shell.close()
         await node.aclose()

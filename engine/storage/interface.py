@@ -53,6 +53,7 @@ __all__ = [
     "ChangeFeed",
     "ChangeLogStore",
     "ChangePage",
+    "OwnKV",
     "TailRequest",
     "Tails",
     "CoValueReplace",
@@ -597,6 +598,15 @@ class ChangeFeed(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class OwnKV:
+    """A store's CAS slots on a connection of their own (:meth:`ChangeLogStore.open_kv`), for
+    calls made on one other thread than the store's; ``close`` ends that connection."""
+
+    kv: KVStore
+    close: Callable[[], None]
+
+
 @runtime_checkable
 class ChangeLogStore(Protocol):
     """A store that other nodes write too: its writes are recorded in a change log that
@@ -605,6 +615,11 @@ class ChangeLogStore(Protocol):
 
     def change_feed(self) -> ChangeFeed:
         """A new feed on this store's change log, with connections of its own."""
+        ...
+
+    def open_kv(self) -> OwnKV:
+        """The store's CAS slots (as :attr:`Store.kv`, the same writer and change log) on a
+        new connection of their own, so another thread may wait on them."""
         ...
 
     def read_tails(self, requests: Mapping[CoValueID, TailRequest], *, exclude: SessionID) -> Tails:

@@ -48,11 +48,12 @@ from engine.errors import (
     KVTooManyWatches,
     KVValueTooLarge,
     ProtocolError,
+    StorageBugError,
     StorageError,
 )
 from engine.ids import AccountID
 from engine.kv.envelope import MAX_SLOT_VALUE_SIZE, Present, Slot, Tombstone
-from engine.kv.store import MAX_KEY_LENGTH, AccountKV, KVStore, Stored, check_address
+from engine.kv.store import MAX_KEY_LENGTH, AccountKV, CASResult, KVStore, Listing, Stored, check_address
 from engine.protocol.messages import (
     MAX_KV_LIST_PAGE,
     KvCas,
@@ -75,6 +76,8 @@ __all__ = [
     "MAX_WATCHES_PER_CONNECTION",
     "KvRequest",
     "KvService",
+    "KvStep",
+    "KvWork",
     "Watch",
     "cas_slot_to_wire",
     "check_key",
@@ -161,12 +164,42 @@ class Watch:
     prefix: str
 
 
+@dataclass(frozen=True, slots=True)
+class KvWork:
+    """The store call a request needs (:meth:`KvService.plan`), to be made wherever the host
+    likes — on the loop, or on a thread of its own — and then, back on the loop, handed to
+    :meth:`KvService.finish` with its outcome. ``peer`` and ``msg`` are None for a slot
+    another node stored (:meth:`KvService.stored_elsewhere`)."""
+
+    peer: Requester | None
+    msg: KvRequest | None
+    call: Callable[[], Any]
+    then: Callable[[Any], Outgoing]
+
+    def run(self) -> tuple[bool, Any]:
+        """Make the store call: ``(True, result)`` or ``(False, error)``; never raises."""
+        try:
+            return True, self.call()
+        except KintsugiError as exc:
+            return False, exc
+        except Exception as exc:  # a bug below the store's contract: the requester still hears
+            return False, StorageBugError(f"the CAS store failed: {exc!r}")
+
+
+#: What a request leads to: messages at once (a refusal), or a store call to make first.
+KvStep: TypeAlias = "KvWork | Outgoing"
+
+
 class KvService:
     """Answers CAS-slot requests from the peers of one replica (see the module docstring).
 
     ``kv`` is the replica's store of slots; ``clock_ms`` stamps tombstones; ``reply_budget``
     is how many bytes a ``kv_keys`` page's items may take. Not thread-safe: the loop that
-    drives the sync manager drives this too.
+    drives the sync manager drives this too. Each request is checked first, then its one
+    store call is made (:class:`KvWork`), then its reply and events are built: a host that
+    makes the store calls off its loop (:mod:`engine.net.kv_worker`) makes them in the order
+    it was handed them and finishes them in that order, so replies and events keep the order
+    the slots were stored in.
     """
 
     def __init__(
@@ -191,19 +224,43 @@ class KvService:
     def handle(self, peer: Requester, msg: KvRequest) -> Outgoing:
         """The messages ``msg`` from ``peer`` causes, as ``(peer id, message)`` in sending
         order: its reply (or ``kv_error``) to ``peer``, then, for a stored change, the
-        ``kv_event`` of every watch that covers it."""
+        ``kv_event`` of every watch that covers it. The store call is made here and now."""
+        step = self.plan(peer, msg)
+        return step if isinstance(step, list) else self.finish(step, step.run())
+
+    def plan(self, peer: Requester, msg: KvRequest) -> KvStep:
+        """Check ``msg``: its refusal at once, or the store call it needs (see :meth:`handle`)."""
         try:
             if isinstance(msg, KvGet):
-                return [(peer.id, self._get(peer, msg))]
+                return self._get(peer, msg)
             if isinstance(msg, KvCas):
                 return self._cas(peer, msg)
             if isinstance(msg, KvList):
-                return [(peer.id, self._list(peer, msg))]
-            return [(peer.id, self._watch(peer, msg))]
+                return self._list(peer, msg)
+            return self._watch(peer, msg)
         except KintsugiError as exc:
-            level = logging.WARNING if isinstance(exc, StorageError) else logging.INFO
-            logger.log(level, "%s %s from %s refused: %s %s", msg.T, msg.rid, peer.id, exc.code, exc.detail)
-            return [(peer.id, KvError(msg.rid, exc.code, exc.detail or exc.code))]
+            return self._refused(peer, msg, exc)
+
+    def finish(self, work: KvWork, outcome: tuple[bool, Any]) -> Outgoing:
+        """The messages a store call's ``outcome`` (:meth:`KvWork.run`) leads to."""
+        ok, value = outcome
+        try:
+            if not ok:
+                raise value
+            return work.then(value)
+        except KintsugiError as exc:
+            if work.peer is None or work.msg is None:
+                logger.warning(
+                    "could not read a slot stored elsewhere to tell its watches: %s %s", exc.code, exc.detail
+                )
+                return []
+            return self._refused(work.peer, work.msg, exc)
+
+    @staticmethod
+    def _refused(peer: Requester, msg: KvRequest, exc: KintsugiError) -> Outgoing:
+        level = logging.WARNING if isinstance(exc, StorageError) else logging.INFO
+        logger.log(level, "%s %s from %s refused: %s %s", msg.T, msg.rid, peer.id, exc.code, exc.detail)
+        return [(peer.id, KvError(msg.rid, exc.code, exc.detail or exc.code))]
 
     def drop_peer(self, peer_id: str) -> None:
         """The connection ``peer_id`` is gone: its watches end."""
@@ -214,23 +271,27 @@ class KvService:
                 del self._watches[namespace]
                 self._told.pop(namespace, None)
 
-    def stored_elsewhere(self, namespace: str, key: str) -> Outgoing:
+    def stored_elsewhere(self, namespace: str, key: str) -> KvStep:
         """The ``kv_event`` s for a slot another node sharing the store stored (its change
-        log named it): the slot as it is now, to every watch that covers it, unless the
-        watches were told of this generation or a newer one already. Generations told only
-        grow; several changes stored elsewhere between two catch-ups arrive as the last."""
-        watches = [w for w in self._watches.get(namespace, {}).values() if key.startswith(w.prefix)]
-        if not watches:
+        log named it): the slot as it is now (one store call, :class:`KvWork`), to every
+        watch that covers it, unless the watches were told of this generation or a newer one
+        already. Generations told only grow; several changes stored elsewhere between two
+        catch-ups arrive as the last. Nothing when no watch covers it."""
+        if not self._covering(namespace, key):
             return []
-        try:
-            generation, slot = self.kv.get(namespace, key)
-        except KintsugiError as exc:
-            logger.warning("could not read %s/%s to tell its watches: %s %s", namespace, key, exc.code, exc.detail)
-            return []
-        wire = slot_to_wire(slot)
-        if wire is None or not self._tell(namespace, key, generation):
-            return []
-        return [(w.peer_id, KvEvent(w.rid, namespace, key, generation, wire)) for w in watches]
+
+        def then(got: tuple[int, Slot | None]) -> Outgoing:
+            generation, slot = got
+            wire = slot_to_wire(slot)
+            watches = self._covering(namespace, key)
+            if wire is None or not watches or not self._tell(namespace, key, generation):
+                return []
+            return [(w.peer_id, KvEvent(w.rid, namespace, key, generation, wire)) for w in watches]
+
+        return KvWork(None, None, lambda: self.kv.get(namespace, key), then)
+
+    def _covering(self, namespace: str, key: str) -> list[Watch]:
+        return [w for w in self._watches.get(namespace, {}).values() if key.startswith(w.prefix)]
 
     def _tell(self, namespace: str, key: str, generation: int) -> bool:
         """Note that the watches of ``namespace`` hear of ``key`` at ``generation``; False
@@ -255,24 +316,33 @@ class KvService:
         check_key(namespace, key)
         return AccountKV(self.kv, peer.account, admin=peer.admin)
 
-    def _get(self, peer: Requester, msg: KvGet) -> KvValue:
-        generation, slot = self._view(peer, msg.namespace, msg.key).get(msg.namespace, msg.key)
-        return KvValue(msg.rid, msg.namespace, msg.key, generation, slot_to_wire(slot))
+    def _get(self, peer: Requester, msg: KvGet) -> KvWork:
+        view = self._view(peer, msg.namespace, msg.key)
 
-    def _cas(self, peer: Requester, msg: KvCas) -> Outgoing:
+        def then(got: tuple[int, Slot | None]) -> Outgoing:
+            return [(peer.id, KvValue(msg.rid, msg.namespace, msg.key, got[0], slot_to_wire(got[1])))]
+
+        return KvWork(peer, msg, lambda: view.get(msg.namespace, msg.key), then)
+
+    def _cas(self, peer: Requester, msg: KvCas) -> KvWork:
         view = self._view(peer, msg.namespace, msg.key)
         slot = self._requested_slot(peer.account, msg.slot)
-        result = view.cas(msg.namespace, msg.key, msg.expect, slot)
-        if not isinstance(result, Stored):
-            logger.debug("kv_cas %s/%s from %s lost at %d", msg.namespace, msg.key, peer.id, result.generation)
-            return [(peer.id, KvResult(msg.rid, "conflict", result.generation, slot_to_wire(result.slot)))]
-        wire = slot_to_wire(slot)
-        assert wire is not None
-        out: Outgoing = [(peer.id, KvResult(msg.rid, "stored", result.generation, wire))]
-        watches = [w for w in self._watches.get(msg.namespace, {}).values() if msg.key.startswith(w.prefix)]
-        if watches and self._tell(msg.namespace, msg.key, result.generation):
-            out.extend((w.peer_id, KvEvent(w.rid, msg.namespace, msg.key, result.generation, wire)) for w in watches)
-        return out
+
+        def then(result: CASResult) -> Outgoing:
+            if not isinstance(result, Stored):
+                logger.debug("kv_cas %s/%s from %s lost at %d", msg.namespace, msg.key, peer.id, result.generation)
+                return [(peer.id, KvResult(msg.rid, "conflict", result.generation, slot_to_wire(result.slot)))]
+            wire = slot_to_wire(slot)
+            assert wire is not None
+            out: Outgoing = [(peer.id, KvResult(msg.rid, "stored", result.generation, wire))]
+            watches = self._covering(msg.namespace, msg.key)
+            if watches and self._tell(msg.namespace, msg.key, result.generation):
+                out.extend(
+                    (w.peer_id, KvEvent(w.rid, msg.namespace, msg.key, result.generation, wire)) for w in watches
+                )
+            return out
+
+        return KvWork(peer, msg, lambda: view.cas(msg.namespace, msg.key, msg.expect, slot), then)
 
     def _requested_slot(self, account: AccountID, wire: dict[str, Any]) -> Slot:
         """The slot a ``kv_cas`` asks to store: its value (at most the envelope's size), or a
@@ -282,25 +352,43 @@ class KvService:
         check_value(wire)
         return Present(wire["present"])
 
-    def _list(self, peer: Requester, msg: KvList) -> KvKeys:
+    def _list(self, peer: Requester, msg: KvList) -> KvWork:
+        view = self._view(peer, msg.namespace, msg.prefix)
+        return KvWork(
+            peer,
+            msg,
+            lambda: view.list(msg.namespace, msg.prefix),
+            lambda listing: [(peer.id, self._page(msg, listing))],
+        )
+
+    def _page(self, msg: KvList, listing: Listing) -> KvKeys:
         """One page: at most ``limit`` keys under ``prefix`` sorted after ``after``, cut to
         the reply budget; ``more`` when keys were left out."""
-        listing = self._view(peer, msg.namespace, msg.prefix).list(msg.namespace, msg.prefix)
         if msg.after is not None:
             listing = [row for row in listing if row[0] > msg.after]
         page = min(msg.limit or MAX_KV_LIST_PAGE, MAX_KV_LIST_PAGE)
         items, dropped = first_within(_items(listing[:page]), self.reply_budget)
         return KvKeys(msg.rid, msg.namespace, items, more=bool(dropped) or len(listing) > page)
 
-    def _watch(self, peer: Requester, msg: KvWatch) -> KvKeys:
-        first_page = self._list(peer, KvList(msg.rid, msg.namespace, msg.prefix))
+    def _watch(self, peer: Requester, msg: KvWatch) -> KvWork:
+        view = self._view(peer, msg.namespace, msg.prefix)
+        self._check_room(peer, msg)
+
+        def then(listing: Listing) -> Outgoing:
+            # Checked again: another watch of this connection may have started meanwhile.
+            self._check_room(peer, msg)
+            first_page = self._page(KvList(msg.rid, msg.namespace, msg.prefix), listing)
+            self._rids.setdefault(peer.id, {})[msg.rid] = msg.namespace
+            self._watches.setdefault(msg.namespace, {})[(peer.id, msg.rid)] = Watch(
+                peer.id, msg.rid, msg.namespace, msg.prefix
+            )
+            return [(peer.id, first_page)]
+
+        return KvWork(peer, msg, lambda: view.list(msg.namespace, msg.prefix), then)
+
+    def _check_room(self, peer: Requester, msg: KvWatch) -> None:
         rids = self._rids.get(peer.id, {})
         if msg.rid in rids:
             raise ProtocolError(f"watch {msg.rid} is already running on this connection", code="invalid_message")
         if len(rids) >= self.max_watches:
             raise KVTooManyWatches(f"a connection holds at most {self.max_watches} watches")
-        self._rids.setdefault(peer.id, {})[msg.rid] = msg.namespace
-        self._watches.setdefault(msg.namespace, {})[(peer.id, msg.rid)] = Watch(
-            peer.id, msg.rid, msg.namespace, msg.prefix
-        )
-        return first_page

@@ -80,7 +80,7 @@ from engine.sync.admin import answer_admin
 from engine.sync.chunks import longest_stretch, servable_stretch, split_content
 from engine.sync.cluster import ClusterReport
 from engine.sync.events import EventRing, SyncEvent, SyncEventKind
-from engine.sync.kv_service import KV_REPLIES, KV_REPLY_HEADROOM, KV_REQUESTS, KvRequest, KvService
+from engine.sync.kv_service import KV_REPLIES, KV_REPLY_HEADROOM, KV_REQUESTS, KvRequest, KvService, KvStep, KvWork
 from engine.sync.state import Outbox, PeerKind, PeerState, SyncHost
 from engine.sync.strangers import InvalidQuota
 
@@ -125,6 +125,10 @@ class SyncManager:
         self.invalid_quota = InvalidQuota()
         #: answers CAS-slot requests and keeps each connection's watches
         self.kv = KvService(host.kv, host.clock_ms, reply_budget=limits.max_frame_size - KV_REPLY_HEADROOM)
+        #: set by a host that makes the CAS store's calls off its loop (engine/net/kv_worker.py):
+        #: takes each call, in order, and hands its outcome to :meth:`kv_finished` on the loop,
+        #: in the same order; None: the calls are made at once
+        self.kv_offload: Callable[[KvWork], None] | None = None
         self._out: Outbox = []
         self._forwarded_loads: set[CoValueID] = set()
         self._unsubscribe = host.subscribe(lambda event: self.local_changed(event.covalue))
@@ -191,7 +195,22 @@ class SyncManager:
         """Other nodes sharing the store stored these CAS slots ``(namespace, key)``: tell
         the watches that cover them (:meth:`KvService.stored_elsewhere`)."""
         for namespace, key in slots:
-            self._out.extend(self.kv.stored_elsewhere(namespace, key))
+            self._kv_step(self.kv.stored_elsewhere(namespace, key))
+
+    def kv_finished(self, work: KvWork, outcome: tuple[bool, Any]) -> None:
+        """A store call handed to :attr:`kv_offload` was made: send what follows from it
+        (nothing when its connection went meanwhile)."""
+        if work.peer is not None and work.peer.id not in self.peers:
+            return
+        self._out.extend(self.kv.finish(work, outcome))
+
+    def _kv_step(self, step: KvStep) -> None:
+        if isinstance(step, list):
+            self._out.extend(step)
+        elif self.kv_offload is None:
+            self._out.extend(self.kv.finish(step, step.run()))
+        else:
+            self.kv_offload(step)
 
     def local_changed(self, covalue: CoValueID) -> None:
         """The host changed ``covalue`` (a local write, applied content, a replace, a delete):
@@ -474,7 +493,7 @@ class SyncManager:
             self.on_reply(peer.id, msg)
 
     def _on_kv(self, peer: PeerState, msg: KvRequest) -> None:
-        self._out.extend(self.kv.handle(peer, msg))
+        self._kv_step(self.kv.plan(peer, msg))
 
     _handlers: ClassVar[dict[type[Message], Callable[[SyncManager, PeerState, Any], None]]] = {
         Load: _on_load,

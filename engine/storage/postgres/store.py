@@ -42,6 +42,7 @@ from engine.storage.interface import (
     CorruptRecord,
     CoValueReplace,
     CoValueRow,
+    OwnKV,
     RawRow,
     SessionWrite,
     StoredCounts,
@@ -119,6 +120,11 @@ class PostgresStore:
         """CAS slots on this store's connection with another writer name, clock or history
         length than :attr:`kv` (as :class:`~engine.storage.sqlite.kv.SQLiteKV` takes them)."""
         return PostgresKV(self._link, writer=writer, clock_ms=clock_ms, log_keep=log_keep, origin=self.origin)
+
+    def open_kv(self) -> OwnKV:
+        """See :meth:`ChangeLogStore.open_kv <engine.storage.interface.ChangeLogStore.open_kv>`."""
+        link = PgLink(self._params, name="kintsugi-postgres-kv")
+        return OwnKV(PostgresKV(link, writer=self._writer_name, origin=self.origin), link.close)
 
     def background_writer(self) -> PostgresWriter:
         """A new, not yet started writer with its own connection to this database."""

@@ -1,7 +1,8 @@
 """A watch on one node of a cluster hears of the CAS slots stored through the other nodes
 (engine/storage/postgres/kv.py records them in the change log; engine/net/follow.py hands
 them to engine/sync/kv_service.py ``stored_elsewhere``), over real loopback WebSockets, two
-nodes on one PostgreSQL database."""
+nodes on one PostgreSQL database, each making its CAS store calls off its loop
+(engine/net/kv_worker.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from engine.kv.envelope import Present, Tombstone
 from engine.kv.store import Stored
 from engine.net.follow import ClusterFollower
 from engine.net.kv_client import RemoteKV, SlotChange
+from engine.net.kv_worker import KvWorker
 from engine.net.server import NodeServer
 from engine.net.shell import SyncShell
 from engine.node.facade import LocalNode
@@ -32,6 +34,7 @@ class ClusterNode:
     node: LocalNode
     shell: SyncShell
     follower: ClusterFollower
+    kv_worker: KvWorker
     url: str
 
 
@@ -43,11 +46,14 @@ async def cluster_node(pg_url: str) -> AsyncIterator[ClusterNode]:
     shell = SyncShell(node)
     server = NodeServer(shell)
     follower = ClusterFollower(shell, store.change_feed())
+    kv_worker = KvWorker(shell, store)
     await follower.start()
+    await kv_worker.start()
     try:
-        yield ClusterNode(node, shell, follower, await server.start())
+        yield ClusterNode(node, shell, follower, kv_worker, await server.start())
     finally:
         await server.close()
+        await kv_worker.stop()
         await follower.stop()
         shell.close()
         await node.aclose()

@@ -1,8 +1,8 @@
 """``kintsugi node serve``: run a sync node on a store until SIGTERM/SIGINT.
 
 Before anything is created or bound, the arguments are checked (usage errors, exit 2): the
-port is 0-65535, every URL of every ``--upstream`` is a ``ws://``/``wss://`` URL, ``--store`` is a store
-directory or a store's database file (:func:`~engine.cli.stores.check_servable`), and
+port is 0-65535, every URL of every ``--upstream`` is a ``ws://``/``wss://`` URL, ``--store``
+is a store directory or a store's database file (:func:`~engine.cli.stores.check_servable`), and
 ``--config`` and the limit flags are valid (:mod:`engine.cli.limits_config`). A ``--host``
 that is not an address of this machine fails at once when binding (exit 2), a port in use
 with ``listen_failed`` (exit 1). The node logs at INFO by default (its listening URL among

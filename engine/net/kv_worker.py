@@ -33,6 +33,7 @@ import logging
 from typing import Any
 
 from engine.errors import KVBusy
+from engine.kv.store import KVStore
 from engine.net.shell import SyncShell
 from engine.storage.interface import ChangeLogStore, OwnKV
 from engine.sync.kv_service import KvWork
@@ -59,7 +60,7 @@ class KvWorker:
         self._own: OwnKV | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._previous: Any = None
+        self._previous: KVStore | None = None
         self._stopped = False
 
     async def start(self) -> None:
@@ -78,7 +79,7 @@ class KvWorker:
         if self._stopped:
             return
         self._stopped = True
-        if self.shell.manager.kv_offload == self._offload:
+        if self.shell.manager.kv_offload == self._offload and self._previous is not None:
             self.shell.manager.kv_offload = None
             self.shell.manager.kv.kv = self._previous
         if self._executor is not None:
@@ -89,13 +90,9 @@ class KvWorker:
 
     def _offload(self, work: KvWork) -> None:
         """On the loop: queue ``work``'s store call (the manager hands requests over in order)."""
-        if self._stopped or self._executor is None:
-            self._finish(work, work.run())  # stopping: made here, as without a worker
-            return
+        assert self._executor is not None  # installed by start(), taken back by stop()
         if self.waiting >= MAX_KV_WAITING:
-            busy = KVBusy(f"{MAX_KV_WAITING} requests are waiting for the store")
-            self.shell.manager.kv_finished(work, (False, busy))
-            self.shell.schedule_dispatch()
+            self._finish(work, (False, KVBusy(f"{MAX_KV_WAITING} requests are waiting for the store")))
             return
         self.waiting += 1
         future = self._executor.submit(work.run)

@@ -31,7 +31,7 @@ from contextlib import contextmanager
 
 from engine.covalue import CoValueCore, OutcomeStatus
 from engine.ids import CoValueID, SessionID
-from engine.model.session_log import Chunk
+from engine.model.session_log import Chunk, sigs_between
 from engine.node.changes import ChangeEvent, ChangeKind
 from engine.storage.interface import ChangeLogStore, Store, StoredCounts, StoredTail, TailRequest
 
@@ -122,7 +122,7 @@ def absorb_tails(
             other.append(sid)
             continue
         skip = held - tail.after
-        chunks[sid] = Chunk(held, list(tail.txs[skip:]), {n: s for n, s in tail.sigs.items() if n > held})
+        chunks[sid] = Chunk(held, list(tail.txs[skip:]), sigs_between(tail.sigs, held, tail.count))
         ends[sid] = tail.count
     changed = False
     if chunks:

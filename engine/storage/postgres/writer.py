@@ -5,9 +5,9 @@ The same contract as the SQLite store's :class:`~engine.storage.sqlite.queue.Asy
 connection of its own, writes committed strictly in submission order, the writes waiting
 together committed as one group (one transaction, so one WAL flush for many), a write that
 fails failing alone (the group is run again with each write in its own savepoint), and a
-future resolved on the caller's loop only after the group's COMMIT returned — an acknowledgement sent from it is
-durable. At most :data:`MAX_QUEUED_OPERATIONS` writes wait; beyond that :meth:`write` refuses,
-so callers apply backpressure instead of growing memory.
+future resolved on the caller's loop only after the group's COMMIT returned — an
+acknowledgement sent from it is durable. At most :data:`MAX_QUEUED_OPERATIONS` writes wait;
+beyond that :meth:`write` refuses, so callers apply backpressure instead of growing memory.
 
 How: the writer owns a :class:`~engine.storage.postgres.connection.LoopThread`, and the worker
 is a coroutine on that private loop that takes writes from an :class:`asyncio.Queue` there.

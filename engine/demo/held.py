@@ -193,6 +193,9 @@ class HeldStore:
     def session_window(self, covalue: CoValueID, session: SessionID, offset: int, limit: int) -> list[RawRow]:
         return self.inner.session_window(covalue, session, offset, limit)
 
+    def session_hash(self, covalue: CoValueID, session: SessionID, index: int) -> bytes | None:
+        return self.inner.session_hash(covalue, session, index)
+
     def signature(self, key: int, n: int) -> bytes | None:
         return self.inner.signature(key, n)
 

@@ -167,6 +167,11 @@ class _Recording:
                 self.sink.rows(fresh)
         return rows
 
+    def row_hash(self, index: int) -> bytes | None:
+        found = self.inner.row_hash(index)
+        self.rows_read += found is not None
+        return found
+
     def checkpoints(self) -> Sequence[int]:
         return self.inner.checkpoints()
 

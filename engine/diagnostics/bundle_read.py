@@ -426,6 +426,10 @@ class BundleSessionSource:
         self.rows_read += len(out)
         return out
 
+    def row_hash(self, index: int) -> bytes | None:
+        rows = self.window(index, 1)
+        return rows[0][2] if rows else None
+
     def checkpoints(self) -> Sequence[int]:
         return self._checkpoints
 

@@ -195,14 +195,13 @@ class CompareRow:
 
 
 def hash_reader(source: SessionSource) -> HashAt:
-    """``h(n)`` of ``source`` by one-row windows (``h(0)`` is the chain base; a row missing
-    from storage reads as an empty hash, which matches nothing)."""
+    """``h(n)`` of ``source``, one stored hash at a time (``h(0)`` is the chain base; a row
+    missing from storage reads as an empty hash, which matches nothing)."""
 
     def hash_at(n: int) -> bytes:
         if n <= 0:
             return source.base()
-        rows = source.window(n - 1, 1)
-        return rows[0][2] if rows and rows[0][0] == n - 1 else b""
+        return source.row_hash(n - 1) or b""
 
     return hash_at
 

@@ -66,6 +66,9 @@ class CheckpointSessionSource:
     def window(self, offset: int, limit: int) -> list[RawRow]:
         return []
 
+    def row_hash(self, index: int) -> bytes | None:
+        return None  # only the points are known (see known_points)
+
     def checkpoints(self) -> Sequence[int]:
         return sorted(self._sigs)
 

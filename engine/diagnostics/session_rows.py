@@ -84,6 +84,11 @@ class SessionSource(Protocol):
         """
         ...
 
+    def row_hash(self, index: int) -> bytes | None:
+        """The stored chain hash of row ``index`` (``h(index + 1)``), read on its own (a
+        binary search's probe); None when the row is missing. Counts in :attr:`rows_read`."""
+        ...
+
     def checkpoints(self) -> Sequence[int]:
         """Checkpoint counts ``n`` (sorted): ``sig(n)`` signs ``h(n)``."""
         ...
@@ -151,6 +156,13 @@ class StoreSessionSource:
         self.rows_read += len(rows)
         return rows
 
+    def row_hash(self, index: int) -> bytes | None:
+        if not 0 <= index < self._count:
+            return None
+        found = self.store.session_hash(self.covalue, self.session, index)
+        self.rows_read += found is not None
+        return found
+
     def checkpoints(self) -> Sequence[int]:
         return self._checkpoints
 
@@ -205,6 +217,13 @@ class LogSessionSource:
         rows = [(i, log.txs[i], log.hashes[i]) for i in range(start, stop)]
         self.rows_read += len(rows)
         return rows
+
+    def row_hash(self, index: int) -> bytes | None:
+        log = self._get_log()
+        if log is None or not 0 <= index < log.count:
+            return None
+        self.rows_read += 1
+        return log.hashes[index]
 
     def checkpoints(self) -> Sequence[int]:
         log = self._get_log()

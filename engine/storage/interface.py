@@ -383,6 +383,11 @@ class Store(Protocol):
         stored block is unreadable."""
         ...
 
+    def session_hash(self, covalue: CoValueID, session: SessionID, index: int) -> bytes | None:
+        """The stored chain hash of row ``index`` (``h(index + 1)``), read without the
+        transactions around it; None when that row is not stored."""
+        ...
+
     def signature(self, key: int, n: int) -> bytes | None:
         """The signature of checkpoint ``n`` of the stored session copy ``key`` (see
         :class:`StoredSessionRows`); None when there is none."""

@@ -239,6 +239,16 @@ class CompareModel(TableModel):
             self._pages.move_to_end(number)
         return page[offset] if offset < len(page) else None
 
+    def warm(self, first: int, last: int) -> None:
+        """Read and format rows ``[first, last)`` now, so that the paint that shows them
+        does not also read them: a first paint of both panes would otherwise take most of a
+        loop turn."""
+        for row in range(max(0, first), min(self.row_count(), last)):
+            item = self.compare_row(row)
+            for tx in () if item is None else (item.left, item.right):
+                if tx is not None and tx.made_at not in self._made_at_text:
+                    self._made_at_text[tx.made_at] = format_ms_short(tx.made_at)
+
     @property
     def rows_fetched(self) -> int:
         """Rows both sides' readers returned so far."""

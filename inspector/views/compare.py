@@ -288,6 +288,7 @@ class CompareWindow(QWidget):
         self._owned: list[Target] = []
         self.session_model: CompareModel | None = None
         self._verifiers: list[ChainVerifier] = []
+        self._dropped = 0  # sessions let go so far: a show that paused sees whether it still stands
         self.covalue: CoValueID | None = None
         self.heading = QLabel()
         self.heading.setObjectName("compareHeading")
@@ -317,7 +318,6 @@ class CompareWindow(QWidget):
         self.resize(1280, 800)
         inspector.opened.connect(self._main_target_changed)
         adapt_views(self)  # its own window: readable on a dark palette too
-
 
     def _main_target_changed(self) -> None:
         """The main window opened another target: a comparison that read the one it closed
@@ -414,6 +414,7 @@ class CompareWindow(QWidget):
             return False
         await asyncio.sleep(STEP_PAUSE)  # aligning took a turn; showing (and painting) takes another
         self._drop_session()
+        dropped = self._dropped
         for attr, side, sid in (("left_verifier", sides[0], left_session), ("right_verifier", sides[1], right_session)):
             checker = side.open_session(covalue, sid)
             if checker is not None:
@@ -421,6 +422,14 @@ class CompareWindow(QWidget):
                 setattr(comparison, attr, verifier)
                 self._verifiers.append(verifier)
         model = CompareModel(comparison, self)
+        # the rows the first paint shows (centred on the fork row) are read in a turn of their own
+        shown = self.panes.left.viewport().height() // ROW_HEIGHT + 1
+        focus = model.fork_row or 0
+        model.warm(focus - shown, focus + shown)
+        await asyncio.sleep(STEP_PAUSE)
+        if dropped != self._dropped:  # closed, or another comparison shown meanwhile
+            model.setParent(None)
+            return False
         self.session_model = model
         for verifier in self._verifiers:
             self.inspector.runner.add(verifier, model.on_verification_progress)
@@ -462,6 +471,7 @@ class CompareWindow(QWidget):
         for verifier in self._verifiers:
             self.inspector.runner.remove(verifier)
         self._verifiers = []
+        self._dropped += 1
         model, self.session_model = self.session_model, None
         self.panes.set_model(None)
         if model is not None:

@@ -124,4 +124,3 @@ class FileActions:
         dialog.show()
         self.inspector.spawn(job.run(), "export")
         return job
-

@@ -119,7 +119,6 @@ class RecoverDialog(QDialog):
 
     # -- pages -------------------------------------------------------------------------------
 
-
     def _choose_page(self) -> QWidget:
         page = QWidget()
         assert self.target is not None

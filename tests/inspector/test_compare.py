@@ -16,6 +16,7 @@ from pytestqt.qtbot import QtBot
 from engine.covalue import CoValueCore
 from engine.crypto import AccountKey, chain_extend, signed_message
 from engine.demo.scenario import DemoResult
+from engine.diagnostics import analysis
 from engine.diagnostics.chain_verify import RowState
 from engine.diagnostics.compare import RowKind
 from engine.diagnostics.compare_scopes import CoValueStatus
@@ -194,6 +195,8 @@ def test_a_million_transaction_pair_shows_its_first_rows_from_windows(
     compare.show()
     qtbot.waitExposed(compare)
     try:
+        # measured once the inspector's worker process is up: its start-up is not the compare's
+        run(qtbot, inspector.pool.run(analysis.ping))
         wait_for(qtbot, lambda: monitor.samples >= 3)
         monitor.reset()
         started = time.perf_counter()
@@ -211,7 +214,10 @@ def test_a_million_transaction_pair_shows_its_first_rows_from_windows(
         assert model.index(1, CompareModel.RIGHT_CHANGE).data() == f'set k{FORK % 64} = "b{FORK}"'
         # windows, not the sessions: the alignment's binary search and a page or two
         assert model.rows_fetched <= 4 * PAGE_ROWS + 2 * 24, model.rows_fetched
-        # the last row, at the end of the panes
+        # the last row, at the end of the panes (scrolled to once the first rows were shown
+        # and the loop has turned: a user's next action)
+        turns = monitor.samples
+        wait_for(qtbot, lambda: monitor.samples >= turns + 2)
         compare.panes.left.scrollToBottom()
         assert model.index(model.rowCount() - 1, 0).data() == str(N - 1)
         assert model.rows_fetched <= 8 * PAGE_ROWS + 2 * 24

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Sequence
 import asyncpg
 import cbor2
 
+from engine.crypto import HASH_SIZE
 from engine.errors import ChainError, StorageBugError
 from engine.ids import CoValueID, SessionID, is_delete_session
 from engine.kv.store import CASResult
@@ -263,6 +264,25 @@ async def read_session(conn: asyncpg.Connection, covalue: CoValueID, session: Se
         (int(n), bytes(s)) for n, s in await conn.fetch("SELECT n, sig FROM signatures WHERE sid = $1", sid)
     )
     return log
+
+
+async def read_hash(conn: asyncpg.Connection, covalue: CoValueID, session: SessionID, index: int) -> bytes | None:
+    """The stored chain hash of row ``index`` (``h(index + 1)``), cut out of its block's
+    hash column without reading the block's transactions; None when the row is not stored."""
+    if index < 0:
+        return None
+    row = await conn.fetchrow(
+        'SELECT "end", substring(hashes FROM (($1 - start) * $2 + 1)::integer FOR $2::integer) AS hash FROM blocks '
+        "WHERE sid = (SELECT sid FROM sessions WHERE covalue = $3 AND session = $4) AND start <= $1 "
+        "ORDER BY start DESC LIMIT 1",
+        index,
+        HASH_SIZE,
+        covalue,
+        session,
+    )
+    if row is None or index >= row["end"] or len(row["hash"]) != HASH_SIZE:
+        return None
+    return bytes(row["hash"])
 
 
 async def read_window(conn: asyncpg.Connection, session: SessionID, sid: int, offset: int, limit: int) -> list[RawRow]:

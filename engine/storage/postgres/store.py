@@ -290,6 +290,11 @@ class PostgresStore:
 
         return self._call(window, f"read {session}")
 
+    def session_hash(self, covalue: CoValueID, session: SessionID, index: int) -> bytes | None:
+        """The stored chain hash of row ``index``, read without its block's transactions
+        (a binary search's probe); None when the row is not stored."""
+        return self._call(lambda conn: rows.read_hash(conn, covalue, session, index), f"read {session}")
+
     def load_covalue(self, covalue: CoValueID) -> StoredCoValue | None:
         """The CoValue with every session verified; None when the store does not have it.
 

@@ -168,6 +168,12 @@ def unpack_block(session: str, start: int, end: int, txs: bytes, hashes: bytes) 
 
     Raises :class:`ChainError` (at ``start``) when the row is damaged.
     """
+    items = _block_txs(session, start, end, txs, hashes)
+    return items, [hashes[i : i + HASH_SIZE] for i in range(0, len(hashes), HASH_SIZE)]
+
+
+def _block_txs(session: str, start: int, end: int, txs: bytes, hashes: bytes) -> list[bytes]:
+    """The transactions of one ``blocks`` row, checked against its hash column's length."""
     try:
         items = cbor2.loads(txs)
     except Exception as exc:  # any decoder failure means a damaged row
@@ -180,7 +186,7 @@ def unpack_block(session: str, start: int, end: int, txs: bytes, hashes: bytes) 
         or not all(isinstance(tx, bytes) for tx in items)
     ):
         raise ChainError(session, start, f"stored block does not hold {n} transactions")
-    return items, [hashes[i : i + HASH_SIZE] for i in range(0, len(hashes), HASH_SIZE)]
+    return items
 
 
 def read_session(conn: sqlite3.Connection, covalue: CoValueID, session: SessionID) -> SessionLog:
@@ -205,6 +211,22 @@ def read_session(conn: sqlite3.Connection, covalue: CoValueID, session: SessionI
     return log
 
 
+def read_hash(conn: sqlite3.Connection, covalue: CoValueID, session: SessionID, index: int) -> bytes | None:
+    """The stored chain hash of row ``index`` (``h(index + 1)``), cut out of its block's
+    hash column without reading the block's transactions; None when the row is not stored."""
+    if index < 0:
+        return None
+    row = conn.execute(
+        "SELECT end, substr(hashes, (? - start) * ? + 1, ?) FROM blocks "
+        "WHERE sid = (SELECT sid FROM sessions WHERE covalue = ? AND session = ?) AND start <= ? "
+        "ORDER BY start DESC LIMIT 1",
+        (index, HASH_SIZE, HASH_SIZE, covalue, session, index),
+    ).fetchone()
+    if row is None or index >= row[0] or len(row[1]) != HASH_SIZE:
+        return None
+    return bytes(row[1])
+
+
 def read_window(conn: sqlite3.Connection, session: SessionID, sid: int, offset: int, limit: int) -> list[RawRow]:
     """Rows ``(idx, tx, hash)`` of the stored session ``sid`` from ``offset`` (at most
     ``limit``), reading only the blocks that overlap the window."""
@@ -216,9 +238,12 @@ def read_window(conn: sqlite3.Connection, session: SessionID, sid: int, offset: 
         "SELECT start, end, txs, hashes FROM blocks WHERE sid = ? AND start >= ? ORDER BY start", (sid, first or 0)
     )
     for start, end, txs, hashes in cursor:
-        block_txs, block_hashes = unpack_block(session, start, end, txs, hashes)
+        block_txs = _block_txs(session, start, end, txs, hashes)
+        # only the window's hashes are cut out: a one-row read of a 1,000-row block is a
+        # binary search's probe, done dozens of times in a row
         for i in range(max(offset, start), end):
-            out.append((i, block_txs[i - start], block_hashes[i - start]))
+            at = (i - start) * HASH_SIZE
+            out.append((i, block_txs[i - start], hashes[at : at + HASH_SIZE]))
             if len(out) == limit:
                 return out
     return out

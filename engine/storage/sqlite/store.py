@@ -229,6 +229,12 @@ class SQLiteStore:
                 return []
             return rows.read_window(self.conn, session, int(row[0]), offset, limit)
 
+    def session_hash(self, covalue: CoValueID, session: SessionID, index: int) -> bytes | None:
+        """The stored chain hash of row ``index``, read without its block's transactions
+        (a binary search's probe); None when the row is not stored."""
+        with sqlite_errors(f"read {session}"):
+            return rows.read_hash(self.conn, covalue, session, index)
+
     def load_covalue(self, covalue: CoValueID) -> StoredCoValue | None:
         """The CoValue with every session verified; None when the store does not have it.
 

@@ -270,6 +270,10 @@ class Synthetic:
         self.rows_read += len(rows)
         return rows
 
+    def row_hash(self, index: int) -> bytes | None:
+        rows = self.window(index, 1)
+        return rows[0][2] if rows else None
+
     def checkpoints(self) -> list[int]:
         return list(range(1000, self._count + 1, 1000))
 

@@ -113,6 +113,34 @@ def test_session_window_reads_across_blocks(sample: Sample, store: Store) -> Non
     assert store.session_window(sample.covalue, sample.b, 0, 0) == []
 
 
+def test_session_hash_reads_one_stored_hash(sample: Sample, store: Store) -> None:
+    """A single row's hash, cut out of its block, equals the chain hash; rows that are not
+    stored (before 0, past the end, an unknown session) give None."""
+    hashes = load(store, sample.covalue).sessions[sample.b].hashes
+    for index in (0, 1, 999, 1000, 1001, len(hashes) - 1):
+        assert store.session_hash(sample.covalue, sample.b, index) == hashes[index], index
+    assert store.session_hash(sample.covalue, sample.b, len(hashes)) is None
+    assert store.session_hash(sample.covalue, sample.b, -1) is None
+    assert store.session_hash(sample.covalue, SessionID(f"{sample.b[:-4]}zzzz"), 0) is None
+    assert store.session_hash(CoValueID("co_zunknown"), sample.b, 0) is None
+
+
+def test_session_hash_of_a_cut_hash_column_is_missing(sample: Sample, store: Store) -> None:
+    """A block whose hash column was cut short reads as missing rows past the cut, not as a
+    short hash that a comparison would take for a real one."""
+    [(sid,)] = sample.backend.fetch(
+        "SELECT sid FROM sessions WHERE covalue = ? AND session = ?", sample.covalue, sample.b
+    )
+    [(start, hashes)] = sample.backend.fetch(
+        "SELECT start, hashes FROM blocks WHERE sid = ? AND start <= ? ORDER BY start DESC LIMIT 1", sid, 1200
+    )
+    kept = bytes(hashes)[: (1200 - start) * 32 + 10]
+    sample.backend.execute("UPDATE blocks SET hashes = ? WHERE sid = ? AND start = ?", kept, sid, start)
+    assert store.session_hash(sample.covalue, sample.b, 1200) is None
+    assert store.session_hash(sample.covalue, sample.b, 1201) is None
+    assert store.session_hash(sample.covalue, sample.b, 1199) is not None
+
+
 # -- corruption --------------------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ whole targets picked from Actions → Compare…, and the fork mark on the origi
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,7 @@ from inspector.models.compare import PAGE_ROWS, CompareModel
 from inspector.recent import RecentTargets
 from inspector.style import DIFFERENT_BACKGROUND, FORK_BACKGROUND, ONLY_LEFT_BACKGROUND
 from inspector.targets import TargetSpec
+from inspector.views import compare as compare_view
 from inspector.views.compare import CompareWindow
 from inspector.views.compare_pick import ComparePickDialog
 from inspector.views.connect import ConnectDialog
@@ -294,6 +296,38 @@ def test_the_same_session_on_another_target(
     compare.close()
     wait_for(qtbot, lambda: not window.comparer.windows and not inspector.busy)
     assert compare._owned == []
+
+
+def test_a_pair_let_go_while_it_was_being_shown_leaves_nothing_behind(
+    qtbot: QtBot, inspector: Inspector, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Showing two sessions pauses between its steps (the last pause after reading the first
+    rows). When the window lets the pair go during that pause (closed, or another pair
+    shown), the show gives up: no model, no verifier left running."""
+    core, sid, left, right = forked_stores(tmp_path, 250)
+    monkeypatch.setattr(compare_view, "STEP_PAUSE", 0.5 * UNIT)  # wide enough to act in
+    compare = CompareWindow(inspector)
+    qtbot.addWidget(compare)
+    try:
+        specs = TargetSpec("store", str(left)), TargetSpec("store", str(right))
+        showing = asyncio.ensure_future(compare.compare_sessions(*specs, core.id, sid, sid))
+        wait_for(qtbot, lambda: len(compare._verifiers) == 2)  # aligned, first rows read: pausing
+        verifiers = list(compare._verifiers)
+        assert not showing.done()
+        run(qtbot, compare.release())
+        wait_for(qtbot, showing.done)
+        assert showing.result() is False
+        assert compare.session_model is None and compare.panes.model is None
+        assert not any(e.verifier in verifiers for e in inspector.runner._entries)
+        # the next pair shows as usual
+        monkeypatch.setattr(compare_view, "STEP_PAUSE", 0.02)
+        assert run(qtbot, compare.compare_sessions(*specs, core.id, sid, sid))
+        model = compare.session_model
+        assert model is not None and compare.panes.model is model
+        assert model.alignment.fork is not None and model.alignment.fork.index == 250
+    finally:
+        compare.close()
+        run(qtbot, compare.release())
 
 
 def test_two_bundles_without_content_in_the_compare_view(

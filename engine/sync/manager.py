@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from engine.covalue import CoValueCore, OutcomeStatus
@@ -80,7 +80,8 @@ from engine.sync.admin import answer_admin
 from engine.sync.chunks import longest_stretch, servable_stretch, split_content
 from engine.sync.cluster import ClusterReport
 from engine.sync.events import EventRing, SyncEvent, SyncEventKind
-from engine.sync.kv_service import KV_REPLIES, KV_REPLY_HEADROOM, KV_REQUESTS, KvRequest, KvService, KvStep, KvWork
+from engine.sync.kv_service import KV_REPLIES, KV_REPLY_HEADROOM, KV_REQUESTS, KvService, KvWork
+from engine.sync.served import ServedRequests
 from engine.sync.state import Outbox, PeerKind, PeerState, SyncHost
 from engine.sync.strangers import InvalidQuota
 
@@ -93,7 +94,7 @@ ACTION_OPS = frozenset({"recover", "export"})
 RECOVERY_PAGE_MARGIN = 64 * 1024
 
 
-class SyncManager:
+class SyncManager(ServedRequests):
     """Sync logic for one replica and all its peers. Not thread-safe (one loop drives it)."""
 
     def __init__(self, host: SyncHost, *, limits: Limits = DEFAULT_LIMITS) -> None:
@@ -119,15 +120,10 @@ class SyncManager:
         self.on_error: Callable[[str, Error], None] | None = None
         #: hears every known state a peer announces (``known``), as announced
         self.on_known: Callable[[str, KnownState], None] | None = None
-        #: serves REPLACE exchanges (``recover_open``/``recover_next``) in their own namespace
         self.recovery = RecoveryResponder(host, page_budget=limits.max_frame_size - RECOVERY_PAGE_MARGIN)
         #: transactions invalid on arrival kept per downstream account (:mod:`engine.sync.strangers`)
         self.invalid_quota = InvalidQuota()
-        #: answers CAS-slot requests and keeps each connection's watches
         self.kv = KvService(host.kv, host.clock_ms, reply_budget=limits.max_frame_size - KV_REPLY_HEADROOM)
-        #: set by a host that makes the CAS store's calls off its loop (engine/net/kv_worker.py):
-        #: takes each call, in order, and hands its outcome to :meth:`kv_finished` on the loop,
-        #: in the same order; None: the calls are made at once
         self.kv_offload: Callable[[KvWork], None] | None = None
         self._out: Outbox = []
         self._forwarded_loads: set[CoValueID] = set()
@@ -190,27 +186,6 @@ class SyncManager:
             if peer.kind is PeerKind.UPSTREAM:
                 peer.interested.add(covalue)
                 self._send(peer, Load(covalue, known))
-
-    def kv_stored_elsewhere(self, slots: Iterable[tuple[str, str]]) -> None:
-        """Other nodes sharing the store stored these CAS slots ``(namespace, key)``: tell
-        the watches that cover them (:meth:`KvService.stored_elsewhere`)."""
-        for namespace, key in slots:
-            self._kv_step(self.kv.stored_elsewhere(namespace, key))
-
-    def kv_finished(self, work: KvWork, outcome: tuple[bool, Any]) -> None:
-        """A store call handed to :attr:`kv_offload` was made: send what follows from it
-        (nothing when its connection went meanwhile)."""
-        if work.peer is not None and work.peer.id not in self.peers:
-            return
-        self._out.extend(self.kv.finish(work, outcome))
-
-    def _kv_step(self, step: KvStep) -> None:
-        if isinstance(step, list):
-            self._out.extend(step)
-        elif self.kv_offload is None:
-            self._out.extend(self.kv.finish(step, step.run()))
-        else:
-            self.kv_offload(step)
 
     def local_changed(self, covalue: CoValueID) -> None:
         """The host changed ``covalue`` (a local write, applied content, a replace, a delete):
@@ -463,14 +438,6 @@ class SyncManager:
         if self.on_error is not None:
             self.on_error(peer.id, msg)
 
-    def _on_recover_open(self, peer: PeerState, msg: RecoverOpen) -> None:
-        """Start a REPLACE exchange (:mod:`engine.recovery.exchange`): members of the owner
-        group and admins are served, anyone else is answered as for an unknown id."""
-        self._send(peer, self.recovery.open(peer.id, peer.account, peer.admin, msg, self.host.clock_ms()))
-
-    def _on_recover_next(self, peer: PeerState, msg: RecoverNext) -> None:
-        self._send(peer, self.recovery.next(peer.id, msg, self.host.clock_ms()))
-
     def _on_admin(self, peer: PeerState, msg: Admin) -> None:
         """Answer an admin request (:func:`~engine.sync.admin.answer_admin`): exactly one
         ``admin_result``; a refusal changes nothing. An op that acts (``recover``) is handed
@@ -492,9 +459,6 @@ class SyncManager:
         if self.on_reply is not None:
             self.on_reply(peer.id, msg)
 
-    def _on_kv(self, peer: PeerState, msg: KvRequest) -> None:
-        self._kv_step(self.kv.plan(peer, msg))
-
     _handlers: ClassVar[dict[type[Message], Callable[[SyncManager, PeerState, Any], None]]] = {
         Load: _on_load,
         Known: _on_known,
@@ -505,10 +469,10 @@ class SyncManager:
         Error: _on_error,
         Admin: _on_admin,
         AdminResult: _on_reply,
-        **dict.fromkeys(KV_REQUESTS, _on_kv),
+        **dict.fromkeys(KV_REQUESTS, ServedRequests._on_kv),
         **dict.fromkeys(KV_REPLIES, _on_reply),
-        RecoverOpen: _on_recover_open,
-        RecoverNext: _on_recover_next,
+        RecoverOpen: ServedRequests._on_recover_open,
+        RecoverNext: ServedRequests._on_recover_next,
         RecoverPage: _on_reply,
     }
 
@@ -610,9 +574,6 @@ class SyncManager:
 
     def _may_read(self, peer: PeerState, core: CoValueCore) -> bool:
         return peer.kind is PeerKind.UPSTREAM or peer.admin or self.host.can_read(peer.account, core.id)
-
-    def _send(self, peer: PeerState, message: Message) -> None:
-        self._out.append((peer.id, message))
 
     def _event(
         self, kind: SyncEventKind, peer: PeerState, covalue: CoValueID, session: SessionID | None, detail: str

@@ -1,13 +1,14 @@
-"""Answering peers' CAS-slot requests off the event loop, on a store other nodes share
-(DESIGN §8, §9).
+"""Answering peers' CAS-slot requests off the event loop (DESIGN §8, §9).
 
 On PostgreSQL every ``kv_get``, ``kv_cas``, ``kv_list`` and ``kv_watch`` is a round trip to
 the database, and a ``kv_cas`` waits while another node's transaction holds the slot's row.
-Made on the node's event loop, each would hold up every connection of the node for that long.
+On SQLite a ``kv_cas`` is a write transaction ending in an fsync, and waits while another
+connection (the node's own writer, another process) holds the file's write lock. Made on the
+node's event loop, each would hold up every connection of the node for that long.
 :class:`KvWorker` gives the sync manager's CAS service (:mod:`engine.sync.kv_service`) a
-connection of its own (:meth:`ChangeLogStore.open_kv
-<engine.storage.interface.ChangeLogStore.open_kv>`) and makes the service's store calls on
-one thread of its own:
+connection of its own (:meth:`OwnKVStore.open_kv
+<engine.storage.interface.OwnKVStore.open_kv>`) and makes the service's store calls on one
+thread of its own:
 
 - A request is checked on the loop (address, access, value size, room for a watch); a
   refusal leaves at once.
@@ -35,7 +36,7 @@ from typing import Any
 from engine.errors import KVBusy
 from engine.kv.store import KVStore
 from engine.net.shell import SyncShell
-from engine.storage.interface import ChangeLogStore, OwnKV
+from engine.storage.interface import OwnKV, OwnKVStore
 from engine.sync.kv_service import KvWork
 
 __all__ = ["MAX_KV_WAITING", "KvWorker"]
@@ -52,7 +53,7 @@ class KvWorker:
     own (see the module). :meth:`start` on the node's loop, :meth:`stop` before the store
     closes."""
 
-    def __init__(self, shell: SyncShell, store: ChangeLogStore) -> None:
+    def __init__(self, shell: SyncShell, store: OwnKVStore) -> None:
         self.shell = shell
         self.store = store
         #: store calls handed to the thread and not finished on the loop yet

@@ -37,7 +37,7 @@ from engine.protocol.limits import DEFAULT_LIMITS, Limits
 from engine.protocol.messages import Admin, AdminResult, Message
 from engine.protocol.messages.admin import ExportArgs, admin_args, intent_message
 from engine.storage import make_store_directory, store_directory
-from engine.storage.interface import ChangeLogStore
+from engine.storage.interface import ChangeLogStore, OwnKVStore
 
 logger = logging.getLogger(__name__)
 
@@ -176,10 +176,10 @@ async def serve(
     server = NodeServer(shell, admins=admin_ids)
     shell.manager.on_admin_action = AdminActions(node, shell.send_to, node_name=server.name)
     # On a store other nodes write too, follow their changes (before anyone can connect).
-    # There, too, answer CAS-slot requests off the loop: each is a database round trip.
+    # Answer CAS-slot requests off the loop: each is a database round trip, a write an fsync.
     shared = node.store if isinstance(node.store, ChangeLogStore) else None
     follower = ClusterFollower(shell, shared.change_feed()) if shared is not None else None
-    kv_worker = KvWorker(shell, shared) if shared is not None else None
+    kv_worker = KvWorker(shell, node.store) if isinstance(node.store, OwnKVStore) else None
 
     async def stop_following() -> None:
         if kv_worker is not None:

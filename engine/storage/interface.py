@@ -54,6 +54,7 @@ __all__ = [
     "ChangeLogStore",
     "ChangePage",
     "OwnKV",
+    "OwnKVStore",
     "TailRequest",
     "Tails",
     "CoValueReplace",
@@ -605,7 +606,7 @@ class ChangeFeed(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class OwnKV:
-    """A store's CAS slots on a connection of their own (:meth:`ChangeLogStore.open_kv`), for
+    """A store's CAS slots on a connection of their own (:meth:`OwnKVStore.open_kv`), for
     calls made on one other thread than the store's; ``close`` ends that connection."""
 
     kv: KVStore
@@ -613,18 +614,24 @@ class OwnKV:
 
 
 @runtime_checkable
-class ChangeLogStore(Protocol):
+class OwnKVStore(Protocol):
+    """A store whose CAS slots a node can use from a thread of their own (SQLite, PostgreSQL)."""
+
+    def open_kv(self) -> OwnKV:
+        """The store's CAS slots (as :attr:`Store.kv`: the same writer name, and on a shared
+        store the same change log) on a new connection of their own, so another thread may
+        wait on them."""
+        ...
+
+
+@runtime_checkable
+class ChangeLogStore(OwnKVStore, Protocol):
     """A store that other nodes write too: its writes are recorded in a change log that
     nodes follow, and it answers which sessions it holds right now, so a node checks what it
     is sent against the store (not only its memory) before acknowledging it."""
 
     def change_feed(self) -> ChangeFeed:
         """A new feed on this store's change log, with connections of its own."""
-        ...
-
-    def open_kv(self) -> OwnKV:
-        """The store's CAS slots (as :attr:`Store.kv`, the same writer and change log) on a
-        new connection of their own, so another thread may wait on them."""
         ...
 
     def read_tails(self, requests: Mapping[CoValueID, TailRequest], *, exclude: SessionID) -> Tails:

@@ -40,6 +40,7 @@ from engine.storage.interface import (
     CorruptRecord,
     CoValueReplace,
     CoValueRow,
+    OwnKV,
     RawRow,
     SessionWrite,
     StoredCounts,
@@ -95,6 +96,7 @@ class SQLiteStore:
         self.readonly = readonly
         self._synchronous = synchronous
         self._wrap = wrap
+        self._writer = writer
         self.conn, self.path, self.version = connect(path, readonly=readonly, synchronous=synchronous, wrap=wrap)
         self.kv = SQLiteKV(self.conn, writer=writer)
 
@@ -105,6 +107,12 @@ class SQLiteStore:
 
     def close(self) -> None:
         self.conn.close()
+
+    def open_kv(self) -> OwnKV:
+        """See :meth:`OwnKVStore.open_kv <engine.storage.interface.OwnKVStore.open_kv>`: a
+        ``kv_cas`` is a write transaction with an fsync, made on the connection's thread."""
+        conn, _path, _version = connect(self.path, synchronous=self._synchronous, wrap=self._wrap)
+        return OwnKV(SQLiteKV(conn, writer=self._writer), conn.close)
 
     def background_writer(self) -> AsyncStore:
         """A new, not yet started :class:`AsyncStore` on this store's file."""

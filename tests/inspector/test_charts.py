@@ -393,8 +393,11 @@ def test_the_demo_s_contended_slot_and_lagged_peer_in_the_window(  # noqa: PLR09
     redraws = chart.redraws
     wait_for(qtbot, lambda: chart.redraws >= redraws + 3, units=10)
     lag_ms = monitor.max_lag * 1000
-    print(f"\nlag chart on the demo: last redraw {chart.last_redraw_ms:.1f} ms, max loop lag {lag_ms:.1f} ms")
-    assert monitor.max_lag < STALL_BUDGET, monitor.recent(100)
+    print(
+        f"\nlag chart on the demo: last redraw {chart.last_redraw_ms:.1f} ms, max loop lag {lag_ms:.1f} ms "
+        f"({monitor.max_busy * 1000:.1f} ms working)"
+    )
+    assert monitor.max_busy < STALL_BUDGET, monitor.recent(100)
     chart.set_metric("queue_bytes")
     axis = chart.plot.getAxis("left")
     wait_for(qtbot, lambda: axis.labelText == "Queue bytes" and "bytes queued" in chart.heading.text())

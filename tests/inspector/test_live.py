@@ -85,8 +85,11 @@ def test_writes_appear_in_navigator_lanes_and_content_in_batches(  # noqa: PLR09
     assert inspector.covalues.index(row, CoValueListModel.TRANSACTIONS).data() == f"{txs_before + 500:,}"
     wait_for(qtbot, lambda: chain.verifier is not None and chain.verifier.done)
     assert chain.verification_text() == "verified"
-    print(f"\nlive writes: max loop lag {monitor.max_lag * 1000:.1f} ms over {monitor.samples} samples")
-    assert monitor.max_lag < STALL_BUDGET, monitor.recent()
+    print(
+        f"\nlive writes: max loop lag {monitor.max_lag * 1000:.1f} ms ({monitor.max_busy * 1000:.1f} ms working) "
+        f"over {monitor.samples} samples"
+    )
+    assert monitor.max_busy < STALL_BUDGET, monitor.recent()
 
 
 def test_new_and_deleted_covalues_appear(
@@ -113,8 +116,9 @@ def test_new_and_deleted_covalues_appear(
     deleted_ids = {inspector.tombstones.index(r, 0).data(Role.ID) for r in range(2)}
     assert deleted_ids == {created[0], demo_store.deleted[0]}
     assert Badge.DELETED in inspector.covalues.index(inspector.covalues.row_of(created[0]), 0).data(Role.BADGES)
-    print(f"\nnew/deleted CoValues: max loop lag {monitor.max_lag * 1000:.1f} ms")
-    assert monitor.max_lag < STALL_BUDGET
+    lag_ms, busy_ms = monitor.max_lag * 1000, monitor.max_busy * 1000
+    print(f"\nnew/deleted CoValues: max loop lag {lag_ms:.1f} ms ({busy_ms:.1f} ms working)")
+    assert monitor.max_busy < STALL_BUDGET
 
 
 def test_kv_changes_show_with_the_next_change(

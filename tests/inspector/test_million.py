@@ -162,11 +162,12 @@ def test_the_window_opens_a_million_row_lane_quickly_and_never_stalls_while_it_i
             f"jump to end {jump * 1000:.0f} ms, rows read by the view {chain.rows_fetched}, "
             f"longest verification slice {inspector.runner.longest_slice * 1000:.1f} ms; "
             f"analysed by the worker in {analysed:.1f} s: max loop lag {monitor.max_lag * 1000:.1f} ms "
+            f"({monitor.max_busy * 1000:.1f} ms working) "
             f"over {monitor.samples} samples, {monitor.stalls} stalls over 50 ms"
         )
         assert first_rows < 5 * UNIT and jump < 2 * UNIT  # loose: machines differ; see the print
         assert inspector.runner.longest_slice < 0.05 * UNIT
-        assert monitor.max_lag < STALL_BUDGET, [round(lag * 1000) for lag in monitor.recent(500) if lag > 0.02]
+        assert monitor.max_busy < STALL_BUDGET, [round(lag * 1000) for lag in monitor.recent(500) if lag > 0.02]
         save_screenshot(window, "million-rows.png")
     finally:
         window.close()

@@ -54,10 +54,11 @@ def test_selecting_a_four_session_covalue_paints_its_lanes_within_the_budget(  #
         wait_for(qtbot, lambda: len(window.chain.lane_widgets) == 4)
         built = time.perf_counter() - started
         settle(qtbot, inspector, window)
-        lags.append(monitor.max_lag)
+        lags.append(monitor.max_busy)
         print(
             f"\nselect notes (4 lanes), #{selection + 1}: lanes built in {built * 1000:.0f} ms, "
-            f"max loop lag {monitor.max_lag * 1000:.1f} ms over {monitor.samples} samples"
+            f"max loop lag {monitor.max_lag * 1000:.1f} ms ({monitor.max_busy * 1000:.1f} ms working) "
+            f"over {monitor.samples} samples"
         )
     lanes = window.chain.lane_widgets
     assert all("verified" in lane.info.text() for lane in lanes)

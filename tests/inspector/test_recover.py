@@ -116,7 +116,7 @@ def test_recover_the_corrupt_replica_of_the_embedded_demo(
     # -- the plan: one session replaced, what lies past the broken link dropped -------------
     wait_for(qtbot, lambda: len(monitor.recent(100)) >= 3)
     print(f"\nopening the Recover dialog: max loop lag {monitor.max_lag * 1000:.1f} ms")
-    opening = monitor.max_lag
+    opening = monitor.max_busy
     monitor.reset()
     job = planned(qtbot, dialog)
     replaced = dialog.tables[PlanCategory.REPLACED]
@@ -131,7 +131,7 @@ def test_recover_the_corrupt_replica_of_the_embedded_demo(
     assert dialog.tables[PlanCategory.PRESERVED].row_count() == 0
     assert dialog.recover_button.isEnabled() and dialog.progress.value() == job.pages >= 1
     assert demo.node.get(ledger).corrupt, "planning changes nothing"
-    planning = monitor.max_lag
+    planning = monitor.max_busy
     dialog.plan_tabs.setCurrentIndex(list(PlanCategory).index(PlanCategory.DROPPED))
     assert dialog.shown_category() is PlanCategory.DROPPED and dialog.plan_table.model() is dropped
     check_png(save_screenshot(dialog, "recover-plan.png", docs=True))  # a grab stalls: not measured
@@ -156,8 +156,11 @@ def test_recover_the_corrupt_replica_of_the_embedded_demo(
     audit = inspector.audit
     wait_for(qtbot, lambda: "recover" in audit.actions())
     assert audit.actions() == ["connect", "elevate", "recover"] and audit.ok
-    worst = max(opening, planning, monitor.max_lag)
-    print(f"recover on the live demo: apply {job.apply_seconds * 1000:.1f} ms, max loop lag {worst * 1000:.1f} ms")
+    worst = max(opening, planning, monitor.max_busy)
+    print(
+        f"recover on the live demo: apply {job.apply_seconds * 1000:.1f} ms, "
+        f"longest loop stall worked {worst * 1000:.1f} ms"
+    )
     assert worst < STALL_BUDGET, monitor.recent(100)
     recover = audit.record(2)
     assert recover["details"]["peer"] == info["origin"] and recover["details"]["receipt"] == job.receipt.id.hex()

@@ -11,9 +11,10 @@ from inspector.lag import STALL_THRESHOLD, LoopLagMonitor
 from tests.inspector.conftest import run, wait_for
 
 
-def busy(seconds: float) -> None:
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
+def working(seconds: float) -> None:
+    """Run on the CPU for ``seconds`` of this thread's own time."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
         pass
 
 
@@ -28,20 +29,13 @@ def test_an_idle_loop_has_little_lag_and_a_blocking_callback_is_a_stall(
     assert monitor.max_busy < STALL_THRESHOLD
     monitor.reset()
     assert (monitor.samples, monitor.max_lag, monitor.max_busy, monitor.recent()) == (0, 0.0, 0.0, [])
-    loop.call_soon(busy, 0.12)
+    loop.call_soon(working, 0.12)
     wait_for(qtbot, lambda: monitor.stalls >= 1)
     assert monitor.max_lag >= 0.1 and max(samples) >= 0.1 and monitor.last >= 0
     assert max(monitor.recent(1000)) == monitor.max_lag
     run(qtbot, monitor.stop())
     assert not monitor.running
     run(qtbot, monitor.stop())  # idempotent
-
-
-def working(seconds: float) -> None:
-    """Run on the CPU for ``seconds`` of this thread's own time."""
-    end = time.thread_time() + seconds
-    while time.thread_time() < end:
-        pass
 
 
 def test_the_busy_part_of_a_delay_is_what_the_process_worked(

@@ -8,12 +8,13 @@ bar shows recent values.
 
 Part of a delay may not be the inspector's doing: on a busy machine the loop's thread waits,
 runnable, while the system runs other processes, and in a virtual machine while the host
-runs other guests. :attr:`LoopLagMonitor.max_busy` keeps the part the inspector's process
-spent working: its CPU time over the sample, all threads counted (one holding the
-interpreter lock holds the loop up too), which leaves out the time the system or the host
-gave to others. That is the measure of the inspector's own work per turn that tests hold to
-the budget. It leaves out time the loop waits on I/O as well: the inspector reads stores on
-the loop by small windows only, and commits happen on writer threads.
+runs other guests. :attr:`LoopLagMonitor.max_busy` keeps the part the loop's thread spent
+working: its CPU time over the sample, which leaves out the time the system or the host gave
+to others, and the work of the process's other threads. That is the measure of the work
+done on the loop per turn that tests hold to the budget. It leaves out time the loop waits
+as well: on I/O (the inspector reads stores on the loop by small windows only, and commits
+happen on writer threads) and on the interpreter lock (the heavy analysis runs in worker
+processes: see :mod:`inspector.workers`).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class LoopLagMonitor:
         self.interval = interval
         self.on_sample = on_sample
         self.max_lag = 0.0
-        #: the longest part of a delay the process spent working (see the module)
+        #: the longest part of a delay the loop's thread spent working (see the module)
         self.max_busy = 0.0
         self.samples = 0
         self.stalls = 0
@@ -91,15 +92,15 @@ class LoopLagMonitor:
         loop = asyncio.get_running_loop()
         while True:
             due = loop.time() + self.interval
-            worked = time.process_time()
+            worked = time.thread_time()
             await asyncio.sleep(self.interval)
             # Late since it was due, or since the last reset if that came after.
             lag = max(0.0, loop.time() - max(due, self._reset_at))
             self._recent.append(lag)
             self.samples += 1
             self.max_lag = max(self.max_lag, lag)
-            # No more of the delay than the process worked meanwhile: the rest it waited for a CPU.
-            self.max_busy = max(self.max_busy, min(lag, time.process_time() - worked))
+            # No more of the delay than the thread worked meanwhile: the rest it waited.
+            self.max_busy = max(self.max_busy, min(lag, time.thread_time() - worked))
             if lag > STALL_THRESHOLD:
                 self.stalls += 1
             if self.on_sample is not None:

@@ -63,8 +63,8 @@ class VerificationRunner:
         self._entries: list[_Entry] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        #: the most CPU time a single slice took so far (seconds; time the system or the host
-        #: gave to others while it ran is left out, see :mod:`inspector.lag`), for tests
+        #: the most CPU time a single slice took on the loop's thread so far (seconds; time the
+        #: system or the host gave to others while it ran is left out, see :mod:`inspector.lag`)
         self.longest_slice = 0.0
         self.slices = 0
 

@@ -38,7 +38,7 @@ def test_an_idle_loop_has_little_lag_and_a_blocking_callback_is_a_stall(
     run(qtbot, monitor.stop())  # idempotent
 
 
-def test_the_busy_part_of_a_delay_is_what_the_process_worked(
+def test_the_busy_part_of_a_delay_is_what_the_loop_s_thread_worked(
     loop: asyncio.AbstractEventLoop, qtbot: QtBot
 ) -> None:
     """A callback that works for 0.12 s is a stall the loop's own work explains; one that

@@ -56,6 +56,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from bench.compare_figures import app_first_rows, probe_ms
 from engine.covalue import CoValueCore
 from engine.crypto import AccountKey
 from engine.ids import CoValueID
@@ -255,7 +256,8 @@ def bench_compare(n: int, tmp: Path) -> float:
     assert report["fork"]["index"] == fork and report["different"]["count"] == n - fork, report
     _COMPARE["cli_rss_mb"] = rss
     _COMPARE["no_verify_seconds"], _COMPARE["no_verify_rss_mb"], _ = _timed_cli(["compare", *args, "--no-verify"])
-    _COMPARE["app_first_rows_seconds"] = _app_first_rows(tmp, core.id, session)
+    _COMPARE["app_first_rows_seconds"] = app_first_rows(tmp, core.id, session, _child_env())
+    _COMPARE["probe_ms"] = probe_ms(tmp / "a")
     return seconds
 
 
@@ -436,49 +438,6 @@ _MEASURE = (
     "sys.stderr.write(f'KINTSUGI-MEASURE {peak} {elapsed}\\n')\n"
     "sys.exit(code)\n"
 )
-
-
-def _app_first_rows(tmp: Path, covalue: str, session: str) -> float:
-    """Seconds from asking the inspector's compare panes (offscreen, in their own process,
-    Qt already started) for the two stores' sessions until they have read their first rows
-    (at the fork); -1 when that fails."""
-    script = tmp / "first_rows.py"
-    script.write_text(_FIRST_ROWS_SCRIPT)
-    proc = subprocess.run(
-        [sys.executable, str(script), str(tmp / "a"), str(tmp / "b"), covalue, session],
-        env=dict(_child_env(), QT_QPA_PLATFORM="offscreen"),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    lines = proc.stdout.strip().splitlines()
-    return float(lines[-1]) if proc.returncode == 0 and lines else -1.0
-
-
-_FIRST_ROWS_SCRIPT = """
-import sys, time
-started = time.perf_counter()
-from PySide6.QtWidgets import QApplication
-app = QApplication([])
-from engine.diagnostics.compare import compare_sessions
-from engine.diagnostics.compare_sides import StoreSide
-from engine.storage import open_store
-from inspector.models.compare import CompareModel
-from inspector.views.compare import ComparePanes
-left, right, covalue, session = sys.argv[1:5]
-asked = time.perf_counter()
-stores = [open_store(path, readonly=True) for path in (left, right)]
-a, b = (StoreSide(s).open_session(covalue, session) for s in stores)
-model = CompareModel(compare_sessions(a, b))
-panes = ComparePanes()
-panes.resize(1280, 800)
-panes.set_model(model, "left", "right", model.summary_text())
-panes.show()
-panes.go_to(model.fork_row)
-while model.cached_rows == 0 and time.perf_counter() - asked < 60:
-    app.processEvents()
-print(time.perf_counter() - asked if model.cached_rows else -1)
-"""
 
 
 def _peak_rss_mb(pid: int) -> float:

@@ -24,6 +24,7 @@ Rules kept here:
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import io
 import json
@@ -203,6 +204,20 @@ class _Member(io.RawIOBase):
         return len(data)
 
 
+def _partial_prefix(out: Path) -> str:
+    """What the temporary files of this process's exports to ``out`` are named from."""
+    return f".{out.name}.{os.getpid()}."
+
+
+def remove_partials(out: Path) -> None:
+    """Remove the temporary files this process started for ``out``: an export interrupted
+    (SIGTERM raises KeyboardInterrupt) before anything held the name of its file, even inside
+    the call that created it, leaves none behind."""
+    for partial in out.parent.glob(f"{glob.escape(_partial_prefix(out))}*.partial"):
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+
+
 class ZipBuilder:
     """A zip built in a temporary file next to ``out``; :meth:`finish` renames it into
     place, :meth:`abort` removes it. Every member's size and SHA-256 are recorded."""
@@ -210,17 +225,16 @@ class ZipBuilder:
     def __init__(self, out: Path, at: float) -> None:
         self.out = out
         out.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
-        self.temp = Path(temp)
-        try:  # interrupted (SIGTERM raises KeyboardInterrupt) before the caller holds it: clean up
+        try:
+            fd, temp = tempfile.mkstemp(prefix=_partial_prefix(out), suffix=".partial", dir=out.parent)
+            self.temp = Path(temp)
             os.close(fd)
             self.zip = zipfile.ZipFile(self.temp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL)
+            self.date_time = time.localtime(at)[:6]
+            self.files: dict[str, dict[str, Any]] = {}
         except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                self.temp.unlink()
+            remove_partials(out)
             raise
-        self.date_time = time.localtime(at)[:6]
-        self.files: dict[str, dict[str, Any]] = {}
 
     @contextlib.contextmanager
     def member(self, name: str, *, stored: bool = False) -> Generator[_Member, None, None]:
@@ -321,13 +335,16 @@ def export_steps(
     fails, :class:`OSError` for the destination).
     """
     at_ms = now_ms if now_ms is not None else time.time_ns() // 1_000_000
-    builder = ZipBuilder(out, at_ms / 1000)
+    builder: ZipBuilder | None = None
     spools: dict[str, IO[bytes]] = {}
     try:
+        builder = ZipBuilder(out, at_ms / 1000)
         spools.update((name, _spool()) for name in (COVALUES, CONTENT, KV))
         result = yield from _export(inputs, builder, spools, redaction, at_ms)
     except BaseException:  # cancelled (GeneratorExit), interrupted or failed: leave nothing
-        builder.abort()
+        if builder is not None:
+            builder.abort()
+        remove_partials(out)  # interrupted before the builder was held
         raise
     finally:
         for spool in spools.values():

@@ -8,7 +8,9 @@ import base64
 import hashlib
 import json
 import logging
+import os
 import shutil
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -213,6 +215,36 @@ def test_same_salt_cross_references_another_does_not(demo: DemoResult, tmp_path:
     export_bundle(BundleInputs("store", store.location, store=store), other, redaction(bytes(32)))
     store.close()
     assert not set(keys(a)) & set(keys(other))
+
+
+@pytest.mark.parametrize("where", ["creating", "opening"])
+def test_an_export_interrupted_as_its_file_is_made_leaves_none(
+    demo: DemoResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """SIGTERM raises KeyboardInterrupt wherever the export is: here just after the call that
+    made its temporary file created it (before the name came back), or as the zip opens it."""
+    out = tmp_path / "out" / "bundle.zip"
+    made = tempfile.mkstemp
+
+    def interrupted_mkstemp(*args: Any, **kwargs: Any) -> tuple[int, str]:
+        fd, _name = made(*args, **kwargs)
+        os.close(fd)
+        raise KeyboardInterrupt
+
+    def interrupted_zip(*args: Any, **kwargs: Any) -> zipfile.ZipFile:
+        raise KeyboardInterrupt
+
+    if where == "creating":
+        monkeypatch.setattr(tempfile, "mkstemp", interrupted_mkstemp)
+    else:
+        monkeypatch.setattr(zipfile, "ZipFile", interrupted_zip)
+    store = open_store(demo.store, readonly=True)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            export_bundle(BundleInputs("store", store.location, store=store), out, redaction())
+        assert list(out.parent.iterdir()) == []
+    finally:
+        store.close()
 
 
 def test_a_cancelled_or_failed_export_leaves_no_file(demo: DemoResult, tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import pytest
 import shiboken6
-from PySide6.QtCore import QSettings, QTimer, QtMsgType, qInstallMessageHandler
+from PySide6.QtCore import QEvent, QSettings, QTimer, QtMsgType, qInstallMessageHandler
 from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
@@ -66,6 +66,16 @@ def fail_on_qt_warnings() -> Iterator[list[str]]:
     yield recorded
     qInstallMessageHandler(previous)
     assert not recorded, f"Qt warnings: {recorded}"
+
+
+@pytest.fixture(autouse=True)
+def widgets_deleted(qapp: QApplication) -> Iterator[None]:
+    """Once a test's widgets are closed and handed to ``deleteLater`` (pytest-qt does that
+    before fixtures end), delete them at once, not whenever an event loop next gets to it: a
+    widget outliving its test, its Python wrapper gone, could be reached by a later test's
+    events (a rare segfault in pyqtgraph's ``GraphicsView.paintEvent``)."""
+    yield
+    QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
 
 
 @pytest.fixture(autouse=True)

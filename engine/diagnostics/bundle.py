@@ -225,16 +225,13 @@ class ZipBuilder:
     def __init__(self, out: Path, at: float) -> None:
         self.out = out
         out.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd, temp = tempfile.mkstemp(prefix=_partial_prefix(out), suffix=".partial", dir=out.parent)
-            self.temp = Path(temp)
-            os.close(fd)
-            self.zip = zipfile.ZipFile(self.temp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL)
-            self.date_time = time.localtime(at)[:6]
-            self.files: dict[str, dict[str, Any]] = {}
-        except BaseException:
-            remove_partials(out)
-            raise
+        # Interrupted from here on, the caller removes what was made (remove_partials).
+        fd, temp = tempfile.mkstemp(prefix=_partial_prefix(out), suffix=".partial", dir=out.parent)
+        self.temp = Path(temp)
+        os.close(fd)
+        self.zip = zipfile.ZipFile(self.temp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL)
+        self.date_time = time.localtime(at)[:6]
+        self.files: dict[str, dict[str, Any]] = {}
 
     @contextlib.contextmanager
     def member(self, name: str, *, stored: bool = False) -> Generator[_Member, None, None]:

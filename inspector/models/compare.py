@@ -246,8 +246,8 @@ class CompareModel(TableModel):
         for row in range(max(0, first), min(self.row_count(), last)):
             item = self.compare_row(row)
             for tx in () if item is None else (item.left, item.right):
-                if tx is not None and tx.made_at not in self._made_at_text:
-                    self._made_at_text[tx.made_at] = format_ms_short(tx.made_at)
+                if tx is not None:
+                    self._made_at(tx.made_at)
 
     @property
     def rows_fetched(self) -> int:
@@ -379,12 +379,15 @@ class CompareModel(TableModel):
         if tx is None:
             return ""
         if column in (self.LEFT_MADE_AT, self.RIGHT_MADE_AT):
-            # formatting a time costs more than the rest of a cell: once per row read
-            made = self._made_at_text.get(tx.made_at)
-            if made is None:
-                made = self._made_at_text[tx.made_at] = format_ms_short(tx.made_at)
-            return made
+            return self._made_at(tx.made_at)
         return tx.summary
+
+    def _made_at(self, made_at: int | None) -> str:
+        # formatting a time costs more than the rest of a cell: once per row read
+        text = self._made_at_text.get(made_at)
+        if text is None:
+            text = self._made_at_text[made_at] = format_ms_short(made_at)
+        return text
 
     def _tooltip(self, row: int, column: int, kind: RowKind) -> str | None:
         if column in (self.LEFT_STATE, self.RIGHT_STATE):
